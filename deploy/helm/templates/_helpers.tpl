@@ -1,0 +1,168 @@
+{{/*
+Common labels for every object of the release.
+*/}}
+{{- define "kip.labels" -}}
+app.kubernetes.io/name: kubernetes-image-puller
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" | quote }}
+{{- end -}}
+
+{{/*
+Selector of the controller pods. `app: <deploymentName>` is what the upstream
+chart used; a Deployment's selector is immutable, so it is kept as is.
+*/}}
+{{- define "kip.selectorLabels" -}}
+app: {{ .Values.deploymentName | quote }}
+{{- end -}}
+
+{{/* The controller's own image, also the image that provides kip-sleep. */}}
+{{- define "kip.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (toString .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kip.serviceAccountName" -}}
+{{- .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "kip.leaderElect" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+
+{{/*
+Memory limit of the cache containers: `cachingMemoryLimit` wins over the
+upstream chart's misspelt `cachingMemeryLimit`; 20Mi when neither is set.
+*/}}
+{{- define "kip.cachingMemoryLimit" -}}
+{{- $cm := .Values.configMap -}}
+{{- coalesce (toString ($cm.cachingMemoryLimit | default "")) (toString ($cm.cachingMemeryLimit | default "")) "20Mi" -}}
+{{- end -}}
+
+{{/* A value given as a JSON string (upstream) or as YAML (map/list): JSON string out. */}}
+{{- define "kip.jsonString" -}}
+{{- if kindIs "string" . -}}
+{{- . -}}
+{{- else -}}
+{{- toJson . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Upstream IMAGES: a `name=image;...` string, or a map name -> image. */}}
+{{- define "kip.imagesString" -}}
+{{- if kindIs "map" . -}}
+{{- range $name, $image := . }}{{ $name }}={{ $image }};{{ end -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Upstream IMAGE_PULL_SECRETS: `a;b` string or a list of names. */}}
+{{- define "kip.pullSecretsString" -}}
+{{- if kindIs "slice" . -}}
+{{- join ";" . -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+TOML value of any YAML value: strings as TOML basic strings (a JSON string
+literal is a valid TOML basic string: same escapes, \uXXXX for the rest),
+maps as one-line inline tables with quoted keys, lists as arrays. Integral
+numbers are written as integers. Null map entries are left out (TOML has no null).
+*/}}
+{{- define "kip.toml.value" -}}
+{{- $v := . -}}
+{{- if kindIs "string" $v -}}
+{{- toJson $v -}}
+{{- else if kindIs "bool" $v -}}
+{{- ternary "true" "false" $v -}}
+{{- else if or (kindIs "float64" $v) (kindIs "float32" $v) -}}
+{{- if eq (float64 $v) (floor $v) -}}{{- int64 $v -}}{{- else -}}{{- $v -}}{{- end -}}
+{{- else if or (kindIs "int" $v) (kindIs "int64" $v) (kindIs "int32" $v) (kindIs "uint64" $v) -}}
+{{- $v -}}
+{{- else if kindIs "map" $v -}}
+{{- $parts := list -}}
+{{- range $k, $x := $v -}}
+{{- if not (kindIs "invalid" $x) -}}
+{{- $parts = append $parts (printf "%s = %s" (toJson (toString $k)) (include "kip.toml.value" $x)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $parts -}}{ {{ join ", " $parts }} }{{- else -}}{}{{- end -}}
+{{- else if kindIs "slice" $v -}}
+{{- $parts := list -}}
+{{- range $x := $v -}}
+{{- $parts = append $parts (include "kip.toml.value" $x) -}}
+{{- end -}}
+[{{ join ", " $parts }}]
+{{- else -}}
+{{- toJson (toString $v) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Per-set fields: values key -> config.toml key, and whether the value is a
+Kubernetes quantity (always written as a TOML string).
+*/}}
+{{- define "kip.setFields" -}}
+memoryRequest: memory_request
+memoryLimit: memory_limit
+cpuRequest: cpu_request
+cpuLimit: cpu_limit
+nodeSelector: node_selector
+tolerations: tolerations
+affinity: affinity
+imagePullSecrets: image_pull_secrets
+priorityClassName: priority_class_name
+annotations: annotations
+refresh: refresh
+{{- end -}}
+
+{{/* TOML `key = value` lines of a set or of the defaults (a map of values keys). */}}
+{{- define "kip.toml.setBody" -}}
+{{- $obj := . -}}
+{{- $fields := include "kip.setFields" . | fromYaml -}}
+{{- $quantities := list "memoryRequest" "memoryLimit" "cpuRequest" "cpuLimit" -}}
+{{- range $key := list "memoryRequest" "memoryLimit" "cpuRequest" "cpuLimit" "nodeSelector" "tolerations" "affinity" "imagePullSecrets" "priorityClassName" "annotations" "refresh" }}
+{{- if and (hasKey $obj $key) (not (kindIs "invalid" (get $obj $key))) }}
+{{- $val := get $obj $key }}
+{{- if has $key $quantities }}{{ $val = toString $val }}{{ end }}
+{{ get $fields $key }} = {{ include "kip.toml.value" $val }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* config.toml rendered from .Values.defaults and .Values.sets. */}}
+{{- define "kip.configToml" -}}
+{{- $cm := .Values.configMap -}}
+{{- $defaults := deepCopy (.Values.defaults | default dict) -}}
+{{- if not (hasKey $defaults "memoryRequest") }}{{ $_ := set $defaults "memoryRequest" $cm.cachingMemoryRequest }}{{ end -}}
+{{- if not (hasKey $defaults "memoryLimit") }}{{ $_ := set $defaults "memoryLimit" (include "kip.cachingMemoryLimit" .) }}{{ end -}}
+{{- if not (hasKey $defaults "cpuRequest") }}{{ $_ := set $defaults "cpuRequest" $cm.cachingCpuRequest }}{{ end -}}
+{{- if not (hasKey $defaults "cpuLimit") }}{{ $_ := set $defaults "cpuLimit" $cm.cachingCpuLimit }}{{ end -}}
+# Rendered by the kubernetes-image-puller Helm chart from .Values.defaults and .Values.sets.
+namespace = {{ include "kip.toml.value" .Release.Namespace }}
+caching_interval_hours = {{ int64 $cm.cachingIntervalHours }}
+kip_image = {{ include "kip.toml.value" (include "kip.image" .) }}
+deployment_name = {{ include "kip.toml.value" .Values.deploymentName }}
+
+[defaults]
+{{- include "kip.toml.setBody" $defaults }}
+{{- $seen := dict }}
+{{- range $set := .Values.sets }}
+{{- if hasKey $seen $set.name }}
+{{- fail (printf "sets: the name %q is used by more than one set" $set.name) }}
+{{- end }}
+{{- $_ := set $seen $set.name true }}
+
+[[sets]]
+name = {{ include "kip.toml.value" $set.name }}
+images = {{ include "kip.toml.value" $set.images }}
+{{- include "kip.toml.setBody" $set }}
+{{- end }}
+{{ end -}}
