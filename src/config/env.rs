@@ -1,0 +1,249 @@
+//! The upstream tool's environment variables, read as one image set.
+//!
+//! Same names and documented defaults as upstream; where upstream skips or mangles bad input (a malformed
+//! IMAGES entry, a repeated name, a bad quantity) this reports a problem naming the variable instead.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use super::model::{RawConfig, RawDefaults, RawSet, Toleration};
+use super::resolve::{FieldPath, Seg};
+use super::{DEFAULT_DAEMONSET_NAME, Problem};
+
+/// Every variable the fallback reads, in the order the upstream README lists them (then the newer ones).
+pub const UPSTREAM_VARS: &[&str] = &[
+    "CACHING_INTERVAL_HOURS",
+    "CACHING_MEMORY_REQUEST",
+    "CACHING_MEMORY_LIMIT",
+    "CACHING_CPU_REQUEST",
+    "CACHING_CPU_LIMIT",
+    "DAEMONSET_NAME",
+    "DEPLOYMENT_NAME",
+    "NAMESPACE",
+    "IMAGES",
+    "NODE_SELECTOR",
+    "TOLERATIONS",
+    "AFFINITY",
+    "IMAGE_PULL_SECRETS",
+    "DAEMONSET_ANNOTATIONS",
+    "KIP_IMAGE",
+];
+
+/// Parses `name=image;name=image;...`: whitespace around parts and empty entries (a trailing `;`) are fine;
+/// an entry without exactly one `=`, an empty side, or a repeated name is an error (upstream dropped them).
+pub fn parse_images(value: &str) -> Result<BTreeMap<String, String>, Vec<String>> {
+    let mut images = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (n, entry) in value
+        .split(';')
+        .map(str::trim)
+        .enumerate()
+        .filter(|(_, e)| !e.is_empty())
+    {
+        let n = n + 1;
+        let parts: Vec<&str> = entry.split('=').map(str::trim).collect();
+        match parts.as_slice() {
+            [name, image] if !name.is_empty() && !image.is_empty() => {
+                if let Some(previous) = images.insert((*name).to_owned(), (*image).to_owned()) {
+                    errors.push(format!(
+                        "entry {n}: name {name:?} is given twice ({previous:?} and {image:?}); each name must be unique"
+                    ));
+                }
+            }
+            [_] => errors.push(format!("entry {n} {entry:?} has no '=': write name=image")),
+            [_, _] => errors.push(format!(
+                "entry {n} {entry:?} has an empty name or image: write name=image"
+            )),
+            _ => errors.push(format!("entry {n} {entry:?} has more than one '=': write name=image")),
+        }
+    }
+    if errors.is_empty() { Ok(images) } else { Err(errors) }
+}
+
+/// A source of variable values and where each came from (an env var, or a file of a mounted ConfigMap).
+pub trait VarSource {
+    /// The value, unless unset or empty (an empty value counts as unset, as upstream).
+    fn get(&self, name: &str) -> Option<String>;
+    /// How to name the variable in an error: `IMAGES` or `/etc/kip/IMAGES`.
+    fn label(&self, name: &str) -> String;
+}
+
+/// The variable that holds a field of the one set the env vars define.
+pub fn var_for(path: &FieldPath) -> &'static str {
+    let key = |i: usize| match path.get(i) {
+        Some(Seg::Key(k)) => k.as_str(),
+        _ => "",
+    };
+    match key(0) {
+        "namespace" => "NAMESPACE",
+        "caching_interval_hours" => "CACHING_INTERVAL_HOURS",
+        "kip_image" => "KIP_IMAGE",
+        "deployment_name" => "DEPLOYMENT_NAME",
+        "sets" | "defaults" => match if key(0) == "sets" { key(2) } else { key(1) } {
+            "name" => "DAEMONSET_NAME",
+            "memory_request" => "CACHING_MEMORY_REQUEST",
+            "memory_limit" => "CACHING_MEMORY_LIMIT",
+            "cpu_request" => "CACHING_CPU_REQUEST",
+            "cpu_limit" => "CACHING_CPU_LIMIT",
+            "node_selector" => "NODE_SELECTOR",
+            "tolerations" => "TOLERATIONS",
+            "affinity" => "AFFINITY",
+            "image_pull_secrets" => "IMAGE_PULL_SECRETS",
+            "annotations" => "DAEMONSET_ANNOTATIONS",
+            _ => "IMAGES",
+        },
+        _ => "IMAGES",
+    }
+}
+
+/// Builds the raw one-set config from the variables. Problems found while parsing values are returned
+/// beside it; the offending fields are left unset so that the other checks still run.
+pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut report = |var: &str, message: String| {
+        problems.push(Problem {
+            location: vars.label(var),
+            field: String::new(),
+            message,
+        });
+    };
+
+    let images = match vars.get("IMAGES") {
+        None => {
+            report(
+                "IMAGES",
+                "is not set: give the images to cache as name=image;name=image".into(),
+            );
+            BTreeMap::new()
+        }
+        Some(v) => parse_images(&v).unwrap_or_else(|errors| {
+            for e in errors {
+                report("IMAGES", e);
+            }
+            BTreeMap::new()
+        }),
+    };
+    let caching_interval_hours = vars
+        .get("CACHING_INTERVAL_HOURS")
+        .and_then(|v| match v.trim().parse::<i64>() {
+            Ok(h) => Some(h),
+            Err(_) => {
+                report(
+                    "CACHING_INTERVAL_HOURS",
+                    format!("{v:?} is not a whole number of hours (1 to 8760)"),
+                );
+                None
+            }
+        });
+    let mut json = |var: &str, what: &str| -> Option<serde_json::Value> {
+        let v = vars.get(var)?;
+        serde_json::from_str(&v)
+            .map_err(|e| report(var, format!("is not {what}: {e}")))
+            .ok()
+    };
+    let node_selector = json(
+        "NODE_SELECTOR",
+        "a JSON object of strings, e.g. {\"pool\": \"general\"}",
+    );
+    let tolerations = json(
+        "TOLERATIONS",
+        "a JSON list of tolerations, e.g. [{\"key\": \"gpu\", \"operator\": \"Exists\"}]",
+    );
+    let affinity = json("AFFINITY", "a JSON Affinity object, e.g. {\"nodeAffinity\": {...}}");
+    let annotations = json("DAEMONSET_ANNOTATIONS", "a JSON object of strings");
+    let node_selector: Option<BTreeMap<String, String>> =
+        typed_json("NODE_SELECTOR", node_selector, "a JSON object of strings", &mut report);
+    let tolerations: Option<Vec<Toleration>> =
+        typed_json("TOLERATIONS", tolerations, "a JSON list of tolerations", &mut report);
+    let affinity = typed_json("AFFINITY", affinity, "a JSON Affinity object", &mut report);
+    let annotations: Option<BTreeMap<String, String>> = typed_json(
+        "DAEMONSET_ANNOTATIONS",
+        annotations,
+        "a JSON object of strings",
+        &mut report,
+    );
+
+    let image_pull_secrets = vars.get("IMAGE_PULL_SECRETS").map(|v| {
+        v.split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+
+    let set = RawSet {
+        name: vars
+            .get("DAEMONSET_NAME")
+            .unwrap_or_else(|| DEFAULT_DAEMONSET_NAME.into()),
+        images,
+        memory_request: vars.get("CACHING_MEMORY_REQUEST"),
+        memory_limit: vars.get("CACHING_MEMORY_LIMIT"),
+        cpu_request: vars.get("CACHING_CPU_REQUEST"),
+        cpu_limit: vars.get("CACHING_CPU_LIMIT"),
+        node_selector,
+        tolerations,
+        affinity,
+        image_pull_secrets,
+        priority_class_name: None,
+        annotations,
+        refresh: None,
+    };
+    let raw = RawConfig {
+        namespace: vars.get("NAMESPACE"),
+        caching_interval_hours,
+        kip_image: vars.get("KIP_IMAGE"),
+        deployment_name: vars.get("DEPLOYMENT_NAME"),
+        defaults: RawDefaults::default(),
+        sets: vec![set],
+    };
+    (raw, problems)
+}
+
+fn typed_json<T: DeserializeOwned>(
+    var: &str,
+    value: Option<serde_json::Value>,
+    shape: &str,
+    report: &mut impl FnMut(&str, String),
+) -> Option<T> {
+    serde_json::from_value(value?)
+        .map_err(|e| report(var, format!("is not {shape}: {e}")))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_tolerate_whitespace_and_trailing_separator() {
+        let images = parse_images(" java = quay.io/a/java:1 ; theia=quay.io/a/theia:next;").unwrap();
+        assert_eq!(images.len(), 2);
+        assert_eq!(images["java"], "quay.io/a/java:1");
+        assert_eq!(images["theia"], "quay.io/a/theia:next");
+    }
+
+    #[test]
+    fn images_errors_name_the_entry() {
+        let errors = parse_images("a=x;broken;b=y=z;a=w;=q").unwrap_err();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].contains("entry 2 \"broken\" has no '='"), "{errors:?}");
+        assert!(errors[1].contains("more than one '='"), "{errors:?}");
+        assert!(errors[2].contains("given twice"), "{errors:?}");
+        assert!(errors[3].contains("empty name"), "{errors:?}");
+    }
+
+    #[test]
+    fn var_names_for_fields() {
+        let p = |segs: &[&str]| -> FieldPath {
+            segs.iter()
+                .map(|s| s.parse::<usize>().map_or_else(|_| Seg::Key((*s).into()), Seg::Index))
+                .collect()
+        };
+        assert_eq!(var_for(&p(&["sets", "0", "memory_limit"])), "CACHING_MEMORY_LIMIT");
+        assert_eq!(var_for(&p(&["sets", "0", "name"])), "DAEMONSET_NAME");
+        assert_eq!(var_for(&p(&["sets", "0", "images", "java"])), "IMAGES");
+        assert_eq!(var_for(&p(&["caching_interval_hours"])), "CACHING_INTERVAL_HOURS");
+        assert_eq!(var_for(&p(&["sets", "0", "tolerations", "0"])), "TOLERATIONS");
+    }
+}

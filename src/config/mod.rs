@@ -1,0 +1,145 @@
+//! Config: where it comes from (TOML file, mounted ConfigMap directory, upstream env vars), how it is checked,
+//! and the validated form the rest of the program uses.
+//!
+//! `load` is the one entry point: source → raw (`model`) → checked and resolved (`resolve`) → [`Config`].
+
+mod env;
+mod load;
+pub mod model;
+mod resolve;
+pub mod rules;
+mod toml_source;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+
+pub use env::{UPSTREAM_VARS, VarSource, parse_images};
+pub use load::{CONFIG_FILE_KEY, Env, load, load_from_vars, load_toml_str};
+pub use model::{Refresh, json_schema};
+
+/// Namespace used when neither the file nor NAMESPACE names one (the upstream README's default).
+pub const DEFAULT_NAMESPACE: &str = "kubernetes-image-puller";
+/// DaemonSet name used by the env-var fallback when DAEMONSET_NAME is unset.
+pub const DEFAULT_DAEMONSET_NAME: &str = "kubernetes-image-puller";
+/// Image providing `/usr/local/bin/kip-sleep` when neither the file nor KIP_IMAGE names one.
+pub const DEFAULT_KIP_IMAGE: &str = "quay.io/eclipse/kubernetes-image-puller-rs:latest";
+/// Name of the init container that installs the sleeper; no image may use it.
+pub const SLEEPER_INIT_CONTAINER: &str = "kip-sleep-install";
+
+/// A validated config: every value here has been checked and every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub namespace: String,
+    pub caching_interval_hours: u32,
+    pub kip_image: String,
+    /// The puller's own Deployment, owner of the DaemonSets (so uninstall garbage-collects them).
+    pub deployment_name: Option<String>,
+    pub sets: Vec<ImageSet>,
+}
+
+/// One image set, with the defaults merged in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSet {
+    /// DNS-1123 label; the DaemonSet's name.
+    pub name: String,
+    /// Sorted by container name.
+    pub images: Vec<Image>,
+    pub resources: Resources,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub affinity: Option<Affinity>,
+    pub image_pull_secrets: Vec<String>,
+    pub priority_class_name: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    pub refresh: Refresh,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Container name in the cache pod.
+    pub name: String,
+    pub reference: String,
+}
+
+impl Image {
+    /// Digest-pinned images never change, so they are never pulled again.
+    pub fn is_pinned(&self) -> bool {
+        self.reference.contains('@')
+    }
+}
+
+/// Requests and limits of each cache container, as the user wrote them (already checked to parse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_request: String,
+    pub cpu_limit: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+}
+
+impl Default for Resources {
+    /// The upstream README's documented defaults.
+    fn default() -> Self {
+        Self {
+            cpu_request: ".05".into(),
+            cpu_limit: ".2".into(),
+            memory_request: "10Mi".into(),
+            memory_limit: "20Mi".into(),
+        }
+    }
+}
+
+/// One thing wrong with a config: where (file:line:col, or an env var), which field, and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub location: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = [&self.location, &self.field, &self.message];
+        let mut first = true;
+        for part in parts.into_iter().filter(|p| !p.is_empty()) {
+            if !first {
+                f.write_str(": ")?;
+            }
+            f.write_str(part)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {} problem{}:\n{}", problems.len(), if problems.len() == 1 { "" } else { "s" }, list(problems))]
+    Invalid { origin: String, problems: Vec<Problem> },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid { problems, .. } => problems,
+            Self::Read { .. } => &[],
+        }
+    }
+}

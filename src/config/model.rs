@@ -1,0 +1,229 @@
+//! The config file as written: serde + schemars + validator types.
+//!
+//! These structs are the contract of the TOML file (field names are snake_case, Kubernetes objects keep the
+//! API's camelCase names). Single-field syntax is checked by `validator` attributes; checks that need more
+//! than one field (defaults merge, request <= limit, duplicate names) live in `resolve.rs`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Affinity;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use super::rules;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "kubernetes-image-puller config")]
+pub struct RawConfig {
+    /// Namespace of the DaemonSets. Default: the NAMESPACE environment variable, then
+    /// "kubernetes-image-puller".
+    #[validate(custom(function = "rules::dns_label"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+
+    /// Hours between health checks (and refreshes of moving tags). Integer from 1 to 8760. Default: 1.
+    #[validate(range(min = 1, max = 8760, message = "must be a whole number of hours from 1 to 8760"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caching_interval_hours: Option<i64>,
+
+    /// Image that provides the static sleeper (`/usr/local/bin/kip-sleep`) copied into every cache pod.
+    /// Default: the KIP_IMAGE environment variable, then this project's image.
+    #[validate(custom(function = "rules::image_reference"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kip_image: Option<String>,
+
+    /// Name of the puller's own Deployment: the DaemonSets' owner, so that uninstalling removes them.
+    /// Default: the DEPLOYMENT_NAME environment variable; none when unset.
+    #[validate(custom(function = "rules::dns_subdomain"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_name: Option<String>,
+
+    /// Values every set inherits unless it sets its own.
+    #[validate(nested)]
+    #[serde(default)]
+    pub defaults: RawDefaults,
+
+    /// The image sets: one DaemonSet each.
+    #[validate(nested)]
+    #[serde(default)]
+    pub sets: Vec<RawSet>,
+}
+
+/// Per-set values shared by all sets unless a set overrides them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// Memory request of each cache container (Kubernetes quantity). Default: 10Mi.
+    #[validate(custom(function = "rules::quantity"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_request: Option<String>,
+    /// Memory limit of each cache container (Kubernetes quantity). Default: 20Mi.
+    #[validate(custom(function = "rules::quantity"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+    /// CPU request of each cache container (Kubernetes quantity: ".05", "50m"). Default: .05.
+    #[validate(custom(function = "rules::quantity"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_request: Option<String>,
+    /// CPU limit of each cache container (Kubernetes quantity). Default: .2.
+    #[validate(custom(function = "rules::quantity"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<String>,
+    /// Node labels a node must carry to run the set's pods.
+    #[validate(custom(function = "rules::label_map"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Kubernetes tolerations (API field names: key, operator, value, effect, tolerationSeconds).
+    #[validate(nested)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Kubernetes Affinity object (API field names), e.g. `{ nodeAffinity = { ... } }`.
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Names of Secrets in the namespace used to pull the images.
+    #[validate(custom(function = "rules::dns_subdomain_list"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<String>>,
+    /// PriorityClass of the cache pods.
+    #[validate(custom(function = "rules::dns_subdomain"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra annotations on the DaemonSet.
+    #[validate(custom(function = "rules::annotation_map"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// "interval": restart the pods every caching_interval_hours so moving tags (":latest") are pulled
+    /// again; "never": leave running pods alone. Default: "interval". Digest-pinned images never re-pull.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Refresh>,
+}
+
+/// One image set: a DaemonSet whose pods hold one sleeping container per image.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RawSet {
+    /// DNS-1123 label; also the DaemonSet's name.
+    #[validate(custom(function = "rules::dns_label"))]
+    pub name: String,
+    /// Container name (DNS-1123 label) to image reference.
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+    /// See `defaults.memory_request`.
+    #[validate(custom(function = "rules::quantity"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_request: Option<String>,
+    /// See `defaults.memory_limit`.
+    #[validate(custom(function = "rules::quantity"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+    /// See `defaults.cpu_request`.
+    #[validate(custom(function = "rules::quantity"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_request: Option<String>,
+    /// See `defaults.cpu_limit`.
+    #[validate(custom(function = "rules::quantity"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<String>,
+    /// Replaces `defaults.node_selector` for this set.
+    #[validate(custom(function = "rules::label_map"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Replaces `defaults.tolerations` for this set.
+    #[validate(nested)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Replaces `defaults.affinity` for this set.
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Replaces `defaults.image_pull_secrets` for this set.
+    #[validate(custom(function = "rules::dns_subdomain_list"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<String>>,
+    /// Replaces `defaults.priority_class_name` for this set.
+    #[validate(custom(function = "rules::dns_subdomain"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Merged over `defaults.annotations` (the set's value wins per key).
+    #[validate(custom(function = "rules::annotation_map"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Replaces `defaults.refresh` for this set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Refresh>,
+}
+
+/// When running cache pods are restarted so that moving tags are pulled again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Refresh {
+    /// Rolling restart every caching_interval_hours.
+    #[default]
+    Interval,
+    /// Never restart for freshness; only config changes roll the pods.
+    Never,
+}
+
+/// A Kubernetes toleration, with the API's field names and rules.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema, Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[validate(schema(function = "rules::toleration"))]
+pub struct Toleration {
+    /// Taint key; empty with operator Exists matches every taint.
+    #[validate(custom(function = "rules::label_key"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// "Equal" (default) or "Exists".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<TolerationOperator>,
+    /// Taint value for operator Equal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// "NoSchedule", "PreferNoSchedule" or "NoExecute"; empty matches all effects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+    /// For NoExecute only: seconds the pod stays bound after the taint appears.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TolerationOperator {
+    Exists,
+    Equal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl TolerationOperator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exists => "Exists",
+            Self::Equal => "Equal",
+        }
+    }
+}
+
+impl TaintEffect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSchedule => "NoSchedule",
+            Self::PreferNoSchedule => "PreferNoSchedule",
+            Self::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// The JSON Schema of the config file, as committed in `schemas/config.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(RawConfig).to_value()
+}

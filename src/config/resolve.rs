@@ -1,0 +1,306 @@
+//! Raw config → [`Config`]: runs the `validator` field rules, the cross-field checks, and merges defaults.
+//! Every problem is collected (not just the first) with the path of the field it concerns.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Toleration as K8sToleration;
+use validator::{Validate, ValidationErrors, ValidationErrorsKind};
+
+use super::model::{RawConfig, RawSet, Toleration};
+use super::rules::{self, parse_quantity};
+use super::{Config, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet, Resources, SLEEPER_INIT_CONTAINER};
+
+/// One step of a path into the config document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+pub type FieldPath = Vec<Seg>;
+
+/// A problem before it is given a location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub path: FieldPath,
+    pub message: String,
+}
+
+pub fn key(k: &str) -> Seg {
+    Seg::Key(k.to_owned())
+}
+
+fn problem(path: FieldPath, message: impl Into<String>) -> FieldProblem {
+    FieldProblem {
+        path,
+        message: message.into(),
+    }
+}
+
+/// `sets[1] (gpu).memory_limit`: the path as a user reads it, naming the set when it has a name.
+pub fn describe(path: &[Seg], raw: &RawConfig) -> String {
+    let mut out = String::new();
+    let mut in_sets = false;
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+                in_sets = out == "sets";
+            }
+            Seg::Index(i) => {
+                out.push_str(&format!("[{i}]"));
+                if in_sets && let Some(name) = raw.sets.get(*i).map(|s| &s.name).filter(|n| !n.is_empty()) {
+                    out.push_str(&format!(" ({name})"));
+                }
+                in_sets = false;
+            }
+        }
+    }
+    out
+}
+
+/// Checks everything and builds the resolved config, or returns every problem found.
+pub fn resolve(raw: &RawConfig) -> Result<Config, Vec<FieldProblem>> {
+    let mut problems = Vec::new();
+    if let Err(errors) = raw.validate() {
+        flatten_validation(&errors, &mut Vec::new(), &mut problems);
+    }
+    if raw.sets.is_empty() {
+        problems.push(problem(
+            vec![key("sets")],
+            "no image sets: add at least one [[sets]] with a name and images",
+        ));
+    }
+    let mut first_use: HashMap<&str, usize> = HashMap::new();
+    for (i, set) in raw.sets.iter().enumerate() {
+        if let Some(prev) = first_use.insert(&set.name, i) {
+            first_use.insert(&set.name, prev);
+            problems.push(problem(
+                vec![key("sets"), Seg::Index(i), key("name")],
+                format!("set name {:?} is already used by sets[{prev}]: each set needs its own name (it names the DaemonSet)", set.name),
+            ));
+        }
+        check_images(i, set, &mut problems);
+        check_request_within_limit(raw, i, &mut problems);
+    }
+    // Validation problems come out of hash maps: sort for a stable, document-ordered report.
+    problems.sort_by(|a, b| {
+        path_order(&a.path)
+            .cmp(&path_order(&b.path))
+            .then(a.message.cmp(&b.message))
+    });
+    problems.dedup();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(build(raw))
+}
+
+fn path_order(path: &[Seg]) -> Vec<(usize, String)> {
+    path.iter()
+        .map(|s| match s {
+            Seg::Key(k) => (usize::MAX, k.clone()),
+            Seg::Index(i) => (*i, String::new()),
+        })
+        .collect()
+}
+
+fn flatten_validation(errors: &ValidationErrors, path: &mut FieldPath, out: &mut Vec<FieldProblem>) {
+    for (field, kind) in errors.errors() {
+        let pushed = field != "__all__";
+        if pushed {
+            path.push(Seg::Key(field.to_string()));
+        }
+        match kind {
+            ValidationErrorsKind::Field(list) => {
+                for e in list {
+                    let message = e
+                        .message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| format!("invalid value ({})", e.code));
+                    out.push(problem(path.clone(), message));
+                }
+            }
+            ValidationErrorsKind::Struct(inner) => flatten_validation(inner, path, out),
+            ValidationErrorsKind::List(items) => {
+                for (i, inner) in items {
+                    path.push(Seg::Index(*i));
+                    flatten_validation(inner, path, out);
+                    path.pop();
+                }
+            }
+        }
+        if pushed {
+            path.pop();
+        }
+    }
+}
+
+fn check_images(i: usize, set: &RawSet, problems: &mut Vec<FieldProblem>) {
+    let at = |k: Option<&str>| {
+        let mut p = vec![key("sets"), Seg::Index(i), key("images")];
+        if let Some(k) = k {
+            p.push(key(k));
+        }
+        p
+    };
+    if set.images.is_empty() {
+        problems.push(problem(
+            at(None),
+            format!(
+                "set {:?} has no images: add images = {{ name = \"registry/image:tag\" }}",
+                set.name
+            ),
+        ));
+    }
+    for (name, reference) in &set.images {
+        if name == SLEEPER_INIT_CONTAINER {
+            problems.push(problem(
+                at(Some(name)),
+                format!("container name {name:?} is reserved for the sleeper's init container"),
+            ));
+        } else if let Err(e) = rules::dns_label(name) {
+            let why = e.message.map(|m| m.to_string()).unwrap_or_default();
+            problems.push(problem(at(Some(name)), format!("container name: {why}")));
+        }
+        if let Err(why) = rules::check_image_reference(reference) {
+            problems.push(problem(at(Some(name)), why));
+        }
+    }
+}
+
+/// A request above its limit is refused by the API server; say so here, at the field the user wrote.
+fn check_request_within_limit(raw: &RawConfig, i: usize, problems: &mut Vec<FieldProblem>) {
+    let set = &raw.sets[i];
+    let d = &raw.defaults;
+    let fallback = Resources::default();
+    let pairs = [
+        (
+            "cpu",
+            &set.cpu_request,
+            &d.cpu_request,
+            &fallback.cpu_request,
+            &set.cpu_limit,
+            &d.cpu_limit,
+            &fallback.cpu_limit,
+        ),
+        (
+            "memory",
+            &set.memory_request,
+            &d.memory_request,
+            &fallback.memory_request,
+            &set.memory_limit,
+            &d.memory_limit,
+            &fallback.memory_limit,
+        ),
+    ];
+    for (what, set_req, def_req, fb_req, set_lim, def_lim, fb_lim) in pairs {
+        let req = set_req.as_ref().or(def_req.as_ref()).unwrap_or(fb_req);
+        let lim = set_lim.as_ref().or(def_lim.as_ref()).unwrap_or(fb_lim);
+        let (Ok(rq), Ok(lq)) = (parse_quantity(req), parse_quantity(lim)) else {
+            continue; // already reported by the field rules
+        };
+        let limit_field = format!("{what}_limit");
+        let request_field = format!("{what}_request");
+        // Point at the field the user wrote: the set's own values first, then the defaults.
+        let written = [
+            (set_lim.is_some(), vec![key("sets"), Seg::Index(i), key(&limit_field)]),
+            (set_req.is_some(), vec![key("sets"), Seg::Index(i), key(&request_field)]),
+            (def_lim.is_some(), vec![key("defaults"), key(&limit_field)]),
+            (def_req.is_some(), vec![key("defaults"), key(&request_field)]),
+        ];
+        let path = written
+            .into_iter()
+            .find_map(|(is_written, path)| is_written.then_some(path))
+            .unwrap_or_else(|| vec![key("sets"), Seg::Index(i)]);
+        if lq == kube_quantity::ParsedQuantity::default() {
+            problems.push(problem(
+                path,
+                format!(
+                    "{limit_field} of set {:?} is 0: a cache container needs a limit above 0",
+                    set.name
+                ),
+            ));
+        } else if rq > lq {
+            problems.push(problem(
+                path,
+                format!("{what} request {req:?} is above the limit {lim:?} in set {:?}: the request must not exceed the limit", set.name),
+            ));
+        }
+    }
+}
+
+fn build(raw: &RawConfig) -> Config {
+    let d = &raw.defaults;
+    let fallback = Resources::default();
+    let sets = raw
+        .sets
+        .iter()
+        .map(|s| {
+            let pick = |set: &Option<String>, def: &Option<String>, fb: &String| {
+                set.clone().or_else(|| def.clone()).unwrap_or_else(|| fb.clone())
+            };
+            let mut annotations: BTreeMap<String, String> = d.annotations.clone().unwrap_or_default();
+            annotations.extend(s.annotations.clone().unwrap_or_default());
+            ImageSet {
+                name: s.name.clone(),
+                images: s
+                    .images
+                    .iter()
+                    .map(|(n, r)| Image {
+                        name: n.clone(),
+                        reference: r.clone(),
+                    })
+                    .collect(),
+                resources: Resources {
+                    cpu_request: pick(&s.cpu_request, &d.cpu_request, &fallback.cpu_request),
+                    cpu_limit: pick(&s.cpu_limit, &d.cpu_limit, &fallback.cpu_limit),
+                    memory_request: pick(&s.memory_request, &d.memory_request, &fallback.memory_request),
+                    memory_limit: pick(&s.memory_limit, &d.memory_limit, &fallback.memory_limit),
+                },
+                node_selector: s
+                    .node_selector
+                    .clone()
+                    .or_else(|| d.node_selector.clone())
+                    .unwrap_or_default(),
+                tolerations: s
+                    .tolerations
+                    .as_ref()
+                    .or(d.tolerations.as_ref())
+                    .map(|ts| ts.iter().map(to_k8s_toleration).collect())
+                    .unwrap_or_default(),
+                affinity: s.affinity.clone().or_else(|| d.affinity.clone()),
+                image_pull_secrets: s
+                    .image_pull_secrets
+                    .clone()
+                    .or_else(|| d.image_pull_secrets.clone())
+                    .unwrap_or_default(),
+                priority_class_name: s.priority_class_name.clone().or_else(|| d.priority_class_name.clone()),
+                annotations,
+                refresh: s.refresh.or(d.refresh).unwrap_or_default(),
+            }
+        })
+        .collect();
+    Config {
+        namespace: raw.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+        // Range-checked (1..=8760) by the field rules before we get here.
+        caching_interval_hours: raw.caching_interval_hours.map_or(1, |h| u32::try_from(h).unwrap_or(1)),
+        kip_image: raw.kip_image.clone().unwrap_or_else(|| DEFAULT_KIP_IMAGE.into()),
+        deployment_name: raw.deployment_name.clone(),
+        sets,
+    }
+}
+
+fn to_k8s_toleration(t: &Toleration) -> K8sToleration {
+    K8sToleration {
+        key: t.key.clone(),
+        operator: t.operator.map(|o| o.as_str().to_owned()),
+        value: t.value.clone(),
+        effect: t.effect.map(|e| e.as_str().to_owned()),
+        toleration_seconds: t.toleration_seconds,
+    }
+}

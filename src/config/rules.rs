@@ -1,0 +1,267 @@
+//! Single-value rules, in the form `validator` custom functions take. Messages say what is allowed.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use kube_quantity::ParsedQuantity;
+use validator::ValidationError;
+
+use super::model::{TaintEffect, Toleration, TolerationOperator};
+
+fn invalid(code: &'static str, message: String) -> ValidationError {
+    ValidationError::new(code).with_message(Cow::Owned(message))
+}
+
+/// RFC 1123 label: what Kubernetes allows for namespaces, container names and (here) set names.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// RFC 1123 subdomain: dot-separated labels, 253 characters at most (object names).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A label value or the name part of a qualified name: alphanumeric at both ends, `-_.` inside.
+fn is_label_name(s: &str, allow_empty: bool) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return allow_empty;
+    }
+    b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A qualified name such as `nvidia.com/gpu.present` (label and annotation keys).
+pub fn is_label_key(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_label_name(name, false),
+        None => is_label_name(s, false),
+    }
+}
+
+pub fn is_label_value(s: &str) -> bool {
+    is_label_name(s, true)
+}
+
+pub fn dns_label(s: &str) -> Result<(), ValidationError> {
+    if is_dns_label(s) {
+        return Ok(());
+    }
+    Err(invalid(
+        "dns_label",
+        format!(
+            "{s:?} is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+        ),
+    ))
+}
+
+pub fn dns_subdomain(s: &str) -> Result<(), ValidationError> {
+    if is_dns_subdomain(s) {
+        return Ok(());
+    }
+    Err(invalid(
+        "dns_subdomain",
+        format!(
+            "{s:?} is not a valid object name: use lowercase letters, digits, '-' and '.', at most 253 characters, each dot-separated part starting and ending with a letter or digit"
+        ),
+    ))
+}
+
+pub fn dns_subdomain_list(names: &[String]) -> Result<(), ValidationError> {
+    let bad: Vec<String> = names
+        .iter()
+        .filter(|n| !is_dns_subdomain(n))
+        .map(|n| format!("{n:?}"))
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(
+        "dns_subdomain",
+        format!(
+            "{} not valid Secret names (lowercase letters, digits, '-' and '.')",
+            bad.join(", ")
+        ),
+    ))
+}
+
+/// Parses a Kubernetes quantity and refuses negative values.
+pub fn parse_quantity(s: &str) -> Result<ParsedQuantity, String> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() || trimmed != s {
+        return Err(format!(
+            "{s:?} is not a quantity: use e.g. \"10Mi\", \"1Gi\", \"50m\" or \".05\""
+        ));
+    }
+    let q = ParsedQuantity::try_from(s)
+        .map_err(|_| format!("{s:?} is not a quantity: use e.g. \"10Mi\", \"1Gi\", \"50m\" or \".05\""))?;
+    if q < ParsedQuantity::default() {
+        return Err(format!("{s:?} is negative: a resource quantity must be 0 or more"));
+    }
+    Ok(q)
+}
+
+pub fn quantity(s: &str) -> Result<(), ValidationError> {
+    parse_quantity(s).map(|_| ()).map_err(|m| invalid("quantity", m))
+}
+
+/// Node selector maps: label keys and values.
+pub fn label_map(map: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    let mut bad = Vec::new();
+    for (k, v) in map {
+        if !is_label_key(k) {
+            bad.push(format!(
+                "key {k:?} is not a valid label key (optional DNS prefix and '/', then 1-63 of letters, digits, '-', '_', '.')"
+            ));
+        }
+        if !is_label_value(v) {
+            bad.push(format!(
+                "value {v:?} of {k:?} is not a valid label value (0-63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
+            ));
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid("label", bad.join("; ")))
+    }
+}
+
+pub fn annotation_map(map: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    let bad: Vec<String> = map
+        .keys()
+        .filter(|k| !is_label_key(k))
+        .map(|k| format!("{k:?}"))
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(
+        "annotation",
+        format!(
+            "{} not valid annotation keys (optional DNS prefix and '/', then a name)",
+            bad.join(", ")
+        ),
+    ))
+}
+
+pub fn label_key(s: &str) -> Result<(), ValidationError> {
+    if s.is_empty() || is_label_key(s) {
+        return Ok(());
+    }
+    Err(invalid(
+        "label_key",
+        format!("{s:?} is not a valid taint key (optional DNS prefix and '/', then a name)"),
+    ))
+}
+
+/// Image references as a container runtime takes them: `[registry/]repo[:tag][@digest]`.
+pub fn check_image_reference(s: &str) -> Result<(), String> {
+    let has_space = s.chars().any(char::is_whitespace);
+    if s.is_empty() || has_space {
+        return Err(format!(
+            "{s:?} is not an image reference: give e.g. \"quay.io/org/image:tag\" with no spaces"
+        ));
+    }
+    s.parse::<oci_spec::distribution::Reference>().map(|_| ()).map_err(|e| {
+        format!(
+            "{s:?} is not an image reference ({e}): give e.g. \"quay.io/org/image:tag\" or \"image@sha256:<64 hex>\""
+        )
+    })
+}
+
+pub fn image_reference(s: &str) -> Result<(), ValidationError> {
+    check_image_reference(s).map_err(|m| invalid("image", m))
+}
+
+/// The API server's own toleration rules, checked up front so that apply never fails on them.
+pub fn toleration(t: &Toleration) -> Result<(), ValidationError> {
+    let key_empty = t.key.as_deref().unwrap_or("").is_empty();
+    let exists = t.operator == Some(TolerationOperator::Exists);
+    if key_empty && !exists {
+        return Err(invalid(
+            "toleration",
+            "a toleration with no key must have operator \"Exists\"".into(),
+        ));
+    }
+    if exists && !t.value.as_deref().unwrap_or("").is_empty() {
+        return Err(invalid(
+            "toleration",
+            "a toleration with operator \"Exists\" must not have a value".into(),
+        ));
+    }
+    if let Some(v) = t.value.as_deref().filter(|v| !is_label_value(v)) {
+        return Err(invalid("toleration", format!("value {v:?} is not a valid taint value")));
+    }
+    if t.toleration_seconds.is_some() && t.effect != Some(TaintEffect::NoExecute) {
+        return Err(invalid(
+            "toleration",
+            "tolerationSeconds is only allowed with effect \"NoExecute\"".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "gpu", "che-theia", "a1", &"x".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_keys_and_values() {
+        assert!(is_label_key("nvidia.com/gpu.present"));
+        assert!(is_label_key("pool"));
+        assert!(!is_label_key("/pool"));
+        assert!(!is_label_key("a/b/c"));
+        assert!(!is_label_key("Bad_.com/x"));
+        assert!(is_label_value(""));
+        assert!(is_label_value("true"));
+        assert!(!is_label_value("-x"));
+        assert!(!is_label_value("has space"));
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in [".05", "50m", "0.05", "10Mi", "1Gi", "0", "1e3"] {
+            assert!(parse_quantity(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "abc", "10 Mi", " 1", "-1", "1Qi", "--1"] {
+            assert!(parse_quantity(bad).is_err(), "{bad}");
+        }
+        assert!(parse_quantity("20Mi").unwrap() > parse_quantity("10Mi").unwrap());
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "quay.io/eclipse/che-theia:next",
+            "busybox",
+            "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04",
+            "localhost:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(check_image_reference(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "UPPER/case", "a b", "quay.io/x:", "x@sha256:short", "x::y"] {
+            assert!(check_image_reference(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The TOML file: syntax errors and unknown keys (all of them, with line and column), then deserialization,
+//! and the mapping from a field path back to where it is written in the file.
+
+use std::sync::OnceLock;
+
+use serde_json::Value as Schema;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::Problem;
+use super::model::{RawConfig, json_schema};
+use super::resolve::{FieldPath, Seg};
+
+/// A parsed document kept for locating fields.
+pub struct TomlDoc<'t> {
+    text: &'t str,
+    origin: &'t str,
+    root: Spanned<DeTable<'t>>,
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl<'t> TomlDoc<'t> {
+    /// Parses the text, reporting every syntax error and unknown key; then deserializes it.
+    pub fn parse(text: &'t str, origin: &'t str) -> Result<(Self, RawConfig), Vec<Problem>> {
+        let (root, errors) = DeTable::parse_recoverable(text);
+        let doc = TomlDoc { text, origin, root };
+        if !errors.is_empty() {
+            return Err(errors.iter().map(|e| doc.toml_error(e)).collect());
+        }
+        let mut problems = Vec::new();
+        let schema = schema();
+        check_keys(schema, schema, doc.root.get_ref(), &mut Vec::new(), &doc, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        match toml::from_str::<RawConfig>(text) {
+            Ok(raw) => Ok((doc, raw)),
+            Err(e) => Err(vec![doc.toml_error(&e)]),
+        }
+    }
+
+    fn at(&self, offset: usize) -> String {
+        let (line, col) = line_col(self.text, offset);
+        format!("{}:{line}:{col}", self.origin)
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> Problem {
+        let location = e.span().map_or_else(|| self.origin.to_owned(), |s| self.at(s.start));
+        Problem {
+            location,
+            field: String::new(),
+            message: e.message().trim().to_owned(),
+        }
+    }
+
+    /// `file:line:col` of the deepest part of `path` present in the file (the field, or its set), and its
+    /// byte offset for ordering.
+    pub fn locate(&self, path: &FieldPath) -> (String, usize) {
+        let mut span = self.root.span();
+        let mut current: Option<&DeValue<'_>> = None;
+        let mut table = Some(self.root.get_ref());
+        for seg in path {
+            let next = match (seg, table, current) {
+                (Seg::Key(k), Some(t), _) => t
+                    .iter()
+                    .find(|(key, _)| key.get_ref() == k)
+                    .map(|(key, v)| (key.span(), v)),
+                (Seg::Index(i), _, Some(DeValue::Array(a))) => a.get(*i).map(|v| (v.span(), v)),
+                _ => None,
+            };
+            let Some((s, v)) = next else { break };
+            span = s;
+            current = Some(v.get_ref());
+            table = v.get_ref().as_table();
+        }
+        if self.root.span() == span && !path.is_empty() {
+            return (self.origin.to_owned(), 0);
+        }
+        (self.at(span.start), span.start)
+    }
+}
+
+fn schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(json_schema)
+}
+
+/// Follows `$ref` and unwraps `Option<T>` (`anyOf: [T, null]`) to the schema that describes a value.
+fn resolve<'s>(root: &'s Schema, mut s: &'s Schema) -> &'s Schema {
+    for _ in 0..8 {
+        if let Some(r) = s.get("$ref").and_then(Schema::as_str) {
+            let name = r.trim_start_matches("#/$defs/");
+            match root.get("$defs").and_then(|d| d.get(name)) {
+                Some(target) => s = target,
+                None => return s,
+            }
+        } else if let Some(branch) = s.get("anyOf").and_then(Schema::as_array).and_then(|bs| {
+            bs.iter()
+                .find(|b| b.get("type").and_then(Schema::as_str) != Some("null"))
+        }) {
+            s = branch;
+        } else {
+            return s;
+        }
+    }
+    s
+}
+
+/// Reports every key the schema does not allow, with a "did you mean" when one is close.
+fn check_keys(
+    root: &Schema,
+    schema: &Schema,
+    table: &DeTable<'_>,
+    path: &mut FieldPath,
+    doc: &TomlDoc<'_>,
+    out: &mut Vec<Problem>,
+) {
+    let schema = resolve(root, schema);
+    let props = schema.get("properties").and_then(Schema::as_object);
+    let extra = schema.get("additionalProperties");
+    for (k, v) in table {
+        let name: &str = k.get_ref();
+        let sub = match (props.and_then(|p| p.get(name)), extra) {
+            (Some(s), _) => s,
+            (None, Some(Schema::Bool(false))) => {
+                let allowed: Vec<&str> = props
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                let hint = closest(name, &allowed)
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default();
+                let mut field = path.clone();
+                field.push(Seg::Key(name.to_owned()));
+                out.push(Problem {
+                    location: doc.at(k.span().start),
+                    field: render_path(&field),
+                    message: format!("unknown field `{name}`; {hint}allowed here: {}", allowed.join(", ")),
+                });
+                continue;
+            }
+            (None, Some(s)) if s.is_object() => s,
+            _ => continue,
+        };
+        path.push(Seg::Key(name.to_owned()));
+        check_value(root, sub, v.get_ref(), path, doc, out);
+        path.pop();
+    }
+}
+
+fn check_value(
+    root: &Schema,
+    schema: &Schema,
+    value: &DeValue<'_>,
+    path: &mut FieldPath,
+    doc: &TomlDoc<'_>,
+    out: &mut Vec<Problem>,
+) {
+    match value {
+        DeValue::Table(t) => check_keys(root, schema, t, path, doc, out),
+        DeValue::Array(items) => {
+            let schema = resolve(root, schema);
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    check_value(root, item_schema, item.get_ref(), path, doc, out);
+                    path.pop();
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|c| (strsim::jaro_winkler(name, c), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn render_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}

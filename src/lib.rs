@@ -1,0 +1,9 @@
+//! kubernetes-image-puller: keeps container images cached on Kubernetes nodes, one DaemonSet per image set.
+//!
+//! Data flows one way: file → parse → validate ([`config`]) → desired DaemonSets ([`render`], pure) →
+//! apply/prune against the API → status.
+
+pub mod cli;
+pub mod config;
+pub mod quota;
+pub mod render;

@@ -1,0 +1,269 @@
+//! Config → desired DaemonSets. Pure: no I/O, deterministic (same config, byte-identical output).
+//!
+//! Each set becomes one DaemonSet whose pods hold one container per image. The containers run a static
+//! sleeper that an init container copies from the puller's own image into an emptyDir, so images with no
+//! shell and no `sleep` (scratch, distroless) are cached too, and a running container keeps each image "in
+//! use", safe from the kubelet's image garbage collection. Pods meet the Pod Security "restricted" profile.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Image, ImageSet, Resources, SLEEPER_INIT_CONTAINER};
+
+/// Labels and annotations this tool puts on what it owns. Only objects carrying [`MANAGED_BY`] with
+/// [`MANAGER`] are ever changed or deleted.
+pub mod labels {
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGER: &str = "kubernetes-image-puller";
+    pub const NAME: &str = "app.kubernetes.io/name";
+    /// Cache pods get their own name, so the puller's own Service and selectors never match them.
+    pub const CACHE_NAME: &str = "kip-cache";
+    pub const PART_OF: &str = "app.kubernetes.io/part-of";
+    pub const INSTANCE: &str = "app.kubernetes.io/instance";
+    pub const SET: &str = "kubernetes-image-puller/set";
+    /// Hash of everything rendered; equal hashes mean the live object needs no write.
+    pub const SPEC_HASH: &str = "kubernetes-image-puller/spec-hash";
+    /// Set on the pod template to roll the pods (what `kubectl rollout restart` sets).
+    pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+    /// Label selector for every DaemonSet of one puller instance.
+    pub fn owned_selector(instance: &str) -> String {
+        format!("{MANAGED_BY}={MANAGER},{INSTANCE}={instance}")
+    }
+}
+
+/// Where the sleeper lives in the puller's image, and where cache containers find it.
+pub const SLEEPER_IN_IMAGE: &str = "/usr/local/bin/kip-sleep";
+pub const SLEEPER_DIR: &str = "/kip";
+pub const SLEEPER_PATH: &str = "/kip/sleep";
+const SLEEPER_VOLUME: &str = "kip";
+/// Non-root user/group for the pods on plain Kubernetes (OpenShift assigns its own).
+pub const RUN_AS_USER: i64 = 65532;
+/// The sleeper exits at once on SIGTERM; the grace period only bounds a stuck kubelet.
+const TERMINATION_GRACE_SECONDS: i64 = 5;
+/// Nodes rolled at once on change; surge keeps the old pod (and the cached images in use) until the new
+/// one runs, so a refresh never leaves a node without its cache pod.
+const MAX_SURGE: &str = "10%";
+
+/// What render needs beside the config; all of it comes from the caller, so render stays pure.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// On OpenShift the SCC assigns user and group ids: set none.
+    pub openshift: bool,
+    /// The puller's own Deployment; uninstalling it garbage-collects the DaemonSets.
+    pub owner: Option<OwnerReference>,
+}
+
+/// The value of the instance label: one puller's DaemonSets, told apart from another's in the namespace.
+pub fn instance(config: &Config) -> &str {
+    config.deployment_name.as_deref().unwrap_or(labels::MANAGER)
+}
+
+/// All desired DaemonSets, in config order.
+pub fn render(config: &Config, options: &RenderOptions) -> Vec<DaemonSet> {
+    config.sets.iter().map(|set| render_set(config, set, options)).collect()
+}
+
+/// Multi-document YAML of the DaemonSets (the `render` command's output).
+pub fn to_yaml(daemonsets: &[DaemonSet]) -> Result<String, serde_saphyr::SerializeError> {
+    let refs: Vec<&DaemonSet> = daemonsets.iter().collect();
+    serde_saphyr::to_string_multiple(&refs)
+}
+
+pub fn selector_labels(set: &ImageSet) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::NAME.into(), labels::CACHE_NAME.into()),
+        (labels::SET.into(), set.name.clone()),
+    ])
+}
+
+pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> DaemonSet {
+    let selector = selector_labels(set);
+    let mut object_labels = selector.clone();
+    object_labels.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
+    object_labels.insert(labels::PART_OF.into(), labels::MANAGER.into());
+    object_labels.insert(labels::INSTANCE.into(), instance(config).into());
+
+    let mut ds = DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(set.name.clone()),
+            namespace: Some(config.namespace.clone()),
+            labels: Some(object_labels.clone()),
+            annotations: Some(set.annotations.clone()),
+            owner_references: options.owner.clone().map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_surge: Some(IntOrString::String(MAX_SURGE.into())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(object_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(config, set, options)),
+            },
+            ..DaemonSetSpec::default()
+        }),
+        status: None,
+    };
+    let hash = spec_hash(&ds);
+    ds.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(labels::SPEC_HASH.into(), hash);
+    ds
+}
+
+/// Hex SHA-256 (first 16 bytes) of the object as rendered, before the hash annotation is added.
+pub fn spec_hash(ds: &DaemonSet) -> String {
+    let mut hasher = Sha256::new();
+    // Serializing k8s-openapi types to JSON cannot fail (no non-string map keys, no custom errors).
+    serde_json::to_writer(HashWriter(&mut hasher), ds).unwrap_or_default();
+    hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn pod_spec(config: &Config, set: &ImageSet, options: &RenderOptions) -> PodSpec {
+    let resources = resource_requirements(&set.resources);
+    let install = Container {
+        name: SLEEPER_INIT_CONTAINER.into(),
+        image: Some(config.kip_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![SLEEPER_IN_IMAGE.into(), "install".into(), SLEEPER_PATH.into()]),
+        resources: Some(resources.clone()),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![sleeper_mount(false)]),
+        ..Container::default()
+    };
+    PodSpec {
+        init_containers: Some(vec![install]),
+        containers: set
+            .images
+            .iter()
+            .map(|image| cache_container(image, &resources))
+            .collect(),
+        volumes: Some(vec![Volume {
+            name: SLEEPER_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("16Mi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]),
+        node_selector: non_empty_map(&set.node_selector),
+        tolerations: (!set.tolerations.is_empty()).then(|| set.tolerations.clone()),
+        affinity: set.affinity.clone(),
+        image_pull_secrets: (!set.image_pull_secrets.is_empty()).then(|| {
+            set.image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
+        priority_class_name: set.priority_class_name.clone(),
+        security_context: Some(pod_security_context(options.openshift)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        ..PodSpec::default()
+    }
+}
+
+fn cache_container(image: &Image, resources: &ResourceRequirements) -> Container {
+    Container {
+        name: image.name.clone(),
+        image: Some(image.reference.clone()),
+        // Moving tags are checked against the registry on each pod start (a refresh re-pulls them);
+        // a digest never changes.
+        image_pull_policy: Some(if image.is_pinned() { "IfNotPresent" } else { "Always" }.into()),
+        command: Some(vec![SLEEPER_PATH.into()]),
+        resources: Some(resources.clone()),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![sleeper_mount(true)]),
+        ..Container::default()
+    }
+}
+
+fn sleeper_mount(read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: SLEEPER_VOLUME.into(),
+        mount_path: SLEEPER_DIR.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn resource_requirements(r: &Resources) -> ResourceRequirements {
+    let pair = |cpu: &str, memory: &str| {
+        Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ]))
+    };
+    ResourceRequirements {
+        requests: pair(&r.cpu_request, &r.memory_request),
+        limits: pair(&r.cpu_limit, &r.memory_limit),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn pod_security_context(openshift: bool) -> PodSecurityContext {
+    let id = (!openshift).then_some(RUN_AS_USER);
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: id,
+        run_as_group: id,
+        fs_group: id,
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
+fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then(|| map.clone())
+}
