@@ -123,14 +123,18 @@ annotations: annotations
 refresh: refresh
 {{- end -}}
 
-{{/* TOML `key = value` lines of a set or of the defaults (a map of values keys). */}}
+{{/*
+TOML `key = value` lines of a set or of the defaults (a map of values keys).
+Keys left out, null or "" are not written, so the set inherits the default.
+*/}}
 {{- define "kip.toml.setBody" -}}
 {{- $obj := . -}}
 {{- $fields := include "kip.setFields" . | fromYaml -}}
 {{- $quantities := list "memoryRequest" "memoryLimit" "cpuRequest" "cpuLimit" -}}
 {{- range $key := list "memoryRequest" "memoryLimit" "cpuRequest" "cpuLimit" "nodeSelector" "tolerations" "affinity" "imagePullSecrets" "priorityClassName" "annotations" "refresh" }}
-{{- if and (hasKey $obj $key) (not (kindIs "invalid" (get $obj $key))) }}
 {{- $val := get $obj $key }}
+{{- /* Null and "" mean unset (inherit), as an empty upstream env var does. */}}
+{{- if and (hasKey $obj $key) (not (kindIs "invalid" $val)) (ne (toString $val) "") }}
 {{- if has $key $quantities }}{{ $val = toString $val }}{{ end }}
 {{ get $fields $key }} = {{ include "kip.toml.value" $val }}
 {{- end }}
