@@ -5,5 +5,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod controller;
+pub mod health;
+pub mod http;
+pub mod k8s;
+pub mod metrics;
 pub mod quota;
+pub mod reconcile;
+pub mod reload;
 pub mod render;
+pub mod telemetry;

@@ -1,8 +1,19 @@
+//! The binary's edge: parse the command line, run a command, turn errors into a message and an exit code.
+
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kubernetes_image_puller::cli::{self, Cli, Command};
+use kubernetes_image_puller::cli::{self, Cli, Command, RunArgs};
+use kubernetes_image_puller::config::Env;
+use kubernetes_image_puller::controller::{self, Controller, Settings};
+use kubernetes_image_puller::http::{self, HttpState};
+use kubernetes_image_puller::metrics::Metrics;
+use kubernetes_image_puller::telemetry;
+use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,12 +27,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config_path = cli.config.as_deref();
+    let config_path = cli.config.clone();
     let mut stdout = std::io::stdout().lock();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => Ok(cli::check(config_path, &mut stdout)?),
+        Command::Check => Ok(cli::check(config_path.as_deref(), &mut stdout)?),
         Command::Render { openshift } => {
-            let config = cli::load_config(config_path)?;
+            let config = cli::load_config(config_path.as_deref())?;
             let yaml = cli::render_yaml(&config, openshift).context("cannot write the DaemonSets as YAML")?;
             std::io::Write::write_all(&mut stdout, yaml.as_bytes())?;
             Ok(ExitCode::SUCCESS)
@@ -32,10 +43,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Quota { nodes } => {
-            let config = cli::load_config(config_path)?;
+            let config = cli::load_config(config_path.as_deref())?;
             std::io::Write::write_all(&mut stdout, cli::quota_table(&config, nodes).as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run => anyhow::bail!("the controller is not built yet"),
+        Command::Run => {
+            drop(stdout);
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(run_controller(config_path, cli.run))
+        }
+    }
+}
+
+async fn run_controller(config_path: Option<std::path::PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach Kubernetes: no in-cluster config and no usable kubeconfig context")?;
+    let settings = Settings::from_env(
+        config_path,
+        Duration::from_millis(args.reload_debounce_ms),
+        args.leader_elect,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let controller = Controller::new(client, settings, Box::new(Env), metrics.clone(), ready.clone()).await;
+
+    if args.once {
+        let ok = controller::run_once(controller).await;
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let server = http::serve(args.http_addr, HttpState { metrics, ready }, async move {
+        let _ = http_stop.changed().await;
+    })
+    .await?;
+    let server = tokio::spawn(server);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down; DaemonSets stay in place");
+        let _ = stop_tx.send(true);
+    });
+    controller.run(stop_rx).await?;
+    // The server stops with the same signal; don't let a slow client hold the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Affinity;
 use serde::de::DeserializeOwned;
 
 use super::model::{RawConfig, RawDefaults, RawSet, Toleration};
-use super::resolve::{FieldPath, Seg};
+use super::resolve::{FieldPath, Seg, dropped_field_message, dropped_fields};
 use super::{DEFAULT_DAEMONSET_NAME, Problem};
 
 /// Every variable the fallback reads, in the order the upstream README lists them (then the newer ones).
@@ -156,7 +157,16 @@ pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
         typed_json("NODE_SELECTOR", node_selector, "a JSON object of strings", &mut report);
     let tolerations: Option<Vec<Toleration>> =
         typed_json("TOLERATIONS", tolerations, "a JSON list of tolerations", &mut report);
-    let affinity = typed_json("AFFINITY", affinity, "a JSON Affinity object", &mut report);
+    let affinity_json = affinity.clone();
+    let affinity: Option<Affinity> = typed_json("AFFINITY", affinity, "a JSON Affinity object", &mut report);
+    let affinity = affinity.filter(|typed| {
+        let kept = serde_json::to_value(typed).unwrap_or_default();
+        let dropped = dropped_fields(affinity_json.as_ref().unwrap_or(&kept), &kept);
+        for path in &dropped {
+            report("AFFINITY", dropped_field_message(path));
+        }
+        dropped.is_empty()
+    });
     let annotations: Option<BTreeMap<String, String>> = typed_json(
         "DAEMONSET_ANNOTATIONS",
         annotations,

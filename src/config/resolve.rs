@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Toleration as K8sToleration;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::model::{RawConfig, RawSet, Toleration};
-use super::rules::{self, parse_quantity};
+use super::rules::{self, quantity_nanos};
 use super::{Config, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet, Resources, SLEEPER_INIT_CONTAINER};
 
 /// One step of a path into the config document.
@@ -60,6 +60,67 @@ pub fn describe(path: &[Seg], raw: &RawConfig) -> String {
         }
     }
     out
+}
+
+/// The keys of `given` that `kept` lacks: what a Kubernetes type dropped when it was deserialized
+/// (k8s-openapi ignores unknown fields, so a misspelt `nodeAfinity` would vanish without a word).
+/// `kept` is the typed value serialized back. Paths are relative to the value.
+pub fn dropped_fields(given: &serde_json::Value, kept: &serde_json::Value) -> Vec<FieldPath> {
+    fn walk(given: &serde_json::Value, kept: &serde_json::Value, path: &mut FieldPath, out: &mut Vec<FieldPath>) {
+        use serde_json::Value;
+        match (given, kept) {
+            (Value::Object(g), Value::Object(k)) => {
+                for (name, value) in g {
+                    path.push(Seg::Key(name.clone()));
+                    match k.get(name) {
+                        Some(kept_value) => walk(value, kept_value, path, out),
+                        None => out.push(path.clone()),
+                    }
+                    path.pop();
+                }
+            }
+            (Value::Array(g), Value::Array(k)) => {
+                for (i, (value, kept_value)) in g.iter().zip(k).enumerate() {
+                    path.push(Seg::Index(i));
+                    walk(value, kept_value, path, out);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(given, kept, &mut Vec::new(), &mut out);
+    out
+}
+
+/// `a.b[0].c`: a path inside a value, as the user wrote it.
+pub fn dotted(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The problem reported for a field of a Kubernetes object that Kubernetes would ignore.
+pub fn dropped_field_message(path: &[Seg]) -> String {
+    let name = match path.last() {
+        Some(Seg::Key(k)) => k.as_str(),
+        _ => "",
+    };
+    format!(
+        "unknown field `{name}` (at {}): Kubernetes would ignore it; use the API's camelCase field names, e.g. nodeAffinity, requiredDuringSchedulingIgnoredDuringExecution",
+        dotted(path)
+    )
 }
 
 /// Checks everything and builds the resolved config, or returns every problem found.
@@ -201,7 +262,7 @@ fn check_request_within_limit(raw: &RawConfig, i: usize, problems: &mut Vec<Fiel
     for (what, set_req, def_req, fb_req, set_lim, def_lim, fb_lim) in pairs {
         let req = set_req.as_ref().or(def_req.as_ref()).unwrap_or(fb_req);
         let lim = set_lim.as_ref().or(def_lim.as_ref()).unwrap_or(fb_lim);
-        let (Ok(rq), Ok(lq)) = (parse_quantity(req), parse_quantity(lim)) else {
+        let (Ok(rq), Ok(lq)) = (quantity_nanos(req), quantity_nanos(lim)) else {
             continue; // already reported by the field rules
         };
         let limit_field = format!("{what}_limit");
@@ -217,7 +278,7 @@ fn check_request_within_limit(raw: &RawConfig, i: usize, problems: &mut Vec<Fiel
             .into_iter()
             .find_map(|(is_written, path)| is_written.then_some(path))
             .unwrap_or_else(|| vec![key("sets"), Seg::Index(i)]);
-        if lq == kube_quantity::ParsedQuantity::default() {
+        if lq == 0 {
             problems.push(problem(
                 path,
                 format!(

@@ -95,24 +95,128 @@ pub fn dns_subdomain_list(names: &[String]) -> Result<(), ValidationError> {
     ))
 }
 
-/// Parses a Kubernetes quantity and refuses negative values.
-pub fn parse_quantity(s: &str) -> Result<ParsedQuantity, String> {
-    let trimmed = s.trim();
-    if trimmed.is_empty() || trimmed != s {
-        return Err(format!(
-            "{s:?} is not a quantity: use e.g. \"10Mi\", \"1Gi\", \"50m\" or \".05\""
-        ));
+/// The largest quantity accepted: what the API server holds exactly (2^63 - 1 units).
+const MAX_UNITS: i128 = i64::MAX as i128;
+const NANOS_PER_UNIT: i128 = 1_000_000_000;
+
+fn not_a_quantity(s: &str) -> String {
+    format!("{s:?} is not a quantity: use e.g. \"10Mi\", \"1Gi\", \"50m\" or \".05\"")
+}
+
+/// The value of a Kubernetes quantity in nano-units (1e-9 of the unit), exact, rounded up below 1n as the API
+/// server does. Follows the API's grammar (`[+-]digits[.digits](Ki..Ei | n,u,m,k,M,G,T,P,E | e[+-]digits)`),
+/// and refuses negative values and values beyond what the API server can hold. Never panics.
+pub fn quantity_nanos(s: &str) -> Result<i128, String> {
+    let bad = || not_a_quantity(s);
+    let b = s.as_bytes();
+    let mut i = 0;
+    let negative = match b.first() {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        &s[start..*i]
+    };
+    let int = digits(&mut i);
+    let frac = if b.get(i) == Some(&b'.') {
+        i += 1;
+        digits(&mut i)
+    } else {
+        ""
+    };
+    if int.is_empty() && frac.is_empty() {
+        return Err(bad());
     }
-    let q = ParsedQuantity::try_from(s)
-        .map_err(|_| format!("{s:?} is not a quantity: use e.g. \"10Mi\", \"1Gi\", \"50m\" or \".05\""))?;
-    if q < ParsedQuantity::default() {
+    // value = mantissa * 10^exp10 * 2^exp2
+    let (mut exp10, exp2): (i64, u32) = match &s[i..] {
+        "" => (0, 0),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" => (0, 10),
+        "Mi" => (0, 20),
+        "Gi" => (0, 30),
+        "Ti" => (0, 40),
+        "Pi" => (0, 50),
+        "Ei" => (0, 60),
+        exp if exp.starts_with(['e', 'E']) => {
+            let e = &exp[1..];
+            let unsigned = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if unsigned.is_empty() || !unsigned.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            // Saturate: anything this far out is too large, or rounds up to 1n.
+            let magnitude = unsigned.parse::<i64>().unwrap_or(i64::MAX).min(1000);
+            (if e.starts_with('-') { -magnitude } else { magnitude }, 0)
+        }
+        _ => return Err(bad()),
+    };
+    // Trailing zeros of the fraction carry nothing; leading zeros of the mantissa neither.
+    let frac = frac.trim_end_matches('0');
+    let mut mantissa: u128 = 0;
+    for c in int.bytes().chain(frac.bytes()) {
+        mantissa = mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u128::from(c - b'0')))
+            .filter(|m| *m < 1 << 64)
+            .ok_or_else(|| format!("{s:?} has too many digits for a resource quantity"))?;
+    }
+    exp10 -= frac.len() as i64;
+    let too_large = || format!("{s:?} is too large for a resource quantity (at most {MAX_UNITS})");
+    // mantissa < 2^64 and exp2 <= 60, so this fits in u128.
+    let scaled = mantissa << exp2;
+    let shift = exp10 + 9; // to nano-units
+    let nanos: u128 = if scaled == 0 {
+        0
+    } else if shift >= 0 {
+        u32::try_from(shift)
+            .ok()
+            .and_then(|e| 10u128.checked_pow(e))
+            .and_then(|p| scaled.checked_mul(p))
+            .ok_or_else(too_large)?
+    } else {
+        match u32::try_from(-shift).ok().and_then(|e| 10u128.checked_pow(e)) {
+            Some(p) => scaled.div_ceil(p),
+            None => u128::from(scaled > 0), // below 1n: rounds up
+        }
+    };
+    let nanos = i128::try_from(nanos)
+        .ok()
+        .filter(|n| *n <= MAX_UNITS * NANOS_PER_UNIT)
+        .ok_or_else(too_large)?;
+    if negative && nanos > 0 {
         return Err(format!("{s:?} is negative: a resource quantity must be 0 or more"));
     }
-    Ok(q)
+    Ok(nanos)
+}
+
+/// Parses a Kubernetes quantity (checked by [`quantity_nanos`]: grammar, not negative, not too large).
+/// Compare quantities with [`quantity_nanos`]: `ParsedQuantity`'s own comparisons are approximate across
+/// units (f32 factors) and can overflow.
+pub fn parse_quantity(s: &str) -> Result<ParsedQuantity, String> {
+    quantity_nanos(s)?;
+    ParsedQuantity::try_from(s).map_err(|_| not_a_quantity(s))
 }
 
 pub fn quantity(s: &str) -> Result<(), ValidationError> {
-    parse_quantity(s).map(|_| ()).map_err(|m| invalid("quantity", m))
+    quantity_nanos(s).map(|_| ()).map_err(|m| invalid("quantity", m))
 }
 
 /// Node selector maps: label keys and values.
@@ -171,6 +275,22 @@ pub fn check_image_reference(s: &str) -> Result<(), String> {
     if s.is_empty() || has_space {
         return Err(format!(
             "{s:?} is not an image reference: give e.g. \"quay.io/org/image:tag\" with no spaces"
+        ));
+    }
+    // oci-spec's pattern matches tags with `\w`, which in Rust regexes takes any Unicode letter.
+    if !s.is_ascii() {
+        return Err(format!(
+            "{s:?} is not an image reference: only ASCII letters, digits and `/:@._-` are allowed"
+        ));
+    }
+    // oci-spec takes any first component before a '/' for a registry; like Docker, only one with a '.' or
+    // ':' (or "localhost") is a registry host, the others are repository path and must be lowercase.
+    if let Some((first, _)) = s.split_once('/')
+        && !first.contains(['.', ':'])
+        && first.bytes().any(|c| c.is_ascii_uppercase())
+    {
+        return Err(format!(
+            "{s:?} is not an image reference: the repository name {first:?} must be lowercase"
         ));
     }
     s.parse::<oci_spec::distribution::Reference>().map(|_| ()).map_err(|e| {

@@ -3,13 +3,14 @@
 
 use std::sync::OnceLock;
 
+use k8s_openapi::api::core::v1::Affinity;
 use serde_json::Value as Schema;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::Problem;
 use super::model::{RawConfig, json_schema};
-use super::resolve::{FieldPath, Seg};
+use super::resolve::{FieldPath, Seg, dropped_field_message, dropped_fields, key};
 
 /// A parsed document kept for locating fields.
 pub struct TomlDoc<'t> {
@@ -41,9 +42,84 @@ impl<'t> TomlDoc<'t> {
         if !problems.is_empty() {
             return Err(problems);
         }
-        match toml::from_str::<RawConfig>(text) {
-            Ok(raw) => Ok((doc, raw)),
-            Err(e) => Err(vec![doc.toml_error(&e)]),
+        let raw = match toml::from_str::<RawConfig>(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let mut problem = doc.toml_error(&e);
+                if let Some(span) = e.span() {
+                    problem.field = render_path(&doc.field_at(span.start));
+                }
+                return Err(vec![problem]);
+            }
+        };
+        doc.check_affinities(&raw, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok((doc, raw))
+    }
+
+    /// The path of the deepest value whose span holds `offset` (where a type error points).
+    fn field_at(&self, offset: usize) -> FieldPath {
+        let mut path = Vec::new();
+        let mut value: Option<&DeValue<'_>> = None;
+        let mut table = Some(self.root.get_ref());
+        loop {
+            let contains = |span: std::ops::Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
+            let next = match (table, value) {
+                (Some(t), _) => t
+                    .iter()
+                    .find(|(k, v)| contains(k.span()) || contains(v.span()))
+                    .map(|(k, v)| (Seg::Key(k.get_ref().to_string()), v)),
+                (None, Some(DeValue::Array(a))) => a
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| contains(v.span()))
+                    .map(|(i, v)| (Seg::Index(i), v)),
+                _ => None,
+            };
+            let Some((seg, v)) = next else { break };
+            path.push(seg);
+            value = Some(v.get_ref());
+            table = v.get_ref().as_table();
+        }
+        path
+    }
+
+    /// Kubernetes' own types ignore unknown fields: report the ones an `affinity` would lose.
+    fn check_affinities(&self, raw: &RawConfig, out: &mut Vec<Problem>) {
+        let mut written: Vec<(FieldPath, Option<&Affinity>)> =
+            vec![(vec![key("defaults"), key("affinity")], raw.defaults.affinity.as_ref())];
+        for (i, set) in raw.sets.iter().enumerate() {
+            written.push((vec![key("sets"), Seg::Index(i), key("affinity")], set.affinity.as_ref()));
+        }
+        let written: Vec<_> = written.into_iter().filter_map(|(p, a)| Some((p, a?))).collect();
+        if written.is_empty() {
+            return;
+        }
+        let Ok(given) = toml::from_str::<serde_json::Value>(self.text) else {
+            return;
+        };
+        for (path, affinity) in written {
+            let pointer: String = path
+                .iter()
+                .map(|seg| match seg {
+                    Seg::Key(k) => format!("/{k}"),
+                    Seg::Index(i) => format!("/{i}"),
+                })
+                .collect();
+            let (Some(given), Ok(kept)) = (given.pointer(&pointer), serde_json::to_value(affinity)) else {
+                continue;
+            };
+            for dropped in dropped_fields(given, &kept) {
+                let mut full = path.clone();
+                full.extend(dropped.iter().cloned());
+                out.push(Problem {
+                    location: self.locate(&full).0,
+                    field: render_path(&full),
+                    message: dropped_field_message(&dropped),
+                });
+            }
         }
     }
 

@@ -1,0 +1,247 @@
+//! Health of each set, from its DaemonSet status and its pods: nodes desired / ready / up to date, and which
+//! images fail on which nodes and why. Pure functions over API objects; the controller feeds them pages.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::config::ImageSet;
+use crate::render::labels;
+
+/// Container waiting reasons that mean an image is not (or cannot be) cached on that node.
+pub const STUCK_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CrashLoopBackOff",
+    "CreateContainerError",
+    "CreateContainerConfigError",
+    "RunContainerError",
+];
+
+/// Node names kept per failing image: enough to act on, bounded so memory does not grow with the cluster.
+pub const NODES_KEPT: usize = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct FailingImage {
+    pub image: String,
+    pub container: String,
+    pub reason: String,
+    /// The kubelet's message from one of the nodes (e.g. "manifest unknown", "unauthorized").
+    pub message: String,
+    pub node_count: usize,
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct SetHealth {
+    pub set: String,
+    pub present: bool,
+    /// The live object carries the spec hash of the current config.
+    pub up_to_date: bool,
+    pub desired: i32,
+    pub scheduled: i32,
+    pub ready: i32,
+    pub updated: i32,
+    pub failing: Vec<FailingImage>,
+}
+
+impl SetHealth {
+    pub fn is_healthy(&self) -> bool {
+        self.present && self.up_to_date && self.failing.is_empty() && self.ready == self.desired
+    }
+
+    /// The one-line summary logged at each health check.
+    pub fn summary(&self) -> String {
+        if !self.present {
+            return format!("set {}: DaemonSet missing", self.set);
+        }
+        let mut line = format!(
+            "set {}: {}/{} nodes ready, {} up to date{}",
+            self.set,
+            self.ready,
+            self.desired,
+            self.updated,
+            if self.up_to_date {
+                ""
+            } else {
+                ", config not yet applied"
+            }
+        );
+        for f in &self.failing {
+            let more = f.node_count.saturating_sub(f.nodes.len());
+            line.push_str(&format!(
+                "; {} {} on {} node{} ({}{}): {}",
+                f.image,
+                f.reason,
+                f.node_count,
+                if f.node_count == 1 { "" } else { "s" },
+                f.nodes.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                },
+                f.message
+            ));
+        }
+        line
+    }
+}
+
+/// Counts from the DaemonSet's status.
+pub fn from_daemonset(set: &str, ds: Option<&DaemonSet>, desired_hash: Option<&str>) -> SetHealth {
+    let Some(ds) = ds else {
+        return SetHealth {
+            set: set.into(),
+            ..SetHealth::default()
+        };
+    };
+    let status = ds.status.clone().unwrap_or_default();
+    let live_hash = ds
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::SPEC_HASH))
+        .map(String::as_str);
+    SetHealth {
+        set: set.into(),
+        present: true,
+        up_to_date: desired_hash.is_none() || live_hash == desired_hash,
+        desired: status.desired_number_scheduled,
+        scheduled: status.current_number_scheduled,
+        ready: status.number_ready,
+        updated: status.updated_number_scheduled.unwrap_or(0),
+        failing: Vec::new(),
+    }
+}
+
+/// Accumulates failing containers over pages of pods.
+#[derive(Debug, Default)]
+pub struct FailureTally {
+    by_image: BTreeMap<(String, String), FailingImage>,
+}
+
+impl FailureTally {
+    pub fn add_pods(&mut self, pods: &[Pod]) {
+        for pod in pods {
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| "(unscheduled)".into());
+            let Some(status) = &pod.status else { continue };
+            let statuses = status
+                .init_container_statuses
+                .iter()
+                .flatten()
+                .chain(status.container_statuses.iter().flatten());
+            for cs in statuses {
+                let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                    continue;
+                };
+                let reason = waiting.reason.clone().unwrap_or_default();
+                if !STUCK_REASONS.contains(&reason.as_str()) {
+                    continue;
+                }
+                let entry = self
+                    .by_image
+                    .entry((cs.image.clone(), reason.clone()))
+                    .or_insert_with(|| FailingImage {
+                        image: cs.image.clone(),
+                        container: cs.name.clone(),
+                        reason,
+                        message: waiting.message.clone().unwrap_or_default(),
+                        ..FailingImage::default()
+                    });
+                entry.node_count += 1;
+                if entry.nodes.len() < NODES_KEPT {
+                    entry.nodes.push(node.clone());
+                }
+            }
+        }
+    }
+
+    pub fn finish(self) -> Vec<FailingImage> {
+        self.by_image.into_values().collect()
+    }
+}
+
+/// The label selector of one set's pods.
+pub fn pod_selector(set: &str) -> String {
+    format!("{}={},{}={set}", labels::NAME, labels::CACHE_NAME, labels::SET)
+}
+
+/// Whether the set's pods should be restarted now so moving tags are pulled again: refresh is on, some
+/// image is not pinned, the last restart (or creation) is at least `interval` ago, and the previous rollout
+/// has finished (restarting a stuck rollout would only pile up restarts).
+pub fn refresh_due(set: &ImageSet, ds: &DaemonSet, health: &SetHealth, now: Timestamp, interval_hours: u32) -> bool {
+    if set.refresh != crate::config::Refresh::Interval || set.images.iter().all(|i| i.is_pinned()) {
+        return false;
+    }
+    let rolled_out = health.present && health.updated == health.desired && health.ready == health.desired;
+    if !rolled_out || !health.failing.is_empty() {
+        return false;
+    }
+    let last = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(labels::RESTARTED_AT))
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .or_else(|| ds.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let Some(last) = last else { return false };
+    now.duration_since(last).as_secs() >= i64::from(interval_hours) * 3600
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodSpec, PodStatus};
+
+    fn pod(node: &str, image: &str, reason: &str) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "c".into(),
+                    image: image.into(),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some(format!("{image}: not found")),
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn tally_groups_by_image_and_bounds_nodes() {
+        let mut tally = FailureTally::default();
+        let pods: Vec<Pod> = (0..25)
+            .map(|i| pod(&format!("node-{i}"), "quay.io/x/missing:1", "ImagePullBackOff"))
+            .collect();
+        tally.add_pods(&pods[..12]);
+        tally.add_pods(&pods[12..]);
+        tally.add_pods(&[pod("node-a", "quay.io/x/ok:1", "ContainerCreating")]);
+        let failing = tally.finish();
+        assert_eq!(failing.len(), 1);
+        assert_eq!(failing[0].node_count, 25);
+        assert_eq!(failing[0].nodes.len(), NODES_KEPT);
+        assert_eq!(failing[0].reason, "ImagePullBackOff");
+        assert!(failing[0].message.contains("not found"));
+    }
+}

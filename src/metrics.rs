@@ -1,0 +1,177 @@
+//! Prometheus metrics (prefix `kip_`): per set node and image counts, reconcile and reload outcomes.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::health::SetHealth;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetLabel {
+    pub set: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageLabel {
+    pub set: String,
+    pub image: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabel {
+    pub verb: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub nodes_desired: Family<SetLabel, Gauge>,
+    pub nodes_ready: Family<SetLabel, Gauge>,
+    pub nodes_updated: Family<SetLabel, Gauge>,
+    pub images: Family<SetLabel, Gauge>,
+    pub image_failing_nodes: Family<ImageLabel, Gauge>,
+    pub reconciles: Counter,
+    pub reconcile_errors: Family<KindLabel, Counter>,
+    pub reconcile_duration: Histogram,
+    pub api_writes: Family<VerbLabel, Counter>,
+    pub conflicts: Gauge,
+    pub reloads: Family<ResultLabel, Counter>,
+    pub config_valid: Gauge,
+    pub last_good_config: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("kip");
+        let m = Self {
+            nodes_desired: Family::default(),
+            nodes_ready: Family::default(),
+            nodes_updated: Family::default(),
+            images: Family::default(),
+            image_failing_nodes: Family::default(),
+            reconciles: Counter::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            api_writes: Family::default(),
+            conflicts: Gauge::default(),
+            reloads: Family::default(),
+            config_valid: Gauge::default(),
+            last_good_config: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "set_nodes_desired",
+            "Nodes that should run the set's cache pod",
+            m.nodes_desired.clone(),
+        );
+        registry.register(
+            "set_nodes_ready",
+            "Nodes whose cache pod is ready (every image cached)",
+            m.nodes_ready.clone(),
+        );
+        registry.register(
+            "set_nodes_updated",
+            "Nodes running the current pod template",
+            m.nodes_updated.clone(),
+        );
+        registry.register("set_images", "Images in the set", m.images.clone());
+        registry.register(
+            "image_failing_nodes",
+            "Nodes where the image fails to pull or run",
+            m.image_failing_nodes.clone(),
+        );
+        registry.register("reconciles", "Reconcile passes", m.reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "API errors during reconcile passes",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile passes",
+            m.reconcile_duration.clone(),
+        );
+        registry.register("api_writes", "Write calls to the API server", m.api_writes.clone());
+        registry.register(
+            "conflicts",
+            "Sets whose DaemonSet name is taken by an object not ours",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config loads by result (ok, failed)",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "config_valid",
+            "1 when the latest config read is valid, 0 when it was rejected",
+            m.config_valid.clone(),
+        );
+        registry.register(
+            "config_last_good_timestamp_seconds",
+            "Unix time of the last config accepted",
+            m.last_good_config.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn record_health(&self, health: &SetHealth, images: usize) {
+        let l = SetLabel {
+            set: health.set.clone(),
+        };
+        self.nodes_desired.get_or_create(&l).set(i64::from(health.desired));
+        self.nodes_ready.get_or_create(&l).set(i64::from(health.ready));
+        self.nodes_updated.get_or_create(&l).set(i64::from(health.updated));
+        self.images.get_or_create(&l).set(images as i64);
+    }
+
+    /// Replaces the failing-image series of the given sets (images that recovered drop out).
+    pub fn record_failures(&self, healths: &[SetHealth]) {
+        self.image_failing_nodes.clear();
+        for h in healths {
+            for f in &h.failing {
+                let l = ImageLabel {
+                    set: h.set.clone(),
+                    image: f.image.clone(),
+                };
+                self.image_failing_nodes.get_or_create(&l).set(f.node_count as i64);
+            }
+        }
+    }
+
+    /// Forgets sets that left the config.
+    pub fn forget_set(&self, set: &str) {
+        let l = SetLabel { set: set.into() };
+        for family in [
+            &self.nodes_desired,
+            &self.nodes_ready,
+            &self.nodes_updated,
+            &self.images,
+        ] {
+            family.remove(&l);
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

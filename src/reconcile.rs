@@ -1,0 +1,267 @@
+//! One level-triggered pass: compare the desired DaemonSets with the live ones this instance owns, then
+//! create, update, repair and prune. The comparison is pure; the pass does the I/O through [`Cluster`].
+//!
+//! Safety rules, all enforced here: only objects labelled as this instance's are changed or deleted; a
+//! same-named object that is not ours is reported as a conflict and left alone; deletes carry a uid
+//! precondition; an API error on one set never leads to deleting anything.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use kube::ResourceExt;
+use serde_json::Value;
+
+use crate::k8s::{Cluster, KubeError};
+use crate::render::labels;
+
+/// How a live object compares with the desired one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// Same spec hash and every field we set has our value: no write.
+    UpToDate,
+    /// The config changed (different spec hash).
+    Changed,
+    /// Same hash, but someone edited fields we own (a hand edit): repair.
+    Edited,
+}
+
+/// Whether this instance owns the object (the label check that guards every change and delete).
+pub fn is_owned(ds: &DaemonSet, instance: &str) -> bool {
+    let l = ds.labels();
+    l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER)
+        && l.get(labels::INSTANCE).map(String::as_str) == Some(instance)
+}
+
+pub fn spec_hash_of(ds: &DaemonSet) -> Option<&str> {
+    ds.annotations().get(labels::SPEC_HASH).map(String::as_str)
+}
+
+pub fn compare(desired: &DaemonSet, live: &DaemonSet) -> Drift {
+    if spec_hash_of(desired) != spec_hash_of(live) {
+        return Drift::Changed;
+    }
+    if contains(live, desired) {
+        Drift::UpToDate
+    } else {
+        Drift::Edited
+    }
+}
+
+/// Whether every field set in `desired` has the same value in `live` (labels, annotations, owners, spec).
+/// Fields the API server or other managers add are ignored; a list must have the same length.
+pub fn contains(live: &DaemonSet, desired: &DaemonSet) -> bool {
+    let d = &desired.metadata;
+    let l = &live.metadata;
+    fn sub<T: serde::Serialize>(desired: &T, live: &T) -> bool {
+        let json = |v: &T| serde_json::to_value(v).unwrap_or_default();
+        is_subset(&json(desired), &json(live))
+    }
+    sub(&d.labels, &l.labels)
+        && sub(&d.annotations, &l.annotations)
+        && sub(&d.owner_references, &l.owner_references)
+        && sub(&desired.spec, &live.spec)
+}
+
+/// JSON containment. Quantities are compared by value, because the API server rewrites them (".2" → "200m").
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Null, _) => true,
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => is_subset(dv, lv),
+            None => {
+                dv.is_null() || dv.as_object().is_some_and(|o| o.is_empty()) || dv.as_array().is_some_and(Vec::is_empty)
+            }
+        }),
+        (Value::Object(d), Value::Null) => d.is_empty(),
+        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b)),
+        (Value::Array(d), Value::Null) => d.is_empty(),
+        (Value::String(a), Value::String(b)) => a == b || same_quantity(a, b),
+        (a, b) => a == b,
+    }
+}
+
+fn same_quantity(a: &str, b: &str) -> bool {
+    let first = a.as_bytes().first().copied().unwrap_or(b'x');
+    if !(first.is_ascii_digit() || first == b'.') {
+        return false;
+    }
+    match (
+        crate::config::rules::parse_quantity(a),
+        crate::config::rules::parse_quantity(b),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// What one pass did; also what `--once` prints and the metrics count.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub repaired: Vec<String>,
+    pub deleted: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Same-named objects that are not ours: left alone.
+    pub conflicts: Vec<(String, String)>,
+    pub errors: Vec<KubeError>,
+    /// Calls made, for the steady-state figure (zero writes when nothing changed).
+    pub reads: u32,
+    pub writes: u32,
+    /// Live objects after the pass (apply responses, or what was already there), by name.
+    pub live: Vec<DaemonSet>,
+}
+
+impl PassReport {
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.conflicts.is_empty()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "created {}, updated {}, repaired {}, deleted {}, unchanged {}, conflicts {}, errors {}",
+            self.created.len(),
+            self.updated.len(),
+            self.repaired.len(),
+            self.deleted.len(),
+            self.unchanged.len(),
+            self.conflicts.len(),
+            self.errors.len()
+        )
+    }
+}
+
+/// One pass. `owned` is every live DaemonSet carrying this instance's labels (from the watch cache or a
+/// list); `known` names the sets this process has applied before, so a re-creation counts as a repair.
+pub async fn reconcile(
+    cluster: &Cluster,
+    desired: &[DaemonSet],
+    owned: &[Arc<DaemonSet>],
+    instance: &str,
+    known: &HashSet<String>,
+) -> PassReport {
+    let mut report = PassReport::default();
+    let wanted: BTreeSet<String> = desired.iter().map(|d| d.name_any()).collect();
+
+    for d in desired {
+        let name = d.name_any();
+        match owned
+            .iter()
+            .map(Arc::as_ref)
+            .find(|l| l.name_any() == name && is_owned(l, instance))
+        {
+            Some(live) => update(cluster, d, live, &mut report).await,
+            None => create(cluster, d, instance, known.contains(&name), &mut report).await,
+        }
+    }
+
+    for live in owned
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|l| is_owned(l, instance) && !wanted.contains(&l.name_any()))
+    {
+        let name = live.name_any();
+        report.writes += 1;
+        match cluster.delete(&name, live.uid()).await {
+            Ok(()) => report.deleted.push(name),
+            Err(e) => report.errors.push(e),
+        }
+    }
+    report
+}
+
+async fn update(cluster: &Cluster, desired: &DaemonSet, live: &DaemonSet, report: &mut PassReport) {
+    let name = desired.name_any();
+    let drift = compare(desired, live);
+    if drift == Drift::UpToDate {
+        report.unchanged.push(name);
+        report.live.push(live.clone());
+        return;
+    }
+    report.writes += 1;
+    let applied = match cluster.apply(desired).await {
+        Ok(applied) => applied,
+        Err(e) => return report.errors.push(e),
+    };
+    if drift == Drift::Changed {
+        report.updated.push(name);
+        report.live.push(applied);
+        return;
+    }
+    // A hand edit: if the apply could not undo it (fields owned by another manager, like an added
+    // container), replace the object outright.
+    if contains(&applied, desired) {
+        report.repaired.push(name);
+        report.live.push(applied);
+        return;
+    }
+    report.writes += 1;
+    match cluster.replace(desired, &applied).await {
+        Ok(replaced) => {
+            report.repaired.push(name);
+            report.live.push(replaced);
+        }
+        Err(e) => report.errors.push(e),
+    }
+}
+
+async fn create(cluster: &Cluster, desired: &DaemonSet, instance: &str, known: bool, report: &mut PassReport) {
+    let name = desired.name_any();
+    // Not among ours: check that the name is free before applying, so another's object is never taken over.
+    report.reads += 1;
+    match cluster.get(&name).await {
+        Err(e) => report.errors.push(e),
+        Ok(Some(other)) if !is_owned(&other, instance) => {
+            let owner = other
+                .labels()
+                .get(labels::MANAGED_BY)
+                .cloned()
+                .unwrap_or_else(|| "nobody".into());
+            report.conflicts.push((
+                name.clone(),
+                format!(
+                    "a DaemonSet named {name:?} already exists in {} and is not managed by this puller (managed-by: {owner}); rename the set or remove that DaemonSet",
+                    cluster.namespace()
+                ),
+            ));
+        }
+        Ok(existing) => {
+            report.writes += 1;
+            match cluster.apply(desired).await {
+                Ok(applied) => {
+                    if existing.is_some() || known {
+                        report.repaired.push(name)
+                    } else {
+                        report.created.push(name)
+                    }
+                    report.live.push(applied);
+                }
+                Err(e) => report.errors.push(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_ignores_server_defaults_and_compares_quantities() {
+        let desired = json!({"a": {"cpu": ".2", "memory": "20Mi"}, "list": [{"name": "x"}], "unset": null});
+        let live =
+            json!({"a": {"cpu": "200m", "memory": "20Mi", "extra": 1}, "list": [{"name": "x", "default": true}]});
+        assert!(is_subset(&desired, &live));
+    }
+
+    #[test]
+    fn subset_detects_changes() {
+        assert!(!is_subset(&json!({"image": "a:1"}), &json!({"image": "a:2"})));
+        assert!(!is_subset(&json!({"list": [1]}), &json!({"list": [1, 2]})));
+        assert!(!is_subset(&json!({"cpu": ".2"}), &json!({"cpu": "300m"})));
+        assert!(!is_subset(&json!({"k": "v"}), &json!({})));
+        assert!(!is_subset(&json!({"name": "10"}), &json!({"name": "10.0x"})));
+    }
+}
