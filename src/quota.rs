@@ -5,16 +5,15 @@
 
 use std::fmt::Write as _;
 
-use kube_quantity::ParsedQuantity;
+use crate::config::{Config, ImageSet, rules::quantity_nanos};
 
-use crate::config::{Config, ImageSet, rules::parse_quantity};
-
-#[derive(Debug, Clone, PartialEq)]
+/// Quantities in nano-units (1e-9 of a core or a byte), exact; sums saturate instead of overflowing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Need {
-    pub cpu_request: ParsedQuantity,
-    pub cpu_limit: ParsedQuantity,
-    pub memory_request: ParsedQuantity,
-    pub memory_limit: ParsedQuantity,
+    pub cpu_request: i128,
+    pub cpu_limit: i128,
+    pub memory_request: i128,
+    pub memory_limit: i128,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,28 +25,18 @@ pub struct SetNeed {
 }
 
 impl Need {
-    fn zero() -> Self {
-        let z = ParsedQuantity::default();
-        Self {
-            cpu_request: z.clone(),
-            cpu_limit: z.clone(),
-            memory_request: z.clone(),
-            memory_limit: z,
-        }
-    }
-
     fn add(&mut self, other: &Need) {
-        self.cpu_request += other.cpu_request.clone();
-        self.cpu_limit += other.cpu_limit.clone();
-        self.memory_request += other.memory_request.clone();
-        self.memory_limit += other.memory_limit.clone();
+        self.cpu_request = self.cpu_request.saturating_add(other.cpu_request);
+        self.cpu_limit = self.cpu_limit.saturating_add(other.cpu_limit);
+        self.memory_request = self.memory_request.saturating_add(other.memory_request);
+        self.memory_limit = self.memory_limit.saturating_add(other.memory_limit);
     }
 }
 
 /// Per-container quantities of a set times images times nodes. Quantities were checked at load time.
 pub fn set_need(set: &ImageSet, nodes: u64) -> SetNeed {
-    let factor = set.images.len() as u64 * nodes;
-    let times = |q: &str| parse_quantity(q).unwrap_or_default() * factor;
+    let factor = (set.images.len() as i128).saturating_mul(i128::from(nodes));
+    let times = |q: &str| quantity_nanos(q).unwrap_or_default().saturating_mul(factor);
     SetNeed {
         set: set.name.clone(),
         images: set.images.len(),
@@ -64,30 +53,37 @@ pub fn set_need(set: &ImageSet, nodes: u64) -> SetNeed {
 /// Every set's need, with `nodes_of` giving the number of nodes each set runs on, and the total.
 pub fn needs(config: &Config, nodes_of: impl Fn(&ImageSet) -> u64) -> (Vec<SetNeed>, Need) {
     let per_set: Vec<SetNeed> = config.sets.iter().map(|s| set_need(s, nodes_of(s))).collect();
-    let mut total = Need::zero();
+    let mut total = Need::default();
     for s in &per_set {
         total.add(&s.need);
     }
     (per_set, total)
 }
 
-/// CPU in cores, as a quota is written: "16", "2.5", "0.05".
-pub fn cpu(q: &ParsedQuantity) -> String {
-    trim_decimals(format!("{:.3}", q.to_bytes_f64().unwrap_or(0.0)))
-}
+const NANOS: i128 = 1_000_000_000;
 
-/// Memory in Mi, the unit the sizing rule uses: "2000Mi".
-pub fn memory(q: &ParsedQuantity) -> String {
-    let mib = q.to_bytes_f64().unwrap_or(0.0) / 1_048_576.0;
-    format!("{}Mi", trim_decimals(format!("{mib:.2}")))
-}
-
-fn trim_decimals(s: String) -> String {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+/// `n / d` rounded up to `places` decimals, as a plain decimal string without trailing zeros.
+fn decimal(n: i128, d: i128, places: u32) -> String {
+    let scale = 10i128.pow(places);
+    let scaled = n.saturating_mul(scale).div_euclid(d) + i128::from(n.saturating_mul(scale).rem_euclid(d) != 0);
+    let (whole, frac) = (scaled / scale, scaled % scale);
+    let frac = format!("{frac:0width$}", width = places as usize);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        whole.to_string()
     } else {
-        s
+        format!("{whole}.{frac}")
     }
+}
+
+/// CPU in cores, as a quota is written: "16", "2.5", "0.05" (rounded up to 1m).
+pub fn cpu(nanos: i128) -> String {
+    decimal(nanos, NANOS, 3)
+}
+
+/// Memory in Mi, the unit the sizing rule uses: "2000Mi" (rounded up to 0.01Mi).
+pub fn memory(nanos: i128) -> String {
+    format!("{}Mi", decimal(nanos, NANOS * 1_048_576, 2))
 }
 
 /// A plain-text table of the needs, for the `quota` command.
@@ -97,10 +93,10 @@ pub fn table(per_set: &[SetNeed], total: &Need) -> String {
         let _ = writeln!(
             out,
             "{name:<24} {images:>6} {nodes:>6} {:>12} {:>12} {:>14} {:>14}",
-            cpu(&n.cpu_request),
-            cpu(&n.cpu_limit),
-            memory(&n.memory_request),
-            memory(&n.memory_limit)
+            cpu(n.cpu_request),
+            cpu(n.cpu_limit),
+            memory(n.memory_request),
+            memory(n.memory_limit)
         );
     };
     let _ = writeln!(
@@ -118,6 +114,7 @@ pub fn table(per_set: &[SetNeed], total: &Need) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::rules::quantity_nanos as q;
     use crate::config::{Image, Refresh, Resources};
 
     fn set(name: &str, images: usize, memory_limit: &str) -> ImageSet {
@@ -146,10 +143,10 @@ mod tests {
     #[test]
     fn five_images_on_twenty_nodes_at_20mi_need_2000mi() {
         let need = set_need(&set("general", 5, "20Mi"), 20);
-        assert_eq!(need.need.memory_limit, parse_quantity("2000Mi").unwrap());
-        assert_eq!(need.need.memory_request, parse_quantity("1000Mi").unwrap());
-        assert_eq!(need.need.cpu_limit, parse_quantity("20").unwrap());
-        assert_eq!(need.need.cpu_request, parse_quantity("5").unwrap());
+        assert_eq!(need.need.memory_limit, q("2000Mi").unwrap());
+        assert_eq!(need.need.memory_request, q("1000Mi").unwrap());
+        assert_eq!(need.need.cpu_limit, q("20").unwrap());
+        assert_eq!(need.need.cpu_request, q("5").unwrap());
     }
 
     #[test]
@@ -162,14 +159,14 @@ mod tests {
             sets: vec![set("a", 2, "20Mi"), set("b", 1, "50Mi")],
         };
         let (per_set, total) = needs(&config, |s| if s.name == "a" { 10 } else { 3 });
-        assert_eq!(per_set[0].need.memory_limit, parse_quantity("400Mi").unwrap());
-        assert_eq!(total.memory_limit, parse_quantity("550Mi").unwrap());
+        assert_eq!(per_set[0].need.memory_limit, q("400Mi").unwrap());
+        assert_eq!(total.memory_limit, q("550Mi").unwrap());
         let text = table(&per_set, &total);
         assert!(text.lines().count() == 4, "{text}");
         assert!(text.contains("TOTAL"), "{text}");
         assert!(text.lines().last().unwrap().contains("550Mi"), "{text}");
-        assert_eq!(memory(&parse_quantity("1Gi").unwrap()), "1024Mi");
-        assert_eq!(cpu(&parse_quantity("50m").unwrap()), "0.05");
-        assert_eq!(cpu(&parse_quantity("16").unwrap()), "16");
+        assert_eq!(memory(q("1Gi").unwrap()), "1024Mi");
+        assert_eq!(cpu(q("50m").unwrap()), "0.05");
+        assert_eq!(cpu(q("16").unwrap()), "16");
     }
 }

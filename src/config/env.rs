@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Affinity;
 use serde::de::DeserializeOwned;
 
 use super::model::{RawConfig, RawDefaults, RawSet, Toleration};
-use super::resolve::{FieldPath, Seg, dropped_field_message, dropped_fields};
+use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields};
 use super::{DEFAULT_DAEMONSET_NAME, Problem};
 
 /// Every variable the fallback reads, in the order the upstream README lists them (then the newer ones).
@@ -163,7 +163,7 @@ pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
         let kept = serde_json::to_value(typed).unwrap_or_default();
         let dropped = dropped_fields(affinity_json.as_ref().unwrap_or(&kept), &kept);
         for path in &dropped {
-            report("AFFINITY", dropped_field_message(path));
+            report("AFFINITY", format!("{}: {}", dotted(path), dropped_field_message(path)));
         }
         dropped.is_empty()
     });

@@ -118,8 +118,7 @@ pub fn dropped_field_message(path: &[Seg]) -> String {
         _ => "",
     };
     format!(
-        "unknown field `{name}` (at {}): Kubernetes would ignore it; use the API's camelCase field names, e.g. nodeAffinity, requiredDuringSchedulingIgnoredDuringExecution",
-        dotted(path)
+        "unknown field `{name}`: Kubernetes would ignore it; use the API's camelCase field names, e.g. nodeAffinity, requiredDuringSchedulingIgnoredDuringExecution"
     )
 }
 

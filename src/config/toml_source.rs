@@ -59,31 +59,45 @@ impl<'t> TomlDoc<'t> {
         Ok((doc, raw))
     }
 
-    /// The path of the deepest value whose span holds `offset` (where a type error points).
+    /// The path of the deepest key or value whose span holds `offset` (where a type error points). Every
+    /// node is visited: the span of an array of tables covers only its first `[[header]]`.
     fn field_at(&self, offset: usize) -> FieldPath {
-        let mut path = Vec::new();
-        let mut value: Option<&DeValue<'_>> = None;
-        let mut table = Some(self.root.get_ref());
-        loop {
+        fn walk(value: &DeValue<'_>, offset: usize, path: &mut FieldPath, best: &mut FieldPath) {
             let contains = |span: std::ops::Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
-            let next = match (table, value) {
-                (Some(t), _) => t
-                    .iter()
-                    .find(|(k, v)| contains(k.span()) || contains(v.span()))
-                    .map(|(k, v)| (Seg::Key(k.get_ref().to_string()), v)),
-                (None, Some(DeValue::Array(a))) => a
-                    .iter()
-                    .enumerate()
-                    .find(|(_, v)| contains(v.span()))
-                    .map(|(i, v)| (Seg::Index(i), v)),
-                _ => None,
+            let mut visit = |seg: Seg, spans: [std::ops::Range<usize>; 2], child: &DeValue<'_>| {
+                path.push(seg);
+                if spans.into_iter().any(contains) && path.len() > best.len() {
+                    *best = path.clone();
+                }
+                walk(child, offset, path, best);
+                path.pop();
             };
-            let Some((seg, v)) = next else { break };
-            path.push(seg);
-            value = Some(v.get_ref());
-            table = v.get_ref().as_table();
+            match value {
+                DeValue::Table(t) => {
+                    for (k, v) in t {
+                        visit(Seg::Key(k.get_ref().to_string()), [k.span(), v.span()], v.get_ref());
+                    }
+                }
+                DeValue::Array(a) => {
+                    for (i, v) in a.iter().enumerate() {
+                        visit(Seg::Index(i), [v.span(), v.span()], v.get_ref());
+                    }
+                }
+                _ => {}
+            }
         }
-        path
+        let mut best = Vec::new();
+        for (k, v) in self.root.get_ref() {
+            let mut path = vec![Seg::Key(k.get_ref().to_string())];
+            let span_hit = [k.span(), v.span()]
+                .into_iter()
+                .any(|s| s.start <= offset && offset < s.end.max(s.start + 1));
+            if span_hit && best.is_empty() {
+                best = path.clone();
+            }
+            walk(v.get_ref(), offset, &mut path, &mut best);
+        }
+        best
     }
 
     /// Kubernetes' own types ignore unknown fields: report the ones an `affinity` would lose.
