@@ -91,6 +91,8 @@ pub struct Controller {
     /// Sets applied before by this process: re-creating one of them is a repair.
     known: HashSet<String>,
     healths: Vec<SetHealth>,
+    /// Conflicts already reported; each is announced once, not at every pass.
+    conflicts_seen: HashSet<String>,
 }
 
 enum Exit {
@@ -126,6 +128,7 @@ impl Controller {
             owner_for: None,
             known: HashSet::new(),
             healths: Vec::new(),
+            conflicts_seen: HashSet::new(),
         }
     }
 
@@ -182,6 +185,10 @@ impl Controller {
                 false
             }
         }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(3600 * u64::from(self.config.as_ref().map_or(1, |c| c.caching_interval_hours)))
     }
 
     fn instance(&self) -> String {
@@ -253,6 +260,7 @@ impl Controller {
         }
         self.known.extend(report.live.iter().map(|d| d.name_any()));
         self.announce(&report).await;
+        self.conflicts_seen = report.conflicts.iter().map(|(name, _)| name.clone()).collect();
         if report.errors.is_empty() {
             self.ready.store(true, Ordering::Relaxed);
         }
@@ -289,7 +297,11 @@ impl Controller {
                 )
                 .await;
         }
-        for (name, why) in &report.conflicts {
+        for (name, why) in report
+            .conflicts
+            .iter()
+            .filter(|(name, _)| !self.conflicts_seen.contains(name))
+        {
             tracing::warn!(daemonset = %name, "{why}");
             self.events.on_self(true, "Conflict", why.clone()).await;
         }
@@ -411,14 +423,13 @@ impl Controller {
             .default_backoff(),
         );
         let mut stream = std::pin::pin!(stream);
-        let mut leader = self.leadership(namespace, &instance).await?;
+        let (mut leader, _always_leader) = self.leadership(namespace, &instance).await?;
 
         let mut synced = false;
         let mut due: Option<tokio::time::Instant> = None;
         let mut failures = 0u32;
         let mut resync = tokio::time::interval(self.settings.resync);
-        let interval =
-            Duration::from_secs(3600 * u64::from(self.config.as_ref().map_or(1, |c| c.caching_interval_hours)));
+        let mut interval = self.interval();
         let mut health_tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), interval);
         let mut first_health = true;
 
@@ -442,6 +453,10 @@ impl Controller {
                         }
                         due = Some(tokio::time::Instant::now());
                         failures = 0;
+                        if self.interval() != interval {
+                            interval = self.interval();
+                            health_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                        }
                     }
                 }
                 Some(()) = hup(hangup) => {
@@ -508,13 +523,16 @@ impl Controller {
         }
     }
 
-    /// A receiver that is always true without leader election; with it, true while holding the Lease.
-    async fn leadership(&self, namespace: &str, instance: &str) -> Result<watch::Receiver<bool>, ControllerError> {
+    /// A receiver that is always true without leader election (the caller keeps the returned sender so
+    /// `changed()` stays pending); with it, true while this replica holds the Lease.
+    async fn leadership(
+        &self,
+        namespace: &str,
+        instance: &str,
+    ) -> Result<(watch::Receiver<bool>, Option<watch::Sender<bool>>), ControllerError> {
         if !self.settings.leader_elect {
             let (tx, rx) = watch::channel(true);
-            // Keep the sender alive for the life of the process so `changed()` stays pending.
-            std::mem::forget(tx);
-            return Ok(rx);
+            return Ok((rx, Some(tx)));
         }
         let identity = self
             .settings
@@ -527,7 +545,7 @@ impl Controller {
             .build()
             .await?;
         let (rx, _task) = manager.watch().await;
-        Ok(rx)
+        Ok((rx, None))
     }
 }
 
