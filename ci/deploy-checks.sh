@@ -374,6 +374,11 @@ if [[ $HAVE_BIN -eq 1 ]]; then
 fi
 check "Pod Security restricted: chart Deployment (default values)" "${HELPER[@]}" restricted "$OUT/chart-default.yaml"
 check "Pod Security restricted: OpenShift Deployment" "${HELPER[@]}" restricted "$OUT/os-app.yaml"
+unsafe_flagged() {
+  helm_template "$OUT/chart-unsafe.yaml" --set securityContext=null --set podSecurityContext=null || return 1
+  ! "${HELPER[@]}" restricted "$OUT/chart-unsafe.yaml"
+}
+check "Pod Security check flags a chart rendered without security contexts (self-test)" unsafe_flagged
 
 # ---------------------------------------------------------------------------
 # Kubernetes schema validation of every manifest
