@@ -1,0 +1,913 @@
+//! Tier 2: a stateful in-memory API server, good enough to run the whole controller loop in-process.
+//!
+//! A real `kube::Client` talks to a tower-test mock service; a task behind the mock's handle answers each
+//! request from an in-memory store of DaemonSets (uid, global resourceVersion, generation,
+//! creationTimestamp, some server defaulting), with list/watch (label selectors, resourceVersion resume,
+//! newline-delimited watch events), server-side apply with no-op detection, merge patch, replace with
+//! resourceVersion check, delete with uid precondition, Events, API discovery, and fault injection.
+//! Tests can also act as another user (create, edit, delete objects directly; watchers see the change).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tower_test::mock::{self, SendResponse};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ResBody = UnsyncBoxBody<Bytes, BoxError>;
+type Send_ = SendResponse<Response<ResBody>>;
+
+/// One request as it reached the server.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub at: Instant,
+    /// HTTP status answered; 0 for a connection error.
+    pub status: u16,
+}
+
+impl Recorded {
+    pub fn is_watch(&self) -> bool {
+        self.query.get("watch").map(String::as_str) == Some("true")
+    }
+    /// A create, apply, patch, replace or delete of a DaemonSet.
+    pub fn is_daemonset_write(&self) -> bool {
+        self.path.contains("/daemonsets") && self.method != Method::GET
+    }
+    pub fn is_daemonset_request(&self) -> bool {
+        self.path.contains("/daemonsets")
+    }
+    pub fn is_apply(&self) -> bool {
+        self.method == Method::PATCH && self.path.contains("/daemonsets/") && self.query.contains_key("force")
+    }
+}
+
+impl std::fmt::Display for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {:?} -> {}", self.method, self.path, self.query, self.status)
+    }
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    Any,
+    /// Server-side applies of DaemonSets.
+    Apply,
+    /// Any DaemonSet write (create, apply, patch, replace, delete).
+    DaemonSetWrites,
+    DaemonSetDeletes,
+    /// Watch requests.
+    Watch,
+    /// DaemonSet lists (not watches).
+    List,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    /// Answer with this status (a `Status` body).
+    Status(u16),
+    /// Fail like a refused connection (the client sees a transport error).
+    ConnectionError,
+    /// Wait, then answer normally.
+    Delay(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct Fault {
+    matcher: Match,
+    action: Action,
+    remaining: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Change {
+    rv: u64,
+    namespace: String,
+    old: Option<Value>,
+    new: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    Change(Change),
+    DropWatches,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    uid: u64,
+    /// DaemonSets by (namespace, name), as JSON with apiVersion and kind.
+    objects: BTreeMap<(String, String), Value>,
+    history: Vec<Change>,
+    requests: Vec<Recorded>,
+    events: Vec<Value>,
+    faults: Vec<Fault>,
+    away_until: Option<Instant>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    changes: broadcast::Sender<Msg>,
+}
+
+/// The fake API server; cheap to clone, shared by the serving task and the test.
+#[derive(Clone)]
+pub struct FakeApi {
+    inner: Arc<Inner>,
+}
+
+enum Reply {
+    Json(u16, Value),
+    Watch(ResBody),
+    Connection,
+}
+
+impl FakeApi {
+    /// A new empty server and a client talking to it. Requests are served concurrently (watches stream).
+    pub fn start() -> (FakeApi, Client) {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<ResBody>>();
+        let (changes, _) = broadcast::channel(4096);
+        let api = FakeApi {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                changes,
+            }),
+        };
+        let server = api.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let server = server.clone();
+                tokio::spawn(async move { server.serve(request, send).await });
+            }
+        });
+        (api, Client::new(service, "default"))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ---- fault injection ----
+
+    /// The next `times` requests matching `matcher` get `action`.
+    pub fn inject(&self, matcher: Match, action: Action, times: u32) {
+        self.state().faults.push(Fault {
+            matcher,
+            action,
+            remaining: times,
+        });
+    }
+
+    /// Every request fails like a refused connection for `duration`, and open watches are cut.
+    pub fn away_for(&self, duration: Duration) {
+        self.state().away_until = Some(Instant::now() + duration);
+        self.drop_watches();
+    }
+
+    /// Cuts every open watch stream (the client sees a read error and re-watches).
+    pub fn drop_watches(&self) {
+        let _ = self.inner.changes.send(Msg::DropWatches);
+    }
+
+    // ---- inspection ----
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().requests.clone()
+    }
+
+    pub fn requests_since(&self, t: Instant) -> Vec<Recorded> {
+        self.state().requests.iter().filter(|r| r.at >= t).cloned().collect()
+    }
+
+    pub fn daemonset_writes_since(&self, t: Instant) -> Vec<Recorded> {
+        self.requests_since(t)
+            .into_iter()
+            .filter(Recorded::is_daemonset_write)
+            .collect()
+    }
+
+    pub fn daemonset(&self, namespace: &str, name: &str) -> Option<DaemonSet> {
+        let st = self.state();
+        st.objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|v| serde_json::from_value(v.clone()).expect("stored DaemonSet"))
+    }
+
+    pub fn daemonset_names(&self, namespace: &str) -> Vec<String> {
+        self.state()
+            .objects
+            .keys()
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.state().rv
+    }
+
+    /// Every Event posted (or patched, for a repeat), in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.state().events.clone()
+    }
+
+    pub fn event_reasons(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    // ---- acting as another user ----
+
+    /// Creates an object directly (e.g. a foreign DaemonSet); watchers see ADDED.
+    pub fn create(&self, ds: &DaemonSet) -> DaemonSet {
+        let mut body = serde_json::to_value(ds).expect("json");
+        let ns = body["metadata"]["namespace"].as_str().expect("namespace").to_owned();
+        let name = body["metadata"]["name"].as_str().expect("name").to_owned();
+        let mut st = self.state();
+        assert!(
+            !st.objects.contains_key(&(ns.clone(), name.clone())),
+            "{name} already exists"
+        );
+        st.insert_new(&ns, &name, &mut body);
+        let created = body.clone();
+        self.commit(&mut st, &ns, &name, None, Some(body));
+        serde_json::from_value(created).expect("DaemonSet")
+    }
+
+    /// Edits an object directly, as `kubectl edit` would; returns false when it does not exist.
+    pub fn edit(&self, namespace: &str, name: &str, f: impl FnOnce(&mut Value)) -> bool {
+        let mut st = self.state();
+        let Some(old) = st.objects.get(&(namespace.to_owned(), name.to_owned())).cloned() else {
+            return false;
+        };
+        let mut new = old.clone();
+        f(&mut new);
+        finish_update(&old, &mut new);
+        if new != old {
+            self.commit(&mut st, namespace, name, Some(old), Some(new));
+        }
+        true
+    }
+
+    /// Deletes an object directly; watchers see DELETED.
+    pub fn delete(&self, namespace: &str, name: &str) -> bool {
+        let mut st = self.state();
+        match st.objects.get(&(namespace.to_owned(), name.to_owned())).cloned() {
+            Some(old) => {
+                self.commit(&mut st, namespace, name, Some(old), None);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stores the new version (or removes it), stamps a resourceVersion, logs and broadcasts the change.
+    fn commit(
+        &self,
+        st: &mut State,
+        namespace: &str,
+        name: &str,
+        old: Option<Value>,
+        new: Option<Value>,
+    ) -> Option<Value> {
+        st.rv += 1;
+        let rv = st.rv;
+        let key = (namespace.to_owned(), name.to_owned());
+        let new = new.map(|mut n| {
+            n["metadata"]["resourceVersion"] = json!(rv.to_string());
+            n
+        });
+        match &new {
+            Some(n) => st.objects.insert(key, n.clone()),
+            None => st.objects.remove(&key),
+        };
+        // A deleted object's last state carries the deletion's resourceVersion, as the real server sends.
+        let old = old.map(|mut o| {
+            if new.is_none() {
+                o["metadata"]["resourceVersion"] = json!(rv.to_string());
+            }
+            o
+        });
+        let change = Change {
+            rv,
+            namespace: namespace.to_owned(),
+            old,
+            new: new.clone(),
+        };
+        st.history.push(change.clone());
+        let _ = self.inner.changes.send(Msg::Change(change));
+        new
+    }
+
+    // ---- serving ----
+
+    async fn serve(self, request: Request<Body>, send: Send_) {
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await.unwrap_or_default();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        let path = parts.uri.path().to_owned();
+        let query = super::parse_query(parts.uri.query().unwrap_or(""));
+        let method = parts.method.clone();
+        let mut record = Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            at: Instant::now(),
+            status: 0,
+        };
+
+        let fault = self.take_fault(&record);
+        let reply = match fault {
+            Some(Action::ConnectionError) => Reply::Connection,
+            Some(Action::Status(code)) => Reply::Json(code, status(code, reason(code), "injected fault")),
+            Some(Action::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                self.route(&method, &path, &query, body)
+            }
+            None => self.route(&method, &path, &query, body),
+        };
+
+        match reply {
+            Reply::Connection => {
+                self.state().requests.push(record);
+                send.send_error(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "fake API server is away",
+                ));
+            }
+            Reply::Json(code, value) => {
+                record.status = code;
+                self.state().requests.push(record);
+                let bytes = Bytes::from(serde_json::to_vec(&value).expect("json"));
+                let body = Full::new(bytes).map_err(|e: Infallible| match e {}).boxed_unsync();
+                send.send_response(response(code, body));
+            }
+            Reply::Watch(body) => {
+                record.status = 200;
+                self.state().requests.push(record);
+                send.send_response(response(200, body));
+            }
+        }
+    }
+
+    fn take_fault(&self, r: &Recorded) -> Option<Action> {
+        let mut st = self.state();
+        if st.away_until.is_some_and(|t| Instant::now() < t) {
+            return Some(Action::ConnectionError);
+        }
+        let fault = st
+            .faults
+            .iter_mut()
+            .find(|f| f.remaining > 0 && matches(f.matcher, r))?;
+        fault.remaining -= 1;
+        Some(fault.action)
+    }
+
+    fn route(&self, method: &Method, path: &str, query: &BTreeMap<String, String>, body: Value) -> Reply {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segs.as_slice()) {
+            (&Method::GET, ["apis"]) => Reply::Json(200, api_groups()),
+            (&Method::GET, ["api"]) => Reply::Json(200, json!({"kind": "APIVersions", "versions": ["v1"]})),
+            (_, ["apis", "apps", "v1", "namespaces", ns, "daemonsets"]) => match *method {
+                Method::GET if query.get("watch").map(String::as_str) == Some("true") => self.watch(ns, query),
+                Method::GET => self.list(ns, query),
+                Method::POST => self.post(ns, body),
+                _ => method_not_allowed(),
+            },
+            (_, ["apis", "apps", "v1", "namespaces", ns, "daemonsets", name]) => match *method {
+                Method::GET => self.get(ns, name),
+                Method::PATCH if query.contains_key("fieldManager") && query.contains_key("force") => {
+                    self.apply(ns, name, body)
+                }
+                Method::PATCH => self.merge_patch(ns, name, body),
+                Method::PUT => self.replace(ns, name, body),
+                Method::DELETE => self.remove(ns, name, &body),
+                _ => method_not_allowed(),
+            },
+            (&Method::GET, ["apis", "apps", "v1", "namespaces", _, "deployments", name]) => Reply::Json(
+                404,
+                status(404, "NotFound", &format!("deployments.apps \"{name}\" not found")),
+            ),
+            (&Method::GET, ["api", "v1", "namespaces", _, "pods"]) => Reply::Json(
+                200,
+                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": self.state().rv.to_string()}, "items": []}),
+            ),
+            (&Method::POST, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
+                let mut event = body;
+                event["metadata"]["namespace"] = json!(ns);
+                if event["metadata"]["name"].is_null() {
+                    let n = self.state().events.len();
+                    let prefix = event["metadata"]["generateName"]
+                        .as_str()
+                        .unwrap_or("event.")
+                        .to_owned();
+                    event["metadata"]["name"] = json!(format!("{prefix}{n}"));
+                }
+                self.state().events.push(event.clone());
+                Reply::Json(201, event)
+            }
+            (&Method::PATCH, ["apis", "events.k8s.io", "v1", "namespaces", _, "events", _]) => {
+                self.state().events.push(body.clone());
+                Reply::Json(200, body)
+            }
+            _ => Reply::Json(
+                404,
+                status(404, "NotFound", &format!("the server could not find {path}")),
+            ),
+        }
+    }
+
+    fn get(&self, ns: &str, name: &str) -> Reply {
+        match self.state().objects.get(&(ns.to_owned(), name.to_owned())) {
+            Some(o) => Reply::Json(200, o.clone()),
+            None => not_found(name),
+        }
+    }
+
+    fn list(&self, ns: &str, query: &BTreeMap<String, String>) -> Reply {
+        let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str));
+        let st = self.state();
+        let items: Vec<Value> = st
+            .objects
+            .iter()
+            .filter(|((n, _), o)| n == ns && selector.matches(o))
+            .map(|(_, o)| o.clone())
+            .collect();
+        Reply::Json(
+            200,
+            json!({"kind": "DaemonSetList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+        )
+    }
+
+    fn watch(&self, ns: &str, query: &BTreeMap<String, String>) -> Reply {
+        let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str));
+        let since: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ns = ns.to_owned();
+        // Under the lock: the backlog and the subscription, so no change is missed or seen twice.
+        let (backlog, rx, current) = {
+            let st = self.state();
+            let rx = self.inner.changes.subscribe();
+            let backlog: VecDeque<Bytes> = if since == 0 {
+                st.objects
+                    .iter()
+                    .filter(|((n, _), o)| *n == ns && selector.matches(o))
+                    .map(|(_, o)| line("ADDED", o))
+                    .collect()
+            } else {
+                st.history
+                    .iter()
+                    .filter(|c| c.rv > since)
+                    .filter_map(|c| translate(c, &ns, &selector))
+                    .collect()
+            };
+            (backlog, rx, st.rv)
+        };
+        let mut backlog = backlog;
+        // A bookmark first, as a server honouring allowWatchBookmarks may send at any time.
+        if query.get("allowWatchBookmarks").map(String::as_str) == Some("true") {
+            let bookmark = json!({"kind": "DaemonSet", "apiVersion": "apps/v1", "metadata": {"resourceVersion": current.max(since).to_string()}});
+            backlog.push_back(line("BOOKMARK", &bookmark));
+        }
+        struct W {
+            backlog: VecDeque<Bytes>,
+            rx: broadcast::Receiver<Msg>,
+            ns: String,
+            selector: Selector,
+            done: bool,
+        }
+        let state = W {
+            backlog,
+            rx,
+            ns,
+            selector,
+            done: false,
+        };
+        let stream = futures::stream::unfold(state, |mut w| async move {
+            if w.done {
+                return None;
+            }
+            if let Some(b) = w.backlog.pop_front() {
+                return Some((Ok(Frame::data(b)), w));
+            }
+            loop {
+                match w.rx.recv().await {
+                    Ok(Msg::Change(c)) => {
+                        if let Some(b) = translate(&c, &w.ns, &w.selector) {
+                            return Some((Ok(Frame::data(b)), w));
+                        }
+                    }
+                    Ok(Msg::DropWatches) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        w.done = true;
+                        let e: BoxError = Box::new(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "watch stream cut by the fake API server",
+                        ));
+                        return Some((Err(e), w));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Reply::Watch(StreamBody::new(stream.boxed()).boxed_unsync())
+    }
+
+    fn post(&self, ns: &str, mut body: Value) -> Reply {
+        let Some(name) = body["metadata"]["name"].as_str().map(str::to_owned) else {
+            return Reply::Json(422, status(422, "Invalid", "metadata.name: Required value"));
+        };
+        let mut st = self.state();
+        if st.objects.contains_key(&(ns.to_owned(), name.clone())) {
+            return Reply::Json(
+                409,
+                status(
+                    409,
+                    "AlreadyExists",
+                    &format!("daemonsets.apps \"{name}\" already exists"),
+                ),
+            );
+        }
+        st.insert_new(ns, &name, &mut body);
+        let stored = self.commit(&mut st, ns, &name, None, Some(body));
+        Reply::Json(201, stored.unwrap_or_default())
+    }
+
+    /// Server-side apply, simplified: the applied labels, annotations, owner references and spec replace the
+    /// stored ones; uid and creationTimestamp stay; nothing is written when nothing changed.
+    fn apply(&self, ns: &str, name: &str, mut body: Value) -> Reply {
+        if body["metadata"]["name"].as_str() != Some(name) {
+            return Reply::Json(
+                400,
+                status(400, "BadRequest", "the name of the object does not match the URL"),
+            );
+        }
+        let mut st = self.state();
+        let key = (ns.to_owned(), name.to_owned());
+        match st.objects.get(&key).cloned() {
+            None => {
+                st.insert_new(ns, name, &mut body);
+                let stored = self.commit(&mut st, ns, name, None, Some(body));
+                Reply::Json(201, stored.unwrap_or_default())
+            }
+            Some(old) => {
+                let mut new = old.clone();
+                for field in ["labels", "annotations", "ownerReferences"] {
+                    match body["metadata"].get(field) {
+                        Some(v) if !v.is_null() => new["metadata"][field] = v.clone(),
+                        _ => {
+                            if let Some(m) = new["metadata"].as_object_mut() {
+                                m.remove(field);
+                            }
+                        }
+                    }
+                }
+                new["spec"] = body["spec"].clone();
+                finish_update(&old, &mut new);
+                if new == old {
+                    return Reply::Json(200, old);
+                }
+                let stored = self.commit(&mut st, ns, name, Some(old), Some(new));
+                Reply::Json(200, stored.unwrap_or_default())
+            }
+        }
+    }
+
+    fn merge_patch(&self, ns: &str, name: &str, patch: Value) -> Reply {
+        let mut st = self.state();
+        let Some(old) = st.objects.get(&(ns.to_owned(), name.to_owned())).cloned() else {
+            return not_found(name);
+        };
+        let mut new = old.clone();
+        merge(&mut new, &patch);
+        finish_update(&old, &mut new);
+        if new == old {
+            return Reply::Json(200, old);
+        }
+        let stored = self.commit(&mut st, ns, name, Some(old), Some(new));
+        Reply::Json(200, stored.unwrap_or_default())
+    }
+
+    fn replace(&self, ns: &str, name: &str, body: Value) -> Reply {
+        let mut st = self.state();
+        let Some(old) = st.objects.get(&(ns.to_owned(), name.to_owned())).cloned() else {
+            return not_found(name);
+        };
+        let given = body["metadata"]["resourceVersion"].as_str();
+        if given.is_some() && given != old["metadata"]["resourceVersion"].as_str() {
+            return Reply::Json(
+                409,
+                status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on daemonsets.apps \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                    ),
+                ),
+            );
+        }
+        let mut new = body;
+        for keep in ["uid", "creationTimestamp", "generation", "namespace", "resourceVersion"] {
+            new["metadata"][keep] = old["metadata"][keep].clone();
+        }
+        new["status"] = old["status"].clone();
+        new["apiVersion"] = json!("apps/v1");
+        new["kind"] = json!("DaemonSet");
+        finish_update(&old, &mut new);
+        if new == old {
+            return Reply::Json(200, old);
+        }
+        let stored = self.commit(&mut st, ns, name, Some(old), Some(new));
+        Reply::Json(200, stored.unwrap_or_default())
+    }
+
+    fn remove(&self, ns: &str, name: &str, options: &Value) -> Reply {
+        let mut st = self.state();
+        let Some(old) = st.objects.get(&(ns.to_owned(), name.to_owned())).cloned() else {
+            return not_found(name);
+        };
+        if let Some(uid) = options["preconditions"]["uid"].as_str()
+            && Some(uid) != old["metadata"]["uid"].as_str()
+        {
+            return Reply::Json(
+                409,
+                status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        old["metadata"]["uid"]
+                    ),
+                ),
+            );
+        }
+        self.commit(&mut st, ns, name, Some(old.clone()), None);
+        Reply::Json(200, old)
+    }
+}
+
+/// A DaemonSet as the API server would return it after creating it: apiVersion/kind, uid, resourceVersion,
+/// generation, creationTimestamp, server defaults (CPU ".2" rewritten to "200m") and a status.
+pub fn as_served(ds: &DaemonSet, uid: u64, resource_version: u64) -> Value {
+    let mut st = State {
+        uid: uid.saturating_sub(1),
+        ..State::default()
+    };
+    let mut body = serde_json::to_value(ds).expect("json");
+    let ns = body["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+    let name = body["metadata"]["name"].as_str().expect("name").to_owned();
+    st.insert_new(&ns, &name, &mut body);
+    body["metadata"]["resourceVersion"] = json!(resource_version.to_string());
+    body
+}
+
+impl State {
+    /// Server-set metadata, defaults and status of a new object.
+    fn insert_new(&mut self, ns: &str, name: &str, body: &mut Value) {
+        self.uid += 1;
+        body["apiVersion"] = json!("apps/v1");
+        body["kind"] = json!("DaemonSet");
+        let meta = &mut body["metadata"];
+        meta["name"] = json!(name);
+        meta["namespace"] = json!(ns);
+        meta["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", self.uid));
+        meta["generation"] = json!(1);
+        meta["creationTimestamp"] = json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        default_daemonset(body);
+        body["status"] = json!({
+            "currentNumberScheduled": 0, "desiredNumberScheduled": 0, "numberMisscheduled": 0,
+            "numberReady": 0, "observedGeneration": 1,
+        });
+    }
+}
+
+/// Defaults and bookkeeping after a change: generation bumps when the spec changed.
+fn finish_update(old: &Value, new: &mut Value) {
+    default_daemonset(new);
+    if new["spec"] != old["spec"] {
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        new["metadata"]["generation"] = json!(generation);
+        new["status"]["observedGeneration"] = json!(generation);
+    }
+}
+
+/// A few of the real server's defaults, and its canonical form of CPU quantities (".2" → "200m").
+fn default_daemonset(ds: &mut Value) {
+    let spec = &mut ds["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    let pod = &mut spec["template"]["spec"];
+    set_default(pod, "restartPolicy", json!("Always"));
+    set_default(pod, "dnsPolicy", json!("ClusterFirst"));
+    set_default(pod, "schedulerName", json!("default-scheduler"));
+    for list in ["initContainers", "containers"] {
+        if let Some(containers) = pod[list].as_array_mut() {
+            for c in containers {
+                set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                set_default(c, "terminationMessagePolicy", json!("File"));
+                for kind in ["requests", "limits"] {
+                    if let Some(cpu) = c["resources"][kind]["cpu"].as_str().and_then(canonical_cpu) {
+                        c["resources"][kind]["cpu"] = json!(cpu);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set_default(v: &mut Value, key: &str, value: Value) {
+    if let Some(m) = v.as_object_mut() {
+        m.entry(key).or_insert(value);
+    }
+}
+
+/// ".2" → "200m", "0.05" → "50m"; whole numbers and millis stay as written.
+fn canonical_cpu(q: &str) -> Option<String> {
+    if !q.contains('.') {
+        return None;
+    }
+    let cores: f64 = q.parse().ok()?;
+    Some(format!("{}m", (cores * 1000.0).round() as i64))
+}
+
+/// JSON merge patch (RFC 7386).
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let t = target.as_object_mut().expect("object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// Equality-based label selector: `a=b`, `a==b`, `a!=b`, `a` (exists), `!a`.
+#[derive(Debug, Clone, Default)]
+pub struct Selector(Vec<(String, Op)>);
+
+#[derive(Debug, Clone)]
+enum Op {
+    Eq(String),
+    Ne(String),
+    Exists,
+    Absent,
+}
+
+impl Selector {
+    pub fn parse(s: &str) -> Self {
+        Self(
+            s.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    if let Some((k, v)) = t.split_once("!=") {
+                        (k.to_owned(), Op::Ne(v.to_owned()))
+                    } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                        (k.to_owned(), Op::Eq(v.to_owned()))
+                    } else if let Some(k) = t.strip_prefix('!') {
+                        (k.to_owned(), Op::Absent)
+                    } else {
+                        (t.to_owned(), Op::Exists)
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        self.0.iter().all(|(k, op)| {
+            let v = labels.get(k).and_then(Value::as_str);
+            match op {
+                Op::Eq(want) => v == Some(want.as_str()),
+                Op::Ne(want) => v != Some(want.as_str()),
+                Op::Exists => v.is_some(),
+                Op::Absent => v.is_none(),
+            }
+        })
+    }
+}
+
+/// How one change looks to a watch on `ns` with `selector`: an object leaving the selection is DELETED
+/// for that watch, one entering it is ADDED.
+fn translate(c: &Change, ns: &str, selector: &Selector) -> Option<Bytes> {
+    if c.namespace != ns {
+        return None;
+    }
+    let was = c.old.as_ref().is_some_and(|o| selector.matches(o));
+    let is = c.new.as_ref().is_some_and(|n| selector.matches(n));
+    match (was, is, &c.new) {
+        (true, true, Some(n)) => Some(line("MODIFIED", n)),
+        (false, true, Some(n)) => Some(line("ADDED", n)),
+        (true, false, Some(n)) => {
+            let mut gone = n.clone();
+            gone["metadata"]["resourceVersion"] = json!(c.rv.to_string());
+            Some(line("DELETED", &gone))
+        }
+        (true, _, None) => Some(line("DELETED", c.old.as_ref()?)),
+        _ => None,
+    }
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut text = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+fn matches(m: Match, r: &Recorded) -> bool {
+    match m {
+        Match::Any => true,
+        Match::Apply => r.is_apply(),
+        Match::DaemonSetWrites => r.is_daemonset_write(),
+        Match::DaemonSetDeletes => r.is_daemonset_request() && r.method == Method::DELETE,
+        Match::Watch => r.is_watch(),
+        Match::List => {
+            r.is_daemonset_request() && r.method == Method::GET && !r.is_watch() && r.path.ends_with("/daemonsets")
+        }
+    }
+}
+
+fn response(code: u16, body: ResBody) -> Response<ResBody> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).expect("status code"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("response")
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        404 => "NotFound",
+        409 => "Conflict",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        _ => "Unknown",
+    }
+}
+
+pub fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code,
+    })
+}
+
+fn not_found(name: &str) -> Reply {
+    Reply::Json(
+        404,
+        status(404, "NotFound", &format!("daemonsets.apps \"{name}\" not found")),
+    )
+}
+
+fn method_not_allowed() -> Reply {
+    Reply::Json(
+        405,
+        status(405, "MethodNotAllowed", "the server does not allow this method"),
+    )
+}
+
+fn api_groups() -> Value {
+    let group = |name: &str, version: &str| {
+        let gv = format!("{name}/{version}");
+        json!({"name": name, "versions": [{"groupVersion": gv, "version": version}], "preferredVersion": {"groupVersion": gv, "version": version}})
+    };
+    json!({
+        "kind": "APIGroupList", "apiVersion": "v1",
+        "groups": [group("apps", "v1"), group("events.k8s.io", "v1"), group("coordination.k8s.io", "v1")],
+    })
+}
