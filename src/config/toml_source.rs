@@ -36,11 +36,16 @@ impl<'t> TomlDoc<'t> {
         if !errors.is_empty() {
             return Err(errors.iter().map(|e| doc.toml_error(e)).collect());
         }
-        let mut problems = Vec::new();
+        // (byte offset, problem): reported in file order, not in the order the tables are walked.
+        let mut problems: Vec<(usize, Problem)> = Vec::new();
+        let in_file_order = |mut problems: Vec<(usize, Problem)>| {
+            problems.sort_by_key(|(offset, _)| *offset);
+            problems.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
+        };
         let schema = schema();
         check_keys(schema, schema, doc.root.get_ref(), &mut Vec::new(), &doc, &mut problems);
         if !problems.is_empty() {
-            return Err(problems);
+            return Err(in_file_order(problems));
         }
         let raw = match toml::from_str::<RawConfig>(text) {
             Ok(raw) => raw,
@@ -54,7 +59,7 @@ impl<'t> TomlDoc<'t> {
         };
         doc.check_affinities(&raw, &mut problems);
         if !problems.is_empty() {
-            return Err(problems);
+            return Err(in_file_order(problems));
         }
         Ok((doc, raw))
     }
@@ -101,7 +106,7 @@ impl<'t> TomlDoc<'t> {
     }
 
     /// Kubernetes' own types ignore unknown fields: report the ones an `affinity` would lose.
-    fn check_affinities(&self, raw: &RawConfig, out: &mut Vec<Problem>) {
+    fn check_affinities(&self, raw: &RawConfig, out: &mut Vec<(usize, Problem)>) {
         let mut written: Vec<(FieldPath, Option<&Affinity>)> =
             vec![(vec![key("defaults"), key("affinity")], raw.defaults.affinity.as_ref())];
         for (i, set) in raw.sets.iter().enumerate() {
@@ -128,11 +133,15 @@ impl<'t> TomlDoc<'t> {
             for dropped in dropped_fields(given, &kept) {
                 let mut full = path.clone();
                 full.extend(dropped.iter().cloned());
-                out.push(Problem {
-                    location: self.locate(&full).0,
-                    field: render_path(&full),
-                    message: dropped_field_message(&dropped),
-                });
+                let (location, offset) = self.locate(&full);
+                out.push((
+                    offset,
+                    Problem {
+                        location,
+                        field: render_path(&full),
+                        message: dropped_field_message(&dropped),
+                    },
+                ));
             }
         }
     }
@@ -211,7 +220,7 @@ fn check_keys(
     table: &DeTable<'_>,
     path: &mut FieldPath,
     doc: &TomlDoc<'_>,
-    out: &mut Vec<Problem>,
+    out: &mut Vec<(usize, Problem)>,
 ) {
     let schema = resolve(root, schema);
     let props = schema.get("properties").and_then(Schema::as_object);
@@ -229,11 +238,14 @@ fn check_keys(
                     .unwrap_or_default();
                 let mut field = path.clone();
                 field.push(Seg::Key(name.to_owned()));
-                out.push(Problem {
-                    location: doc.at(k.span().start),
-                    field: render_path(&field),
-                    message: format!("unknown field `{name}`; {hint}allowed here: {}", allowed.join(", ")),
-                });
+                out.push((
+                    k.span().start,
+                    Problem {
+                        location: doc.at(k.span().start),
+                        field: render_path(&field),
+                        message: format!("unknown field `{name}`; {hint}allowed here: {}", allowed.join(", ")),
+                    },
+                ));
                 continue;
             }
             (None, Some(s)) if s.is_object() => s,
@@ -251,7 +263,7 @@ fn check_value(
     value: &DeValue<'_>,
     path: &mut FieldPath,
     doc: &TomlDoc<'_>,
-    out: &mut Vec<Problem>,
+    out: &mut Vec<(usize, Problem)>,
 ) {
     match value {
         DeValue::Table(t) => check_keys(root, schema, t, path, doc, out),
