@@ -316,6 +316,10 @@ HAVE_BIN=0
 if [[ $KIP_BIN_GIVEN -eq 0 ]]; then
   # Up to date: a no-op. cargo waits on its lock if another build runs.
   check "cargo build --release --bins" cargo build --release --bins --quiet
+  # The sleeper must run in any image: link it statically (crt-static applies to this binary only, so
+  # proc-macros and build scripts are unaffected; the Dockerfile's musl build is static anyway).
+  check "cargo rustc --release --bin kip-sleep (static)" \
+    cargo rustc --release --bin kip-sleep --quiet -- -C target-feature=+crt-static
 fi
 if [[ -x "$KIP_BIN" ]]; then
   HAVE_BIN=1

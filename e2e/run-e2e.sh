@@ -2,7 +2,7 @@
 # End-to-end test on a kind cluster:
 #   build the image, create the kind cluster "kip-e2e", load the image, install
 #   the Helm chart into namespace k8s-image-puller (Pod Security "restricted"
-#   enforced), wait for the Deployment, then run `cargo test --test e2e -- --ignored`.
+#   enforced), wait for the Deployment, then run `cargo test --test e2e` with KIP_E2E_IMAGE set to the loaded image.
 #
 # Usage: e2e/run-e2e.sh [--rm]
 #   --rm   delete the kind cluster at the end (also on failure)
@@ -115,5 +115,5 @@ echo "--- helm install"
 
 echo "--- cargo test --test e2e"
 E2E_NAMESPACE=$NS E2E_IMAGE=$IMAGE E2E_RELEASE=$RELEASE \
-  cargo test --test e2e -- --ignored --nocapture
+  KIP_E2E_IMAGE="$IMAGE" cargo test --test e2e -- --nocapture
 echo "--- e2e passed"

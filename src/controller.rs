@@ -435,6 +435,10 @@ impl Controller {
 
         loop {
             let is_leader = *leader.borrow();
+            // A standby replica with a valid config is ready: it takes over the moment it gets the Lease.
+            if !is_leader && self.config.is_some() {
+                self.ready.store(true, Ordering::Relaxed);
+            }
             let sleep_until = due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 biased;

@@ -14,4 +14,5 @@ pub mod quota;
 pub mod reconcile;
 pub mod reload;
 pub mod render;
+pub mod status;
 pub mod telemetry;

@@ -3,6 +3,7 @@
 //! The sleeper's init container asks for no more than one cache container, and a pod's effective request is
 //! the larger of its init containers and the sum of its containers, so the rule is exact.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::config::{Config, ImageSet, rules::quantity_nanos};
@@ -111,11 +112,162 @@ pub fn table(per_set: &[SetNeed], total: &Need) -> String {
     out
 }
 
+/// Something in the namespace that will refuse some of the cache pods: a ResourceQuota without room, or a
+/// LimitRange bound the containers break.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Shortfall {
+    /// The set concerned; None when the sets together exceed a quota.
+    pub set: Option<String>,
+    pub resource: String,
+    pub needed: String,
+    pub available: String,
+    /// "ResourceQuota/<name>" or "LimitRange/<name>".
+    pub source: String,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = self
+            .set
+            .as_deref()
+            .map_or_else(|| "the sets together".to_owned(), |s| format!("set {s}"));
+        write!(
+            f,
+            "{who} need {} {} but {} allows {}",
+            self.resource, self.needed, self.source, self.available
+        )
+    }
+}
+
+fn format_for(resource: &str, nanos: i128) -> String {
+    if resource.ends_with("memory") {
+        memory(nanos)
+    } else if resource.ends_with("cpu") {
+        cpu(nanos)
+    } else {
+        decimal(nanos, NANOS, 0)
+    }
+}
+
+/// The part of a pod's need that a quota key counts (`pods` counts 1 per pod).
+fn quota_value(pod: &Need, key: &str) -> Option<i128> {
+    match key {
+        "limits.memory" => Some(pod.memory_limit),
+        "limits.cpu" => Some(pod.cpu_limit),
+        "requests.memory" | "memory" => Some(pod.memory_request),
+        "requests.cpu" | "cpu" => Some(pod.cpu_request),
+        "pods" => Some(NANOS),
+        _ => None,
+    }
+}
+
+/// The sets' total need against each ResourceQuota. The pods already running (`running_of[i]` nodes per
+/// set) are part of the quota's `used` and are taken back out, so a resize is judged fairly.
+pub fn quota_shortfalls(
+    config: &Config,
+    nodes_of: &[u64],
+    running_of: &[u64],
+    quotas: &[k8s_openapi::api::core::v1::ResourceQuota],
+) -> Vec<Shortfall> {
+    let mut out = Vec::new();
+    for q in quotas {
+        let hard = q.spec.as_ref().and_then(|s| s.hard.clone()).unwrap_or_default();
+        let used = q.status.as_ref().and_then(|s| s.used.clone()).unwrap_or_default();
+        for (key, limit) in &hard {
+            let (mut needed, mut ours_now, mut counted) = (0i128, 0i128, false);
+            for (i, set) in config.sets.iter().enumerate() {
+                let Some(per_pod) = quota_value(&set_need(set, 1).need, key) else {
+                    continue;
+                };
+                counted = true;
+                let n = i128::from(nodes_of.get(i).copied().unwrap_or(0));
+                let r = i128::from(running_of.get(i).copied().unwrap_or(0));
+                needed = needed.saturating_add(per_pod.saturating_mul(n));
+                ours_now = ours_now.saturating_add(per_pod.saturating_mul(r));
+            }
+            let Ok(hard) = quantity_nanos(&limit.0) else { continue };
+            if !counted {
+                continue;
+            }
+            let used = used.get(key).and_then(|u| quantity_nanos(&u.0).ok()).unwrap_or(0);
+            let available = (hard - (used - ours_now).max(0)).max(0);
+            if needed > available {
+                out.push(Shortfall {
+                    set: None,
+                    resource: key.clone(),
+                    needed: format_for(key, needed),
+                    available: format_for(key, available),
+                    source: format!("ResourceQuota/{}", q.metadata.name.clone().unwrap_or_default()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// LimitRange bounds (per container and per pod) that the sets' containers break: such pods are refused.
+pub fn limit_range_violations(config: &Config, ranges: &[k8s_openapi::api::core::v1::LimitRange]) -> Vec<Shortfall> {
+    let mut out = Vec::new();
+    for range in ranges {
+        let source = format!("LimitRange/{}", range.metadata.name.clone().unwrap_or_default());
+        for item in range.spec.as_ref().map(|s| s.limits.as_slice()).unwrap_or_default() {
+            let per = item.type_.to_lowercase();
+            for set in &config.sets {
+                let one = set_need(
+                    &ImageSet {
+                        images: set.images[..1.min(set.images.len())].to_vec(),
+                        ..set.clone()
+                    },
+                    1,
+                )
+                .need;
+                let pod = set_need(set, 1).need;
+                let scope = match item.type_.as_str() {
+                    "Container" => one,
+                    "Pod" => pod,
+                    _ => continue,
+                };
+                let bound = |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+                             r: &str| {
+                    m.as_ref()
+                        .and_then(|m| m.get(r))
+                        .and_then(|q| quantity_nanos(&q.0).ok())
+                };
+                for (res, limit, request) in [
+                    ("cpu", scope.cpu_limit, scope.cpu_request),
+                    ("memory", scope.memory_limit, scope.memory_request),
+                ] {
+                    if let Some(max) = bound(&item.max, res).filter(|max| limit > *max) {
+                        out.push(Shortfall {
+                            set: Some(set.name.clone()),
+                            resource: format!("{res} limit per {per}"),
+                            needed: format_for(res, limit),
+                            available: format!("at most {}", format_for(res, max)),
+                            source: source.clone(),
+                        });
+                    }
+                    if let Some(min) = bound(&item.min, res).filter(|min| request < *min) {
+                        out.push(Shortfall {
+                            set: Some(set.name.clone()),
+                            resource: format!("{res} request per {per}"),
+                            needed: format_for(res, request),
+                            available: format!("at least {}", format_for(res, min)),
+                            source: source.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::rules::quantity_nanos as q;
     use crate::config::{Image, Refresh, Resources};
+    use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota};
 
     fn set(name: &str, images: usize, memory_limit: &str) -> ImageSet {
         ImageSet {
@@ -140,6 +292,83 @@ mod tests {
         }
     }
 
+    fn config_of(sets: Vec<ImageSet>) -> Config {
+        Config {
+            namespace: "ns".into(),
+            caching_interval_hours: 1,
+            kip_image: "k:1".into(),
+            deployment_name: None,
+            sets,
+        }
+    }
+
+    fn quota(hard: &[(&str, &str)], used: &[(&str, &str)]) -> ResourceQuota {
+        let map = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "q"},
+            "spec": {"hard": map(hard)},
+            "status": {"used": map(used)},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn quota_without_room_is_reported_with_numbers() {
+        let c = config_of(vec![set("general", 5, "20Mi")]);
+        // 5 images x 20 nodes x 20Mi = 2000Mi; the quota has 1500Mi and others use 100Mi.
+        let q1 = quota(
+            &[("limits.memory", "1500Mi"), ("pods", "10")],
+            &[("limits.memory", "100Mi")],
+        );
+        let found = quota_shortfalls(&c, &[20], &[0], &[q1]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        let mem = found.iter().find(|f| f.resource == "limits.memory").unwrap();
+        assert_eq!((mem.needed.as_str(), mem.available.as_str()), ("2000Mi", "1400Mi"));
+        assert!(mem.to_string().contains("ResourceQuota/q"), "{mem}");
+        assert!(
+            found
+                .iter()
+                .any(|f| f.resource == "pods" && f.needed == "20" && f.available == "10")
+        );
+        // Enough room: nothing reported; our own running pods are not counted twice.
+        let q2 = quota(&[("limits.memory", "2100Mi")], &[("limits.memory", "2100Mi")]);
+        assert!(quota_shortfalls(&c, &[20], &[20], &[q2]).is_empty());
+    }
+
+    #[test]
+    fn limit_range_bounds_are_checked() {
+        let c = config_of(vec![set("gpu", 3, "50Mi")]);
+        let lr: LimitRange = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "lr"},
+            "spec": {"limits": [
+                {"type": "Container", "max": {"memory": "32Mi"}, "min": {"cpu": "100m"}},
+                {"type": "Pod", "max": {"memory": "100Mi"}}
+            ]}
+        }))
+        .unwrap();
+        let found = limit_range_violations(&c, &[lr]);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|f| f.resource == "memory limit per container" && f.needed == "50Mi")
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.resource == "cpu request per container" && f.needed == "0.05")
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.resource == "memory limit per pod" && f.needed == "150Mi")
+        );
+    }
+
     #[test]
     fn five_images_on_twenty_nodes_at_20mi_need_2000mi() {
         let need = set_need(&set("general", 5, "20Mi"), 20);
@@ -147,6 +376,62 @@ mod tests {
         assert_eq!(need.need.memory_request, q("1000Mi").unwrap());
         assert_eq!(need.need.cpu_limit, q("20").unwrap());
         assert_eq!(need.need.cpu_request, q("5").unwrap());
+    }
+
+    fn config(sets: Vec<ImageSet>) -> Config {
+        Config {
+            namespace: "ns".into(),
+            caching_interval_hours: 1,
+            kip_image: "k:1".into(),
+            deployment_name: None,
+            sets,
+        }
+    }
+
+    fn quota(hard: &[(&str, &str)], used: &[(&str, &str)]) -> ResourceQuota {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "q"},
+            "spec": {"hard": hard.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+            "status": {"used": used.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn quota_without_room_is_reported_with_numbers() {
+        let c = config(vec![set("general", 5, "20Mi")]);
+        // 5 images x 20 nodes x 20Mi = 2000Mi; the quota has 1500Mi and others use 100Mi.
+        let q = quota(&[("limits.memory", "1500Mi")], &[("limits.memory", "100Mi")]);
+        let found = quota_shortfalls(&c, &[20], &[0], &[q]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].needed, "2000Mi");
+        assert_eq!(found[0].available, "1400Mi");
+        assert!(found[0].to_string().contains("ResourceQuota/q"));
+        // Enough room: nothing reported; our own running pods are not counted twice.
+        let q = quota(&[("limits.memory", "2100Mi")], &[("limits.memory", "2100Mi")]);
+        assert!(quota_shortfalls(&c, &[20], &[20], &[q]).is_empty());
+    }
+
+    #[test]
+    fn limit_range_bounds_are_checked() {
+        let c = config(vec![set("gpu", 1, "50Mi")]);
+        let lr: LimitRange = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "lr"},
+            "spec": {"limits": [{"type": "Container", "max": {"memory": "32Mi"}, "min": {"cpu": "100m"}}]}
+        }))
+        .unwrap();
+        let found = limit_range_violations(&c, &[lr]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|f| f.resource == "memory limit per container" && f.needed == "50Mi")
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.resource == "cpu request per container" && f.needed == "0.05")
+        );
     }
 
     #[test]

@@ -1,0 +1,157 @@
+//! Gathering each set's health from the cluster (DaemonSet status, a paged scan of its pods, matching nodes,
+//! quota) — shared by the controller's health check and the `status` command.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{LimitRange, Node, ResourceQuota, Taint};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+use crate::config::{Config, ImageSet};
+use crate::health::{self, FailureTally, SetHealth};
+use crate::k8s::Cluster;
+use crate::quota::{self, Shortfall};
+use crate::reconcile;
+
+/// Health of every set: counts from the DaemonSet, failures from its pods (one page at a time).
+pub async fn gather(
+    cluster: &Cluster,
+    config: &Config,
+    desired: &[DaemonSet],
+    owned: &[Arc<DaemonSet>],
+) -> Vec<SetHealth> {
+    let mut healths = Vec::with_capacity(config.sets.len());
+    for (set, want) in config.sets.iter().zip(desired) {
+        let live = owned.iter().find(|d| d.name_any() == set.name).map(Arc::as_ref);
+        let mut h = health::from_daemonset(&set.name, live, reconcile::spec_hash_of(want));
+        if live.is_some() {
+            let mut tally = FailureTally::default();
+            match cluster
+                .for_each_pod_page(&health::pod_selector(&set.name), |pods| tally.add_pods(pods))
+                .await
+            {
+                Ok(()) => h.failing = tally.finish(),
+                Err(e) => tracing::warn!(set = %set.name, error = %e, "cannot list pods for the health check"),
+            }
+        }
+        healths.push(h);
+    }
+    healths
+}
+
+/// Whether a DaemonSet pod of `set` can run on a node with these labels and taints. DaemonSet pods
+/// tolerate the `node.kubernetes.io/*` condition taints automatically; other NoSchedule/NoExecute taints
+/// need a toleration.
+pub fn node_matches(
+    set: &ImageSet,
+    node_labels: &std::collections::BTreeMap<String, String>,
+    taints: &[Taint],
+) -> bool {
+    let selected = set.node_selector.iter().all(|(k, v)| node_labels.get(k) == Some(v));
+    let tolerated = taints
+        .iter()
+        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .filter(|t| !t.key.starts_with("node.kubernetes.io/"))
+        .all(|t| set.tolerations.iter().any(|tol| tolerates(tol, t)));
+    selected && tolerated
+}
+
+/// The Kubernetes toleration-matches-taint rule.
+pub fn tolerates(tol: &k8s_openapi::api::core::v1::Toleration, taint: &Taint) -> bool {
+    let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
+    let key = tol.key.as_deref().unwrap_or("");
+    let exists = tol.operator.as_deref() == Some("Exists");
+    let key_ok = if key.is_empty() { exists } else { key == taint.key };
+    let value_ok = exists || tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
+    effect_ok && key_ok && value_ok
+}
+
+/// Counts, per set, the nodes its pods can run on, reading nodes one page at a time. Needs cluster-wide
+/// `list nodes`; an error (e.g. forbidden) is returned for the caller to report.
+pub async fn matching_nodes(cluster: &Cluster, config: &Config) -> Result<Vec<u64>, kube::Error> {
+    let nodes: Api<Node> = Api::all(cluster.client().clone());
+    let mut counts = vec![0u64; config.sets.len()];
+    let mut params = ListParams::default().limit(crate::k8s::POD_PAGE);
+    loop {
+        let page = nodes.list(&params).await?;
+        for node in &page.items {
+            let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+            for (count, set) in counts.iter_mut().zip(&config.sets) {
+                if node_matches(set, node.labels(), &taints) {
+                    *count += 1;
+                }
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(counts),
+        }
+    }
+}
+
+/// Compares what the sets need with the namespace's ResourceQuotas and LimitRanges. `nodes_of` gives the
+/// nodes each set runs (or will run) on; `running_of` the nodes it already has pods on (already counted
+/// in the quota's usage).
+pub async fn quota_shortfalls(
+    cluster: &Cluster,
+    config: &Config,
+    nodes_of: &[u64],
+    running_of: &[u64],
+) -> Result<Vec<Shortfall>, kube::Error> {
+    let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client().clone(), cluster.namespace());
+    let ranges: Api<LimitRange> = Api::namespaced(cluster.client().clone(), cluster.namespace());
+    let quotas = quotas.list(&ListParams::default()).await?.items;
+    let ranges = ranges.list(&ListParams::default()).await?.items;
+    let mut out = quota::limit_range_violations(config, &ranges);
+    out.extend(quota::quota_shortfalls(config, nodes_of, running_of, &quotas));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Toleration;
+
+    fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: value.map(Into::into),
+            effect: effect.into(),
+            time_added: None,
+        }
+    }
+
+    fn tol(key: Option<&str>, op: &str, value: Option<&str>, effect: Option<&str>) -> Toleration {
+        Toleration {
+            key: key.map(Into::into),
+            operator: Some(op.into()),
+            value: value.map(Into::into),
+            effect: effect.map(Into::into),
+            toleration_seconds: None,
+        }
+    }
+
+    #[test]
+    fn toleration_rules() {
+        let gpu = taint("nvidia.com/gpu", Some("true"), "NoSchedule");
+        assert!(tolerates(
+            &tol(Some("nvidia.com/gpu"), "Exists", None, Some("NoSchedule")),
+            &gpu
+        ));
+        assert!(tolerates(
+            &tol(Some("nvidia.com/gpu"), "Equal", Some("true"), None),
+            &gpu
+        ));
+        assert!(!tolerates(
+            &tol(Some("nvidia.com/gpu"), "Equal", Some("false"), None),
+            &gpu
+        ));
+        assert!(!tolerates(
+            &tol(Some("nvidia.com/gpu"), "Exists", None, Some("NoExecute")),
+            &gpu
+        ));
+        assert!(tolerates(&tol(None, "Exists", None, None), &gpu));
+        assert!(!tolerates(&tol(Some("other"), "Exists", None, None), &gpu));
+    }
+}
