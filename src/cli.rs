@@ -42,9 +42,24 @@ pub enum Command {
     /// Print the CPU and memory the namespace quota must allow: (limit) x (images) x (nodes), per set and in total.
     Quota {
         /// Number of nodes each set runs on.
+        #[arg(long, required_unless_present = "from_cluster", conflicts_with = "from_cluster")]
+        nodes: Option<u64>,
+        /// Count each set's nodes in the current cluster (node selector and taints; needs `list nodes`).
         #[arg(long)]
-        nodes: u64,
+        from_cluster: bool,
     },
+    /// Per set, against the current kube context: DaemonSet present and up to date, nodes desired / ready /
+    /// updated, every failing image with its nodes and reason, and quota shortfalls. Exit 1 if anything fails.
+    Status {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,4 +154,68 @@ pub fn render_yaml(config: &Config, openshift: bool) -> Result<String, serde_sap
 pub fn quota_table(config: &Config, nodes: u64) -> String {
     let (per_set, total) = quota::needs(config, |_| nodes);
     quota::table(&per_set, &total)
+}
+
+/// The quota table with each set's own node count.
+pub fn quota_table_per_set(config: &Config, nodes: &[u64]) -> String {
+    let (per_set, total) = quota::needs(config, |s| {
+        config
+            .sets
+            .iter()
+            .position(|c| c.name == s.name)
+            .and_then(|i| nodes.get(i).copied())
+            .unwrap_or(0)
+    });
+    quota::table(&per_set, &total)
+}
+
+/// The `status` table.
+pub fn status_table(report: &crate::controller::StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<8} {:<10} {:>8} {:>8} {:>8} {:>8}",
+        "SET", "PRESENT", "UP-TO-DATE", "DESIRED", "READY", "UPDATED", "FAILING"
+    );
+    for h in &report.sets {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<8} {:<10} {:>8} {:>8} {:>8} {:>8}",
+            h.set,
+            yes(h.present),
+            yes(h.up_to_date),
+            h.desired,
+            h.ready,
+            h.updated,
+            h.failing.len()
+        );
+    }
+    for h in &report.sets {
+        for f in &h.failing {
+            let more = f.node_count.saturating_sub(f.nodes.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "failing: set {} image {} ({}): {} on {} node(s): {}{}: {}",
+                h.set,
+                f.image,
+                f.container,
+                f.reason,
+                f.node_count,
+                f.nodes.join(", "),
+                more,
+                f.message
+            );
+        }
+    }
+    for s in &report.shortfalls {
+        let _ = writeln!(out, "quota: {s}");
+    }
+    out
 }

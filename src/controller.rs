@@ -24,12 +24,13 @@ use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use crate::config::{self, Config, VarSource};
-use crate::health::{self, FailureTally, SetHealth};
+use crate::health::{self, SetHealth};
 use crate::k8s::{Cluster, Events};
 use crate::metrics::{KindLabel, Metrics, ResultLabel, VerbLabel};
 use crate::reconcile::{self, PassReport};
 use crate::reload;
 use crate::render::{self, RenderOptions, labels};
+use crate::{quota, status};
 
 /// How the controller runs; filled from the command line.
 #[derive(Debug, Clone)]
@@ -93,6 +94,10 @@ pub struct Controller {
     healths: Vec<SetHealth>,
     /// Conflicts already reported; each is announced once, not at every pass.
     conflicts_seen: HashSet<String>,
+    /// Quota shortfalls last reported, so each is announced once.
+    shortfalls_seen: Vec<String>,
+    /// Listing nodes is optional (cluster-scoped); once forbidden, don't ask again.
+    nodes_forbidden: bool,
 }
 
 enum Exit {
@@ -129,6 +134,8 @@ impl Controller {
             known: HashSet::new(),
             healths: Vec::new(),
             conflicts_seen: HashSet::new(),
+            shortfalls_seen: Vec::new(),
+            nodes_forbidden: false,
         }
     }
 
@@ -241,6 +248,17 @@ impl Controller {
         self.resolve_owner(cluster).await;
         let desired = self.desired();
         let instance = self.instance();
+        // About to write: check first that the namespace's quota and limits have room for the pods.
+        let writing = desired.iter().any(|d| {
+            owned
+                .iter()
+                .find(|l| l.name_any() == d.name_any())
+                .and_then(|l| reconcile::spec_hash_of(l))
+                != reconcile::spec_hash_of(d)
+        });
+        if writing {
+            self.check_quota(cluster, owned).await;
+        }
         let report = reconcile::reconcile(cluster, &desired, owned, &instance, &self.known).await;
         self.metrics.reconciles.inc();
         self.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
@@ -307,28 +325,80 @@ impl Controller {
         }
     }
 
+    /// Compares the sets' need (requests and limits × images × nodes) with the namespace's ResourceQuotas
+    /// and LimitRanges, and reports what cannot fit, with the numbers, once per change.
+    pub async fn check_quota(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> Vec<quota::Shortfall> {
+        let Some(config) = self.config.clone() else {
+            return Vec::new();
+        };
+        let status_of = |name: &str| {
+            owned
+                .iter()
+                .find(|d| d.name_any() == name)
+                .and_then(|d| d.status.clone())
+        };
+        let mut nodes_of: Vec<u64> = Vec::with_capacity(config.sets.len());
+        let mut running_of: Vec<u64> = Vec::with_capacity(config.sets.len());
+        let mut unknown = false;
+        for set in &config.sets {
+            let s = status_of(&set.name);
+            unknown |= s.is_none();
+            nodes_of.push(s.as_ref().map_or(0, |s| s.desired_number_scheduled.max(0) as u64));
+            running_of.push(s.as_ref().map_or(0, |s| s.current_number_scheduled.max(0) as u64));
+        }
+        // New sets have no DaemonSet status yet: count the nodes they will run on, if allowed to.
+        if unknown && !self.nodes_forbidden {
+            match status::matching_nodes(cluster, &config).await {
+                Ok(counts) => {
+                    for (i, set) in config.sets.iter().enumerate() {
+                        if status_of(&set.name).is_none() {
+                            nodes_of[i] = counts[i];
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.nodes_forbidden = matches!(&e, kube::Error::Api(s) if s.code == 403);
+                    tracing::info!(error = %e, "cannot count nodes for new sets; their quota check waits for their DaemonSet");
+                }
+            }
+        }
+        let shortfalls = match status::quota_shortfalls(cluster, &config, &nodes_of, &running_of).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read ResourceQuotas/LimitRanges");
+                return Vec::new();
+            }
+        };
+        self.metrics.quota_shortfalls.set(shortfalls.len() as i64);
+        let texts: Vec<String> = shortfalls.iter().map(ToString::to_string).collect();
+        if texts != self.shortfalls_seen {
+            for text in texts.iter().filter(|t| !self.shortfalls_seen.contains(t)) {
+                tracing::warn!("quota: {text}; some cache pods will not be created");
+                self.events
+                    .on_self(
+                        true,
+                        "QuotaExceeded",
+                        format!("{text}; some cache pods will not be created"),
+                    )
+                    .await;
+            }
+            self.shortfalls_seen = texts;
+        }
+        shortfalls
+    }
+
     /// Health check of every set: DaemonSet status plus a paged scan of its pods; then refreshes.
     pub async fn health_check(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>], refresh: bool) -> Vec<SetHealth> {
         let Some(config) = self.config.clone() else {
             return Vec::new();
         };
         let desired = self.desired();
-        let mut healths = Vec::with_capacity(config.sets.len());
-        for (set, want) in config.sets.iter().zip(&desired) {
+        let healths = status::gather(cluster, &config, &desired, owned).await;
+        self.check_quota(cluster, owned).await;
+        for (set, h) in config.sets.iter().zip(&healths) {
             let live = owned.iter().find(|d| d.name_any() == set.name).map(Arc::as_ref);
-            let mut h = health::from_daemonset(&set.name, live, reconcile::spec_hash_of(want));
-            if live.is_some() {
-                let mut tally = FailureTally::default();
-                match cluster
-                    .for_each_pod_page(&health::pod_selector(&set.name), |pods| tally.add_pods(pods))
-                    .await
-                {
-                    Ok(()) => h.failing = tally.finish(),
-                    Err(e) => tracing::warn!(set = %set.name, error = %e, "cannot list pods for the health check"),
-                }
-            }
             tracing::info!("{}", h.summary());
-            self.metrics.record_health(&h, set.images.len());
+            self.metrics.record_health(h, set.images.len());
             if let Some(ds) = live {
                 for f in &h.failing {
                     let note = format!(
@@ -342,7 +412,7 @@ impl Controller {
                     );
                     self.events.on_daemonset(ds, true, "ImageNotCached", note).await;
                 }
-                if refresh && health::refresh_due(set, ds, &h, Timestamp::now(), config.caching_interval_hours) {
+                if refresh && health::refresh_due(set, ds, h, Timestamp::now(), config.caching_interval_hours) {
                     match cluster.restart(&set.name, &Timestamp::now().to_string()).await {
                         Ok(_) => {
                             self.metrics
@@ -359,7 +429,6 @@ impl Controller {
                     }
                 }
             }
-            healths.push(h);
         }
         self.metrics.record_failures(&healths);
         self.healths = healths.clone();
@@ -564,6 +633,52 @@ async fn hup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match signal {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// What `status` prints: every set's health and the quota shortfalls.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusReport {
+    pub namespace: String,
+    pub sets: Vec<SetHealth>,
+    pub shortfalls: Vec<quota::Shortfall>,
+}
+
+impl StatusReport {
+    pub fn is_healthy(&self) -> bool {
+        self.shortfalls.is_empty() && self.sets.iter().all(SetHealth::is_healthy)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Kube(#[from] crate::k8s::KubeError),
+}
+
+impl Controller {
+    /// The `status` command: reads the cluster, writes nothing.
+    pub async fn status(&mut self) -> Result<StatusReport, StatusError> {
+        let config = Arc::new(config::load(self.settings.config_path.as_deref(), self.env.as_ref())?);
+        self.config = Some(config.clone());
+        let cluster = Cluster::new(self.client.clone(), &config.namespace);
+        let owned: Vec<Arc<DaemonSet>> = cluster
+            .list_owned(&self.instance())
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        self.resolve_owner(&cluster).await;
+        let desired = self.desired();
+        let sets = status::gather(&cluster, &config, &desired, &owned).await;
+        let shortfalls = self.check_quota(&cluster, &owned).await;
+        Ok(StatusReport {
+            namespace: config.namespace.clone(),
+            sets,
+            shortfalls,
+        })
     }
 }
 

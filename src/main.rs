@@ -42,10 +42,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::Write::write_all(&mut stdout, format!("{schema}\n").as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Quota { nodes } => {
+        Command::Quota { nodes, from_cluster } => {
             let config = cli::load_config(config_path.as_deref())?;
-            std::io::Write::write_all(&mut stdout, cli::quota_table(&config, nodes).as_bytes())?;
+            let table = match nodes {
+                Some(n) if !from_cluster => cli::quota_table(&config, n),
+                _ => {
+                    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+                    let counts = runtime.block_on(async {
+                        let client = client().await?;
+                        let cluster = kubernetes_image_puller::k8s::Cluster::new(client, &config.namespace);
+                        kubernetes_image_puller::status::matching_nodes(&cluster, &config)
+                            .await
+                            .context("cannot count nodes (needs permission to list nodes)")
+                    })?;
+                    cli::quota_table_per_set(&config, &counts)
+                }
+            };
+            std::io::Write::write_all(&mut stdout, table.as_bytes())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { output } => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let report = runtime.block_on(async {
+                let settings = Settings::from_env(config_path.clone(), Duration::from_millis(200), false);
+                let mut controller = Controller::new(
+                    client().await?,
+                    settings,
+                    Box::new(Env),
+                    Arc::new(Metrics::default()),
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .await;
+                anyhow::Ok(controller.status().await?)
+            })?;
+            let text = match output {
+                cli::OutputFormat::Table => cli::status_table(&report),
+                cli::OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+            };
+            std::io::Write::write_all(&mut stdout, text.as_bytes())?;
+            Ok(if report.is_healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Run => {
             drop(stdout);
@@ -55,11 +94,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A client for the in-cluster config or the current kubeconfig context.
+async fn client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default().await.map_err(|e| {
+        // kube's message repeats its whole cause chain; the first line says what is wrong.
+        let first = e.to_string().split(": ").take(2).collect::<Vec<_>>().join(": ");
+        anyhow::anyhow!("cannot reach Kubernetes (no in-cluster config and no usable kubeconfig context): {first}")
+    })
+}
+
 async fn run_controller(config_path: Option<std::path::PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot reach Kubernetes: no in-cluster config and no usable kubeconfig context")?;
+    let client = client().await?;
     let settings = Settings::from_env(
         config_path,
         Duration::from_millis(args.reload_debounce_ms),

@@ -378,62 +378,6 @@ mod tests {
         assert_eq!(need.need.cpu_request, q("5").unwrap());
     }
 
-    fn config(sets: Vec<ImageSet>) -> Config {
-        Config {
-            namespace: "ns".into(),
-            caching_interval_hours: 1,
-            kip_image: "k:1".into(),
-            deployment_name: None,
-            sets,
-        }
-    }
-
-    fn quota(hard: &[(&str, &str)], used: &[(&str, &str)]) -> ResourceQuota {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "q"},
-            "spec": {"hard": hard.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
-            "status": {"used": used.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn quota_without_room_is_reported_with_numbers() {
-        let c = config(vec![set("general", 5, "20Mi")]);
-        // 5 images x 20 nodes x 20Mi = 2000Mi; the quota has 1500Mi and others use 100Mi.
-        let q = quota(&[("limits.memory", "1500Mi")], &[("limits.memory", "100Mi")]);
-        let found = quota_shortfalls(&c, &[20], &[0], &[q]);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].needed, "2000Mi");
-        assert_eq!(found[0].available, "1400Mi");
-        assert!(found[0].to_string().contains("ResourceQuota/q"));
-        // Enough room: nothing reported; our own running pods are not counted twice.
-        let q = quota(&[("limits.memory", "2100Mi")], &[("limits.memory", "2100Mi")]);
-        assert!(quota_shortfalls(&c, &[20], &[20], &[q]).is_empty());
-    }
-
-    #[test]
-    fn limit_range_bounds_are_checked() {
-        let c = config(vec![set("gpu", 1, "50Mi")]);
-        let lr: LimitRange = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "lr"},
-            "spec": {"limits": [{"type": "Container", "max": {"memory": "32Mi"}, "min": {"cpu": "100m"}}]}
-        }))
-        .unwrap();
-        let found = limit_range_violations(&c, &[lr]);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found
-                .iter()
-                .any(|f| f.resource == "memory limit per container" && f.needed == "50Mi")
-        );
-        assert!(
-            found
-                .iter()
-                .any(|f| f.resource == "cpu request per container" && f.needed == "0.05")
-        );
-    }
-
     #[test]
     fn total_adds_sets() {
         let config = Config {
