@@ -500,7 +500,6 @@ impl Controller {
         let mut resync = tokio::time::interval(self.settings.resync);
         let mut interval = self.interval();
         let mut health_tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), interval);
-        let mut first_health = true;
 
         loop {
             let is_leader = *leader.borrow();
@@ -574,11 +573,9 @@ impl Controller {
                 _ = resync.tick() => { if synced { due.get_or_insert_with(tokio::time::Instant::now); } }
                 _ = health_tick.tick(), if synced && is_leader => {
                     let owned = store.state();
-                    let refresh = !first_health;
-                    first_health = false;
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(Exit::Shutdown),
-                        _ = self.health_check(&cluster, &owned, refresh) => {}
+                        _ = self.health_check(&cluster, &owned, true) => {}
                     }
                 }
             }
