@@ -85,6 +85,9 @@ pub enum Action {
     ConnectionError,
     /// Wait, then answer normally.
     Delay(Duration),
+    /// For a watch: what the real server sends when the resourceVersion is too old (compacted): a 200
+    /// stream with one `ERROR` event carrying a 410 Status, then the end. The client must list again.
+    WatchGone,
 }
 
 #[derive(Debug, Clone)]
@@ -248,9 +251,8 @@ impl FakeApi {
             "{name} already exists"
         );
         st.insert_new(&ns, &name, &mut body);
-        let created = body.clone();
-        self.commit(&mut st, &ns, &name, None, Some(body));
-        serde_json::from_value(created).expect("DaemonSet")
+        let created = self.commit(&mut st, &ns, &name, None, Some(body));
+        serde_json::from_value(created.expect("stored")).expect("DaemonSet")
     }
 
     /// Edits an object directly, as `kubectl edit` would; returns false when it does not exist.
@@ -343,6 +345,12 @@ impl FakeApi {
         let reply = match fault {
             Some(Action::ConnectionError) => Reply::Connection,
             Some(Action::Status(code)) => Reply::Json(code, status(code, reason(code), "injected fault")),
+            Some(Action::WatchGone) => {
+                let gone = status(410, "Expired", "too old resource version: 1 (2)");
+                let text = line("ERROR", &gone);
+                let stream = futures::stream::iter([Ok::<_, BoxError>(Frame::data(text))]);
+                Reply::Watch(StreamBody::new(stream).boxed_unsync())
+            }
             Some(Action::Delay(d)) => {
                 tokio::time::sleep(d).await;
                 self.route(&method, &path, &query, body)
