@@ -586,9 +586,10 @@ impl Controller {
     /// health check.
     fn publish_health_from_store(&self, store: &Store<DaemonSet>) {
         let Some(config) = &self.config else { return };
+        let owned = store.state();
         for set in &config.sets {
-            let live = store.state().into_iter().find(|d| d.name_any() == set.name);
-            let h = health::from_daemonset(&set.name, live.as_deref(), None);
+            let live = owned.iter().find(|d| d.name_any() == set.name);
+            let h = health::from_daemonset(&set.name, live.map(Arc::as_ref), None);
             self.metrics.record_health(&h, set.images.len());
         }
     }
