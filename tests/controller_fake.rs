@@ -471,6 +471,21 @@ async fn broken_config_edits_delete_nothing_and_keep_the_last_good_config() {
     h.stop().await;
 }
 
+/// Started with a broken file: nothing is listed, watched or written until a valid config arrives.
+#[tokio::test]
+async fn broken_config_at_start_waits_for_a_good_one() {
+    let mut h = start("namespace = \"kip-test\"\nsets = 5\n").await;
+    h.wait_for("ConfigRejected", SOON, |h| h.count_reason("ConfigRejected") == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.api.requests().iter().all(|r| !r.is_daemonset_request()));
+    assert!(!h.ready.load(Ordering::Relaxed));
+    let written = h.write_config(&sets_ab());
+    h.wait_for("a and b", SOON, has(&["a", "b"])).await;
+    println!("figure: first valid config → applied in {:?}", written.elapsed());
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn configmap_symlink_swap_is_picked_up() {
     let mut h = start_configmap(&sets_ab()).await;
@@ -672,6 +687,141 @@ async fn shutdown_interrupts_a_slow_pass() {
     println!("figure: run returned {took:?} after the shutdown signal during a 30 s apply");
     assert!(h.ds("a").is_some() && h.ds("b").is_some());
     assert!(h.deletes().is_empty());
+}
+
+// ---- health check and refresh ----
+
+fn cache_pod(set: &str, i: usize, failing: bool) -> serde_json::Value {
+    let state = if failing {
+        json!({"waiting": {"reason": "ImagePullBackOff", "message": "manifest unknown"}})
+    } else {
+        json!({"running": {}})
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{set}-{i}"), "namespace": NS,
+                     "labels": {labels::NAME: labels::CACHE_NAME, labels::SET: set}},
+        "spec": {"nodeName": format!("node-{i}"), "containers": [{"name": "web", "image": "nginx:1.25"}]},
+        "status": {"containerStatuses": [{"name": "web", "image": "nginx:1.25", "imageID": "",
+                   "ready": !failing, "restartCount": 0, "state": state}]},
+    })
+}
+
+/// `health_check` pages through the pods (600 > one page of 500), reports the stuck image, and restarts
+/// a set whose moving tags are due for a refresh; the restart is not drift for the next pass.
+#[tokio::test]
+async fn health_check_pages_pods_reports_failures_and_refreshes() {
+    let (api, client) = FakeApi::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config.toml");
+    let pinned = "postgres@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    std::fs::write(
+        &path,
+        config_toml(&[
+            set_toml("a", &[("web", "nginx:1.25")]),
+            set_toml("p", &[("db", pinned)]),
+        ]),
+    )
+    .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let mut controller = Controller::new(
+        client.clone(),
+        settings(&path),
+        Box::new(Vars::default()),
+        metrics,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    assert!(controller.reload().await);
+    let cluster = kubernetes_image_puller::k8s::Cluster::new(client, NS);
+    let report = controller.pass(&cluster, &[]).await;
+    assert_eq!(report.created, ["a", "p"]);
+
+    // Both sets fully rolled out, created two hours ago.
+    for name in ["a", "p"] {
+        assert!(api.edit(NS, name, |v| {
+            v["metadata"]["creationTimestamp"] = json!("2020-01-01T00:00:00Z");
+            v["status"] = json!({"currentNumberScheduled": 600, "desiredNumberScheduled": 600, "numberMisscheduled": 0,
+                                 "numberReady": 600, "updatedNumberScheduled": 600, "observedGeneration": 1});
+        }));
+    }
+    api.add_pods(NS, (0..600).map(|i| cache_pod("p", i, i % 200 == 7)));
+    api.add_pods(NS, (0..3).map(|i| cache_pod("a", i, false)));
+    let owned: Vec<Arc<DaemonSet>> = cluster
+        .list_owned(INSTANCE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+
+    let t0 = Instant::now();
+    let healths = tokio::time::timeout(SOON, controller.health_check(&cluster, &owned, true))
+        .await
+        .expect("health check timed out");
+    let pages: Vec<Recorded> = api
+        .requests_since(t0)
+        .into_iter()
+        .filter(|r| r.path.ends_with("/pods"))
+        .collect();
+    println!(
+        "figure: health check of 603 pods took {:?} in {} pod page(s)",
+        t0.elapsed(),
+        pages.len()
+    );
+    assert!(
+        pages
+            .iter()
+            .all(|r| r.query.get("limit").map(String::as_str) == Some("500"))
+    );
+    assert_eq!(pages.len(), 3, "a: one page; p: two pages (600 pods)");
+    let p = healths.iter().find(|h| h.set == "p").unwrap();
+    assert_eq!(p.failing.len(), 1, "{p:?}");
+    assert_eq!(p.failing[0].node_count, 3);
+    assert_eq!(p.failing[0].reason, "ImagePullBackOff");
+    assert!(healths.iter().find(|h| h.set == "a").unwrap().failing.is_empty());
+    assert!(api.event_reasons().contains(&"ImageNotCached".to_owned()));
+
+    // a (moving tag, due) is restarted by a merge patch of the refresh manager; p (pinned, failing) is not.
+    let restarts: Vec<Recorded> = api
+        .requests_since(t0)
+        .into_iter()
+        .filter(|r| r.method == Method::PATCH && r.path.contains("/daemonsets/"))
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert!(restarts[0].path.ends_with("/daemonsets/a"));
+    assert_eq!(
+        restarts[0].query.get("fieldManager").map(String::as_str),
+        Some("kubernetes-image-puller-refresh")
+    );
+    let a = api.daemonset(NS, "a").unwrap();
+    let annotations = a
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone();
+    assert!(annotations.unwrap_or_default().contains_key(labels::RESTARTED_AT));
+    assert!(api.event_reasons().contains(&"Refreshed".to_owned()));
+
+    // Not due again right after; and the restart annotation is not drift for a pass.
+    let owned: Vec<Arc<DaemonSet>> = cluster
+        .list_owned(INSTANCE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let t1 = Instant::now();
+    controller.health_check(&cluster, &owned, true).await;
+    let report = controller.pass(&cluster, &owned).await;
+    assert_eq!(report.unchanged, ["a", "p"]);
+    let writes = api.daemonset_writes_since(t1);
+    assert!(writes.is_empty(), "{writes:?}");
 }
 
 // ---- --once ----

@@ -120,6 +120,8 @@ struct State {
     history: Vec<Change>,
     requests: Vec<Recorded>,
     events: Vec<Value>,
+    /// Pods by namespace, in list order (read-only for the controller).
+    pods: Vec<(String, Value)>,
     faults: Vec<Fault>,
     away_until: Option<Instant>,
 }
@@ -239,6 +241,14 @@ impl FakeApi {
     }
 
     // ---- acting as another user ----
+
+    /// Puts pods in the store (what the DaemonSet controller and kubelet would create).
+    pub fn add_pods(&self, namespace: &str, pods: impl IntoIterator<Item = Value>) {
+        let mut st = self.state();
+        for p in pods {
+            st.pods.push((namespace.to_owned(), p));
+        }
+    }
 
     /// Creates an object directly (e.g. a foreign DaemonSet); watchers see ADDED.
     pub fn create(&self, ds: &DaemonSet) -> DaemonSet {
@@ -419,10 +429,14 @@ impl FakeApi {
                 404,
                 status(404, "NotFound", &format!("deployments.apps \"{name}\" not found")),
             ),
-            (&Method::GET, ["api", "v1", "namespaces", _, "pods"]) => Reply::Json(
-                200,
-                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": self.state().rv.to_string()}, "items": []}),
-            ),
+            (&Method::GET, ["api", "v1", "namespaces", ns, "pods"]) => self.list_pods(ns, query),
+            (&Method::GET, ["api", "v1", "nodes"]) => Reply::Json(200, empty_list("NodeList")),
+            (&Method::GET, ["api", "v1", "namespaces", _, "resourcequotas"]) => {
+                Reply::Json(200, empty_list("ResourceQuotaList"))
+            }
+            (&Method::GET, ["api", "v1", "namespaces", _, "limitranges"]) => {
+                Reply::Json(200, empty_list("LimitRangeList"))
+            }
             (&Method::POST, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
                 let mut event = body;
                 event["metadata"]["namespace"] = json!(ns);
@@ -467,6 +481,31 @@ impl FakeApi {
         Reply::Json(
             200,
             json!({"kind": "DaemonSetList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+        )
+    }
+
+    /// Pods matching the selector, paged by `limit` with `continue` tokens (the offset, here).
+    fn list_pods(&self, ns: &str, query: &BTreeMap<String, String>) -> Reply {
+        let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str));
+        let st = self.state();
+        let all: Vec<&Value> = st
+            .pods
+            .iter()
+            .filter(|(n, p)| n == ns && selector.matches(p))
+            .map(|(_, p)| p)
+            .collect();
+        let start: usize = query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+        let end = start.saturating_add(limit).min(all.len());
+        let items: Vec<&Value> = all[start.min(end)..end].to_vec();
+        let mut metadata = json!({"resourceVersion": st.rv.to_string()});
+        if end < all.len() {
+            metadata["continue"] = json!(end.to_string());
+            metadata["remainingItemCount"] = json!(all.len() - end);
+        }
+        Reply::Json(
+            200,
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": metadata, "items": items}),
         )
     }
 
@@ -907,6 +946,10 @@ fn method_not_allowed() -> Reply {
         405,
         status(405, "MethodNotAllowed", "the server does not allow this method"),
     )
+}
+
+fn empty_list(kind: &str) -> Value {
+    json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
 }
 
 fn api_groups() -> Value {
