@@ -68,7 +68,7 @@ pub enum ControllerError {
 
 /// Delay before the next try after a failed pass: 1 s doubling to 1 min.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// Short wait after a watch event, so a burst of events (our own apply, a rollout) makes one pass.
@@ -98,11 +98,15 @@ pub struct Controller {
     shortfalls_seen: Vec<String>,
     /// Listing nodes is optional (cluster-scoped); once forbidden, don't ask again.
     nodes_forbidden: bool,
+    /// Our writes, standing in for the watch cache until it catches up.
+    overlay: reconcile::Overlay,
 }
 
 enum Exit {
     Shutdown,
     NamespaceChanged,
+    /// The DaemonSet watch stream ended (kube's watcher never ends; rebuilt if it does).
+    WatchEnded,
 }
 
 impl Controller {
@@ -136,6 +140,7 @@ impl Controller {
             conflicts_seen: HashSet::new(),
             shortfalls_seen: Vec::new(),
             nodes_forbidden: false,
+            overlay: reconcile::Overlay::default(),
         }
     }
 
@@ -462,10 +467,12 @@ impl Controller {
                 .await?
             {
                 Exit::Shutdown => return Ok(()),
+                Exit::WatchEnded => tracing::warn!("DaemonSet watch ended; starting it again"),
                 Exit::NamespaceChanged => {
                     tracing::warn!(old = %namespace, "namespace changed: DaemonSets in the old namespace are left in place");
                     self.known.clear();
                     self.owner_for = None;
+                    self.overlay = reconcile::Overlay::default();
                 }
             }
         }
@@ -550,15 +557,16 @@ impl Controller {
                         if synced && due.is_none() { due = Some(tokio::time::Instant::now() + EVENT_DEBOUNCE); }
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "DaemonSet watch failed; restarting it with backoff"),
-                    None => return Ok(Exit::NamespaceChanged), // the stream never ends; rebuild if it does
+                    None => return Ok(Exit::WatchEnded),
                 },
                 _ = tokio::time::sleep_until(sleep_until), if due.is_some() && synced && is_leader => {
                     due = None;
-                    let owned = store.state();
+                    let owned = self.overlay.view(store.state());
                     let report = tokio::select! {
                         _ = shutdown.changed() => return Ok(Exit::Shutdown),
                         r = self.pass(&cluster, &owned) => r,
                     };
+                    self.overlay.record(&owned, &report);
                     self.publish_health_from_store(&store);
                     if report.errors.is_empty() {
                         failures = 0;

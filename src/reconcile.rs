@@ -5,7 +5,7 @@
 //! same-named object that is not ours is reported as a conflict and left alone; deletes carry a uid
 //! precondition; an API error on one set never leads to deleting anything.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -243,6 +243,76 @@ async fn create(cluster: &Cluster, desired: &DaemonSet, instance: &str, known: b
     }
 }
 
+/// Read-your-writes over the watch cache. After a write the cache may lag (the watch is slow, or down and
+/// backing off); a pass against the stale copy would repeat the write. This keeps each object written (and
+/// each delete) next to the resourceVersion the cache showed before the write, and lets the write's
+/// result stand in for the cached object until the cache moves on from that version.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    /// name → (resourceVersion cached before the write, or None if the cache lacked it; the write's result)
+    written: HashMap<String, (Option<String>, Arc<DaemonSet>)>,
+    /// name → resourceVersion cached when it was deleted
+    deleted: HashMap<String, Option<String>>,
+}
+
+impl Overlay {
+    /// The cache as this process knows it to be.
+    pub fn view(&mut self, cached: Vec<Arc<DaemonSet>>) -> Vec<Arc<DaemonSet>> {
+        let mut out = Vec::with_capacity(cached.len() + self.written.len());
+        let mut seen = BTreeSet::new();
+        for obj in cached {
+            let name = obj.name_any();
+            let rv = obj.resource_version();
+            seen.insert(name.clone());
+            if let Some(before) = self.deleted.get(&name) {
+                if *before == rv {
+                    continue; // still the copy we deleted
+                }
+                self.deleted.remove(&name);
+            }
+            match self.written.get(&name) {
+                Some((before, fresh)) if *before == rv => out.push(fresh.clone()),
+                Some(_) => {
+                    self.written.remove(&name);
+                    out.push(obj);
+                }
+                None => out.push(obj),
+            }
+        }
+        // Created by us, not yet in the cache.
+        self.written.retain(|name, (before, fresh)| {
+            let keep = seen.contains(name) || before.is_none();
+            if keep && !seen.contains(name) {
+                out.push(fresh.clone());
+            }
+            keep
+        });
+        self.deleted.retain(|name, _| seen.contains(name));
+        out
+    }
+
+    /// Records a pass's writes against the view it started from.
+    pub fn record(&mut self, before: &[Arc<DaemonSet>], report: &PassReport) {
+        let rv_of = |name: &str| {
+            before
+                .iter()
+                .find(|d| d.name_any() == name)
+                .and_then(|d| d.resource_version())
+        };
+        let written = report.created.iter().chain(&report.updated).chain(&report.repaired);
+        for name in written {
+            if let Some(fresh) = report.live.iter().find(|d| d.name_any() == *name) {
+                self.written
+                    .insert(name.clone(), (rv_of(name), Arc::new(fresh.clone())));
+            }
+        }
+        for name in &report.deleted {
+            self.written.remove(name);
+            self.deleted.insert(name.clone(), rv_of(name));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +324,48 @@ mod tests {
         let live =
             json!({"a": {"cpu": "200m", "memory": "20Mi", "extra": 1}, "list": [{"name": "x", "default": true}]});
         assert!(is_subset(&desired, &live));
+    }
+
+    fn ds(name: &str, rv: &str, image: &str) -> Arc<DaemonSet> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "resourceVersion": rv},
+                "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn image(d: &DaemonSet) -> String {
+        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    }
+
+    #[test]
+    fn overlay_reads_its_own_writes_until_the_cache_moves_on() {
+        let mut overlay = Overlay::default();
+        let before = vec![ds("a", "1", "old"), ds("gone", "2", "x")];
+        let report = PassReport {
+            updated: vec!["a".into()],
+            created: vec!["new".into()],
+            deleted: vec!["gone".into()],
+            live: vec![(*ds("a", "5", "fresh")).clone(), (*ds("new", "6", "n")).clone()],
+            ..PassReport::default()
+        };
+        overlay.record(&before, &report);
+        // The cache has not caught up: our writes stand in for it.
+        let view = overlay.view(before.clone());
+        let names: Vec<String> = view.iter().map(|d| d.name_any()).collect();
+        assert_eq!(names, ["a", "new"]);
+        assert_eq!(image(&view[0]), "fresh");
+        // The cache moved on (someone else changed "a" after us; "new" arrived; "gone" went): it wins.
+        let caught_up = vec![ds("a", "9", "theirs"), ds("new", "6", "n")];
+        let view = overlay.view(caught_up);
+        assert_eq!(image(&view[0]), "theirs");
+        assert_eq!(view.len(), 2);
+        assert!(overlay.written.is_empty() && overlay.deleted.is_empty(), "{overlay:?}");
     }
 
     #[test]
