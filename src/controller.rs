@@ -550,10 +550,12 @@ impl Controller {
                 event = stream.next() => match event {
                     Some(Ok(watcher::Event::InitDone)) => {
                         synced = true;
+                        self.overlay.clear();
                         due = Some(tokio::time::Instant::now());
                     }
                     Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
-                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                    Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => {
+                        self.overlay.observe(&obj);
                         if synced && due.is_none() { due = Some(tokio::time::Instant::now() + EVENT_DEBOUNCE); }
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "DaemonSet watch failed; restarting it with backoff"),

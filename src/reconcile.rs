@@ -244,51 +244,52 @@ async fn create(cluster: &Cluster, desired: &DaemonSet, instance: &str, known: b
 }
 
 /// Read-your-writes over the watch cache. After a write the cache may lag (the watch is slow, or down and
-/// backing off); a pass against the stale copy would repeat the write. This keeps each object written (and
-/// each delete) next to the resourceVersion the cache showed before the write, and lets the write's
-/// result stand in for the cached object until the cache moves on from that version.
+/// backing off); a pass against the stale copy would repeat the write. Each write's result (and each
+/// delete) stands in for the cached object until the watch reports that object at a newer version than
+/// the one seen before the write, or a fresh list replaces the whole cache.
 #[derive(Debug, Default)]
 pub struct Overlay {
-    /// name → (resourceVersion cached before the write, or None if the cache lacked it; the write's result)
+    /// name → (resourceVersion seen before the write, None if absent; the write's result)
     written: HashMap<String, (Option<String>, Arc<DaemonSet>)>,
-    /// name → resourceVersion cached when it was deleted
+    /// name → resourceVersion seen when it was deleted
     deleted: HashMap<String, Option<String>>,
 }
 
 impl Overlay {
     /// The cache as this process knows it to be.
-    pub fn view(&mut self, cached: Vec<Arc<DaemonSet>>) -> Vec<Arc<DaemonSet>> {
+    pub fn view(&self, cached: Vec<Arc<DaemonSet>>) -> Vec<Arc<DaemonSet>> {
         let mut out = Vec::with_capacity(cached.len() + self.written.len());
-        let mut seen = BTreeSet::new();
         for obj in cached {
             let name = obj.name_any();
-            let rv = obj.resource_version();
-            seen.insert(name.clone());
-            if let Some(before) = self.deleted.get(&name) {
-                if *before == rv {
-                    continue; // still the copy we deleted
-                }
-                self.deleted.remove(&name);
+            if self.deleted.contains_key(&name) {
+                continue;
             }
-            match self.written.get(&name) {
-                Some((before, fresh)) if *before == rv => out.push(fresh.clone()),
-                Some(_) => {
-                    self.written.remove(&name);
-                    out.push(obj);
-                }
-                None => out.push(obj),
-            }
+            out.push(self.written.get(&name).map_or(obj, |(_, fresh)| fresh.clone()));
         }
-        // Created by us, not yet in the cache.
-        self.written.retain(|name, (before, fresh)| {
-            let keep = seen.contains(name) || before.is_none();
-            if keep && !seen.contains(name) {
+        for (_, fresh) in self.written.values() {
+            if !out.iter().any(|o| o.name_any() == fresh.name_any()) {
                 out.push(fresh.clone());
             }
-            keep
-        });
-        self.deleted.retain(|name, _| seen.contains(name));
+        }
         out
+    }
+
+    /// A watch event: once the cache shows an object past the version seen before our write, it is current.
+    pub fn observe(&mut self, obj: &DaemonSet) {
+        let name = obj.name_any();
+        let rv = obj.resource_version();
+        if self.written.get(&name).is_some_and(|(before, _)| *before != rv) {
+            self.written.remove(&name);
+        }
+        if self.deleted.get(&name).is_some_and(|before| *before != rv) {
+            self.deleted.remove(&name);
+        }
+    }
+
+    /// A fresh list replaced the cache: it is current.
+    pub fn clear(&mut self) {
+        self.written.clear();
+        self.deleted.clear();
     }
 
     /// Records a pass's writes against the view it started from.
@@ -360,12 +361,19 @@ mod tests {
         let names: Vec<String> = view.iter().map(|d| d.name_any()).collect();
         assert_eq!(names, ["a", "new"]);
         assert_eq!(image(&view[0]), "fresh");
-        // The cache moved on (someone else changed "a" after us; "new" arrived; "gone" went): it wins.
-        let caught_up = vec![ds("a", "9", "theirs"), ds("new", "6", "n")];
-        let view = overlay.view(caught_up);
+        // An event at the version seen before the write changes nothing; newer ones make the cache current.
+        overlay.observe(&ds("a", "1", "old"));
+        assert_eq!(image(&overlay.view(before.clone())[0]), "fresh");
+        overlay.observe(&ds("a", "9", "theirs"));
+        overlay.observe(&ds("new", "6", "n"));
+        overlay.observe(&ds("gone", "7", "x"));
+        // Someone deleted "new" after it appeared: the cache lacks it and the overlay no longer hides that.
+        let view = overlay.view(vec![ds("a", "9", "theirs")]);
+        assert_eq!(view.len(), 1);
         assert_eq!(image(&view[0]), "theirs");
-        assert_eq!(view.len(), 2);
-        assert!(overlay.written.is_empty() && overlay.deleted.is_empty(), "{overlay:?}");
+        overlay.record(&before, &report);
+        overlay.clear();
+        assert_eq!(overlay.view(vec![]).len(), 0);
     }
 
     #[test]
