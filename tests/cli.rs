@@ -391,7 +391,7 @@ fn sleeper_install_copies_an_executable() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(leftovers, [dest.clone()], "no temporary file left behind");
+    assert_eq!(leftovers, std::slice::from_ref(&dest), "no temporary file left behind");
 
     // Installing again (a restarted init container) replaces the file.
     let (code, _, _) = run(Command::new(SLEEPER).arg("install").arg(&dest));
