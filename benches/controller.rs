@@ -1,0 +1,307 @@
+//! Controller figures against the in-process fake API server (tests/support/fake_api.rs): a real kube
+//! client, watcher and config file, no cluster. Prints, does not assert.
+//!
+//! 1. reload-to-applied latency: config file written → DaemonSet carries the new spec (default debounce);
+//! 2. API calls per pass at steady state (watch events trigger passes; writes must be 0);
+//! 3. scale: for 1, 10 and 100 sets and 10 to 1000 simulated nodes (pods in the fake), the first pass
+//!    (creates), a steady-state pass and a health check (paged pod scan): time, API calls, and the
+//!    controller's extra heap at its peak during the health check (flat as nodes grow: pods are read one
+//!    page at a time and only a bounded summary is kept);
+//! 4. resident memory of this process.
+//!
+//! Run: `cargo bench --bench controller`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kubernetes_image_puller::controller::{Controller, Settings};
+use kubernetes_image_puller::k8s::Cluster;
+use kubernetes_image_puller::metrics::Metrics;
+use kubernetes_image_puller::reconcile::spec_hash_of;
+use serde_json::json;
+use support::fake_api::FakeApi;
+use support::{NS, config_toml, rendered, set_toml};
+
+/// Counts live heap bytes and their peak, to see what one operation holds at most.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+#[allow(unsafe_code)] // a GlobalAlloc is unsafe by definition; this one only forwards to System and counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged to the system allocator.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / 1_048_576.0
+}
+
+fn settings(path: &std::path::Path, debounce: Duration) -> Settings {
+    Settings {
+        config_path: Some(path.to_path_buf()),
+        reload_debounce: debounce,
+        resync: Duration::from_secs(3600),
+        leader_elect: false,
+        pod_name: Some("kip-0".into()),
+        pod_namespace: Some(NS.into()),
+    }
+}
+
+fn sets_config(sets: usize, images: usize, tag: usize) -> String {
+    let sets: Vec<String> = (0..sets)
+        .map(|s| {
+            let images: Vec<(String, String)> = (0..images)
+                .map(|i| (format!("img{i}"), format!("quay.io/kip/s{s}-i{i}:{tag}")))
+                .collect();
+            let refs: Vec<(&str, &str)> = images.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            set_toml(&format!("set{s}"), &refs)
+        })
+        .collect();
+    config_toml(&sets)
+}
+
+fn write(path: &std::path::Path, text: &str) {
+    let aside = path.with_extension("tmp");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn reload_latency() {
+    let (api, client) = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    write(&path, &sets_config(3, 5, 0));
+    let debounce = Duration::from_millis(200);
+    let controller = Controller::new(
+        client,
+        settings(&path, debounce),
+        Box::new(support::Vars::default()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(controller.run(rx));
+    let wait_for = |tag: usize| {
+        let want = rendered(&sets_config(3, 5, tag));
+        let api = api.clone();
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let done = want.iter().all(|d| {
+                    api.daemonset(NS, d.metadata.name.as_deref().unwrap())
+                        .as_ref()
+                        .and_then(spec_hash_of)
+                        .map(str::to_owned)
+                        == spec_hash_of(d).map(str::to_owned)
+                });
+                if done || t0.elapsed() > Duration::from_secs(10) {
+                    return done;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    assert!(wait_for(0).await, "initial config not applied");
+    let mut samples = Vec::new();
+    for tag in 1..=20 {
+        let t0 = Instant::now();
+        write(&path, &sets_config(3, 5, tag));
+        if wait_for(tag).await {
+            samples.push(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    samples.sort();
+    println!(
+        "reload-to-applied (3 sets x 5 images, debounce {debounce:?}, {} edits): median {:?}, p90 {:?}, max {:?}; target < 1 s + debounce: {}",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.9),
+        samples.last().unwrap(),
+        if *samples.last().unwrap() < Duration::from_secs(1) + debounce {
+            "MET"
+        } else {
+            "MISSED"
+        }
+    );
+
+    // Steady state: status-only changes (as a rollout makes) trigger passes; count what they send.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let from = tokio::time::Instant::now();
+    let metrics_before = api.requests().len();
+    for i in 0..20 {
+        api.edit(NS, "set0", |ds| {
+            ds["status"] = json!({"numberReady": i, "desiredNumberScheduled": 20})
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let requests = api.requests_since(from);
+    let writes = api.daemonset_writes_since(from).len();
+    let non_watch = requests.iter().filter(|r| !r.is_watch()).count();
+    println!(
+        "steady state: 20 status changes -> {} API requests other than the open watch ({} total incl. watch), {writes} writes",
+        non_watch,
+        api.requests().len() - metrics_before
+    );
+    let _ = stop.send(true);
+    let _ = task.await;
+}
+
+fn pods(sets: usize, nodes: usize) -> Vec<serde_json::Value> {
+    let mut out = Vec::with_capacity(sets * nodes);
+    for s in 0..sets {
+        for n in 0..nodes {
+            // One node in 50 cannot pull one image.
+            let waiting = (n % 50 == 0).then(|| {
+                json!([{"name": "img0", "image": format!("quay.io/kip/s{s}-i0:0"), "ready": false, "restartCount": 0,
+                        "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "manifest unknown"}}}])
+            });
+            out.push(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("set{s}-{n}"), "namespace": NS,
+                             "labels": {"app.kubernetes.io/name": "kip-cache", "kubernetes-image-puller/set": format!("set{s}")}},
+                "spec": {"nodeName": format!("node-{n}"), "containers": []},
+                "status": {"containerStatuses": waiting.unwrap_or(json!([]))}
+            }));
+        }
+    }
+    out
+}
+
+async fn scale() {
+    println!(
+        "{:>5} {:>6} {:>14} {:>10} {:>14} {:>10} {:>14} {:>10} {:>16}",
+        "sets",
+        "nodes",
+        "first pass",
+        "requests",
+        "steady pass",
+        "requests",
+        "health check",
+        "requests",
+        "peak extra heap"
+    );
+    // 1 set up to 10000 nodes shows the bound: past one page (500 pods) the peak stays flat.
+    let cases = [
+        (1usize, 10usize),
+        (1, 100),
+        (1, 1000),
+        (1, 10000),
+        (10, 10),
+        (10, 100),
+        (10, 1000),
+        (100, 10),
+        (100, 100),
+        (100, 1000),
+    ];
+    for (sets, nodes) in cases {
+        {
+            let (api, client) = FakeApi::start();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("config.toml");
+            write(&path, &sets_config(sets, 5, 0));
+            let mut controller = Controller::new(
+                client.clone(),
+                settings(&path, Duration::from_millis(10)),
+                Box::new(support::Vars::default()),
+                Arc::new(Metrics::default()),
+                Arc::new(AtomicBool::new(false)),
+            )
+            .await;
+            controller.reload().await;
+            let cluster = Cluster::new(client, NS);
+
+            let r0 = api.requests().len();
+            let t0 = Instant::now();
+            let first = controller.pass(&cluster, &[]).await;
+            let first_time = t0.elapsed();
+            let first_requests = api.requests().len() - r0;
+            assert!(first.errors.is_empty(), "{:?}", first.errors);
+
+            let owned: Vec<Arc<_>> = first.live.into_iter().map(Arc::new).collect();
+            let r1 = api.requests().len();
+            let t1 = Instant::now();
+            let steady = controller.pass(&cluster, &owned).await;
+            let steady_time = t1.elapsed();
+            let steady_requests = api.requests().len() - r1;
+            assert_eq!(steady.writes, 0);
+
+            api.add_pods(NS, pods(sets, nodes));
+            // Let the previous case's tasks finish freeing, so the baseline is quiet.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let r2 = api.requests().len();
+            // The fake server runs in this process too; its own allocations are bounded by a page as well.
+            let base = LIVE.load(Ordering::Relaxed);
+            PEAK.store(base, Ordering::Relaxed);
+            let t2 = Instant::now();
+            let healths = controller.health_check(&cluster, &owned, false).await;
+            let health_time = t2.elapsed();
+            let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+            let health_requests = api.requests().len() - r2;
+            let failing: usize = healths.iter().flat_map(|h| &h.failing).map(|f| f.node_count).sum();
+            assert_eq!(failing, sets * nodes.div_ceil(50), "every failing pod counted");
+            println!(
+                "{sets:>5} {nodes:>6} {:>14?} {first_requests:>10} {:>14?} {steady_requests:>10} {:>14?} {health_requests:>10} {:>13.2}MiB",
+                first_time,
+                steady_time,
+                health_time,
+                mib(peak)
+            );
+        }
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        println!("resident memory at start: {:.1} MiB", rss_mib());
+        reload_latency().await;
+        scale().await;
+        println!(
+            "resident memory at the end (includes the fake server and its pods): {:.1} MiB",
+            rss_mib()
+        );
+    });
+}
