@@ -47,7 +47,9 @@ impl<'t> TomlDoc<'t> {
         if !problems.is_empty() {
             return Err(in_file_order(problems));
         }
-        let raw = match toml::from_str::<RawConfig>(text) {
+        // Deserialize from the tree already parsed (its strings borrow the text) instead of parsing again.
+        let tree = Spanned::new(doc.root.span(), DeValue::Table(doc.root.get_ref().clone()));
+        let raw = match <RawConfig as serde::Deserialize>::deserialize(toml::de::ValueDeserializer::from(tree)) {
             Ok(raw) => raw,
             Err(e) => {
                 let mut problem = doc.toml_error(&e);
