@@ -71,6 +71,9 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
+/// Longest a pass may take before it is abandoned and retried (an API call that hangs).
+const PASS_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Short wait after a watch event, so a burst of events (our own apply, a rollout) makes one pass.
 const EVENT_DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -566,7 +569,15 @@ impl Controller {
                     let owned = self.overlay.view(store.state());
                     let report = tokio::select! {
                         _ = shutdown.changed() => return Ok(Exit::Shutdown),
-                        r = self.pass(&cluster, &owned) => r,
+                        r = tokio::time::timeout(PASS_TIMEOUT, self.pass(&cluster, &owned)) => r,
+                    };
+                    let Ok(report) = report else {
+                        // A hung API call: drop the pass (its writes are idempotent) and retry with backoff.
+                        failures += 1;
+                        tracing::warn!(timeout = ?PASS_TIMEOUT, "pass timed out; will retry");
+                        self.metrics.reconcile_errors.get_or_create(&KindLabel { kind: "timeout".into() }).inc();
+                        due = Some(tokio::time::Instant::now() + backoff(failures));
+                        continue;
                     };
                     self.overlay.record(&owned, &report);
                     self.publish_health_from_store(&store);
@@ -585,7 +596,9 @@ impl Controller {
                     let owned = store.state();
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(Exit::Shutdown),
-                        _ = self.health_check(&cluster, &owned, true) => {}
+                        r = tokio::time::timeout(PASS_TIMEOUT * 5, self.health_check(&cluster, &owned, true)) => {
+                            if r.is_err() { tracing::warn!("health check timed out; next one at the next interval"); }
+                        }
                     }
                 }
             }
