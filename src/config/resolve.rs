@@ -39,27 +39,23 @@ fn problem(path: FieldPath, message: impl Into<String>) -> FieldProblem {
 
 /// `sets[1] (gpu).memory_limit`: the path as a user reads it, naming the set when it has a name.
 pub fn describe(path: &[Seg], raw: &RawConfig) -> String {
-    let mut out = String::new();
-    let mut in_sets = false;
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(k);
-                in_sets = out == "sets";
-            }
-            Seg::Index(i) => {
-                out.push_str(&format!("[{i}]"));
-                if in_sets && let Some(name) = raw.sets.get(*i).map(|s| &s.name).filter(|n| !n.is_empty()) {
-                    out.push_str(&format!(" ({name})"));
-                }
-                in_sets = false;
+    let set_name = match path {
+        [Seg::Key(k), Seg::Index(i), ..] if k == "sets" => raw.sets.get(*i).map(|s| s.name.as_str()),
+        _ => None,
+    };
+    match set_name.filter(|n| !n.is_empty()) {
+        // `sets[1]` then ` (gpu)`, then the rest as usual.
+        Some(name) => {
+            let head = dotted(&path[..2]);
+            let rest = dotted(&path[2..]);
+            if rest.is_empty() {
+                format!("{head} ({name})")
+            } else {
+                format!("{head} ({name}).{rest}")
             }
         }
+        None => dotted(path),
     }
-    out
 }
 
 /// The keys of `given` that `kept` lacks: what a Kubernetes type dropped when it was deserialized

@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::Problem;
 use super::model::{RawConfig, json_schema};
-use super::resolve::{FieldPath, Seg, dropped_field_message, dropped_fields, key};
+use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields, key};
 
 /// A parsed document kept for locating fields.
 pub struct TomlDoc<'t> {
@@ -54,7 +54,7 @@ impl<'t> TomlDoc<'t> {
             Err(e) => {
                 let mut problem = doc.toml_error(&e);
                 if let Some(span) = e.span() {
-                    problem.field = render_path(&doc.field_at(span.start));
+                    problem.field = dotted(&doc.field_at(span.start));
                 }
                 return Err(vec![problem]);
             }
@@ -140,7 +140,7 @@ impl<'t> TomlDoc<'t> {
                     offset,
                     Problem {
                         location,
-                        field: render_path(&full),
+                        field: dotted(&full),
                         message: dropped_field_message(&dropped),
                     },
                 ));
@@ -244,7 +244,7 @@ fn check_keys(
                     k.span().start,
                     Problem {
                         location: doc.at(k.span().start),
-                        field: render_path(&field),
+                        field: dotted(&field),
                         message: format!("unknown field `{name}`; {hint}allowed here: {}", allowed.join(", ")),
                     },
                 ));
@@ -290,19 +290,4 @@ fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
-}
-
-fn render_path(path: &[Seg]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) if out.is_empty() => out.push_str(k),
-            Seg::Key(k) => {
-                out.push('.');
-                out.push_str(k);
-            }
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
 }
