@@ -80,7 +80,7 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 
     /// Take a Lease before writing, so that only one of several replicas acts.
-    #[arg(long, env = "LEADER_ELECT", global = true)]
+    #[arg(long, env = "LEADER_ELECT", global = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub leader_elect: bool,
 
     /// Reconcile once, print the outcome and exit (non-zero if anything failed).
