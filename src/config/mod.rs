@@ -24,8 +24,9 @@ pub use model::{Refresh, json_schema};
 pub const DEFAULT_NAMESPACE: &str = "kubernetes-image-puller";
 /// DaemonSet name used by the env-var fallback when DAEMONSET_NAME is unset.
 pub const DEFAULT_DAEMONSET_NAME: &str = "kubernetes-image-puller";
-/// Image providing `/usr/local/bin/kip-sleep` when neither the file nor KIP_IMAGE names one.
-pub const DEFAULT_KIP_IMAGE: &str = "quay.io/eclipse/kubernetes-image-puller-rs:latest";
+/// Image providing `/usr/local/bin/kip-sleep` when neither the file nor KIP_IMAGE names one: this project's
+/// image, published under the upstream name it replaces (also upstream's KIP_IMAGE default).
+pub const DEFAULT_KIP_IMAGE: &str = "quay.io/eclipse/kubernetes-image-puller:next";
 /// Name of the init container that installs the sleeper; no image may use it.
 pub const SLEEPER_INIT_CONTAINER: &str = "kip-sleep-install";
 
