@@ -256,7 +256,7 @@ async fn scale() {
             let first_requests = api.requests().len() - r0;
             assert!(first.errors.is_empty(), "{:?}", first.errors);
 
-            let owned: Vec<Arc<_>> = first.live.into_iter().map(Arc::new).collect();
+            let owned = first.live;
             let r1 = api.requests().len();
             let t1 = Instant::now();
             let steady = controller.pass(&cluster, &owned).await;

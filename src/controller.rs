@@ -103,7 +103,13 @@ pub struct Controller {
     nodes_forbidden: bool,
     /// Our writes, standing in for the watch cache until it catches up.
     overlay: reconcile::Overlay,
+    /// Live objects already compared field by field, so steady-state passes skip the JSON comparison.
+    verified: reconcile::Verified,
+    desired_cache: Option<DesiredCache>,
 }
+
+/// The rendered DaemonSets of the config in force, and the owner they were rendered with.
+type DesiredCache = (Arc<Config>, Option<OwnerReference>, Arc<Vec<DaemonSet>>);
 
 enum Exit {
     Shutdown,
@@ -144,6 +150,8 @@ impl Controller {
             shortfalls_seen: Vec::new(),
             nodes_forbidden: false,
             overlay: reconcile::Overlay::default(),
+            verified: reconcile::Verified::default(),
+            desired_cache: None,
         }
     }
 
@@ -239,15 +247,24 @@ impl Controller {
         }
     }
 
-    pub fn desired(&self) -> Vec<DaemonSet> {
-        let Some(config) = &self.config else { return Vec::new() };
-        render::render(
-            config,
-            &RenderOptions {
-                openshift: self.openshift,
-                owner: self.owner.clone(),
-            },
-        )
+    /// The DaemonSets the config in force wants, rendered once per config (and owner), not per pass.
+    pub fn desired(&mut self) -> Arc<Vec<DaemonSet>> {
+        let Some(config) = self.config.clone() else {
+            return Arc::default();
+        };
+        if let Some((c, owner, rendered)) = &self.desired_cache
+            && Arc::ptr_eq(c, &config)
+            && *owner == self.owner
+        {
+            return rendered.clone();
+        }
+        let options = RenderOptions {
+            openshift: self.openshift,
+            owner: self.owner.clone(),
+        };
+        let rendered = Arc::new(render::render(&config, &options));
+        self.desired_cache = Some((config, self.owner.clone(), rendered.clone()));
+        rendered
     }
 
     /// One pass against `owned` (the watch cache, or a fresh list in `--once`).
@@ -267,7 +284,8 @@ impl Controller {
         if writing {
             self.check_quota(cluster, owned).await;
         }
-        let report = reconcile::reconcile(cluster, &desired, owned, &instance, &self.known).await;
+        let report =
+            reconcile::reconcile_cached(cluster, &desired, owned, &instance, &self.known, &mut self.verified).await;
         self.metrics.reconciles.inc();
         self.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
         self.metrics
@@ -476,6 +494,7 @@ impl Controller {
                     self.known.clear();
                     self.owner_for = None;
                     self.overlay = reconcile::Overlay::default();
+                    self.verified = reconcile::Verified::default();
                 }
             }
         }
@@ -725,8 +744,7 @@ pub async fn run_once(mut controller: Controller) -> bool {
     for (_, why) in &report.conflicts {
         println!("conflict: {why}");
     }
-    let live: Vec<Arc<DaemonSet>> = report.live.iter().cloned().map(Arc::new).collect();
-    for h in controller.health_check(&cluster, &live, false).await {
+    for h in controller.health_check(&cluster, &report.live, false).await {
         println!("{}", h.summary());
     }
     report.is_clean()
