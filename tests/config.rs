@@ -68,7 +68,10 @@ fn gpu_pools_toml_loads_two_sets() {
     );
     assert_eq!(gpu.resources.memory_limit, "50Mi");
     assert_eq!(gpu.resources.memory_request, "10Mi");
-    assert_eq!(gpu.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert_eq!(
+        gpu.priority_class_name, None,
+        "cache pods should not preempt workloads by default"
+    );
     assert_eq!(gpu.tolerations.len(), 1);
     let t = &gpu.tolerations[0];
     assert_eq!(t.key.as_deref(), Some("nvidia.com/gpu"));
