@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use kubernetes_image_puller::config::{Env, load};
@@ -77,6 +77,12 @@ impl TempNamespace {
         })
         .await;
         api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        // Pods (even a dry run) are refused until the namespace's default ServiceAccount exists.
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_until("default ServiceAccount", || async {
+            accounts.get_opt("default").await.ok().flatten().is_some()
+        })
+        .await;
         Self {
             client: client.clone(),
             name,
