@@ -6,8 +6,9 @@
 #   docker build -t quay.io/example/kubernetes-image-puller:dev .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ... --push .
 #
-# The cache pods' init container runs `/usr/local/bin/kip-sleep install /kip/sleep`
-# from this image, so kip-sleep must stay at that path.
+# The cache pods' init container runs `/bin/cp /bin/sleep /kip/sleep` from this
+# image (the protocol of the upstream image too), so kip-sleep, which acts by the
+# name it is called by, is also installed as /bin/cp and /bin/sleep.
 
 ARG RUST_IMAGE=docker.io/library/rust:1-alpine
 
@@ -40,6 +41,8 @@ LABEL org.opencontainers.image.title="kubernetes-image-puller" \
 # ServiceAccount's own ca.crt).
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/kubernetes-image-puller /out/kip-sleep /usr/local/bin/
+COPY --from=build /out/kip-sleep /bin/sleep
+COPY --from=build /out/kip-sleep /bin/cp
 # Non-root, numeric so that runAsNonRoot can be verified; no shell needed.
 USER 65532:65532
 EXPOSE 8080

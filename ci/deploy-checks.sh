@@ -442,6 +442,36 @@ if [[ -x "$KIP_SLEEP_BIN" ]]; then
       [[ $rc -eq 0 && $(((end - start) / 1000000)) -lt 4000 ]]
     }
     check "/sleep2 in the empty root exits 0 promptly on SIGTERM" sleep_sigterm
+    # The cache pods' protocol, exactly as rendered, in an image laid out like ours (nothing but the binary
+    # as /bin/cp and /bin/sleep): init `/bin/cp /bin/sleep /kip/sleep`, then `/kip/sleep 720h`.
+    IMAGE_ROOT=$WORK/imageroot
+    mkdir -p "$IMAGE_ROOT/bin" "$IMAGE_ROOT/kip"
+    cp "$KIP_SLEEP_BIN" "$IMAGE_ROOT/bin/cp"
+    cp "$KIP_SLEEP_BIN" "$IMAGE_ROOT/bin/sleep"
+    cache_pod_protocol() {
+      local init cache
+      init=$("$KIP_BIN" render --config config/default.toml | "$PY" -c '
+import sys, yaml
+ds = next(yaml.safe_load_all(sys.stdin))
+spec = ds["spec"]["template"]["spec"]
+print(" ".join(spec["initContainers"][0]["command"]))
+c = spec["containers"][0]
+print(" ".join(c["command"] + c.get("args", [])))') || return 1
+      cache=$(sed -n 2p <<<"$init")
+      init=$(sed -n 1p <<<"$init")
+      echo "init: $init; cache: $cache"
+      # shellcheck disable=SC2086 # the rendered commands are split on purpose
+      chroot "$IMAGE_ROOT" $init || return 1
+      local start end rc
+      start=$(date +%s%N)
+      # shellcheck disable=SC2086
+      timeout --preserve-status -k 3 -s TERM 2 chroot "$IMAGE_ROOT" $cache
+      rc=$?
+      end=$(date +%s%N)
+      echo "cache container exit status $rc after $(((end - start) / 1000000)) ms"
+      [[ $rc -eq 0 && $(((end - start) / 1000000)) -ge 1500 && $(((end - start) / 1000000)) -lt 4000 ]]
+    }
+    check "rendered sleeper commands run in a root holding only kip-sleep as /bin/cp and /bin/sleep" cache_pod_protocol
   else
     skip "chroot checks of kip-sleep (need root and chroot)"
   fi

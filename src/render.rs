@@ -40,8 +40,14 @@ pub mod labels {
     }
 }
 
-/// Where the sleeper lives in the puller's image, and where cache containers find it.
-pub const SLEEPER_IN_IMAGE: &str = "/usr/local/bin/kip-sleep";
+/// The sleeper protocol shared with the upstream tool, so either image can provide the sleeper: the init
+/// container runs `/bin/cp /bin/sleep /kip/sleep` from the sleeper image (upstream's has a real `cp` and a
+/// Go `sleep`; this project's has `kip-sleep` installed under both names), and cache containers run
+/// `/kip/sleep 720h`.
+pub const SLEEPER_IN_IMAGE: &str = "/bin/sleep";
+pub const COPY_IN_IMAGE: &str = "/bin/cp";
+/// Cache containers exit after this long and are restarted in place (as upstream's do).
+pub const SLEEP_DURATION: &str = "720h";
 pub const SLEEPER_DIR: &str = "/kip";
 pub const SLEEPER_PATH: &str = "/kip/sleep";
 const SLEEPER_VOLUME: &str = "kip";
@@ -146,7 +152,7 @@ fn pod_spec(config: &Config, set: &ImageSet, options: &RenderOptions) -> PodSpec
         name: SLEEPER_INIT_CONTAINER.into(),
         image: Some(config.kip_image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec![SLEEPER_IN_IMAGE.into(), "install".into(), SLEEPER_PATH.into()]),
+        command: Some(vec![COPY_IN_IMAGE.into(), SLEEPER_IN_IMAGE.into(), SLEEPER_PATH.into()]),
         resources: Some(resources.clone()),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![sleeper_mount(false)]),
@@ -193,6 +199,7 @@ fn cache_container(image: &Image, resources: &ResourceRequirements) -> Container
         // a digest never changes.
         image_pull_policy: Some(if image.is_pinned() { "IfNotPresent" } else { "Always" }.into()),
         command: Some(vec![SLEEPER_PATH.into()]),
+        args: Some(vec![SLEEP_DURATION.into()]),
         resources: Some(resources.clone()),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![sleeper_mount(true)]),

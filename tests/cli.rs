@@ -438,3 +438,54 @@ fn sleeper_exits_zero_promptly_on_sigterm_sigint_and_sighup() {
         );
     }
 }
+
+/// The cache pods' protocol (shared with the upstream image): `/bin/cp /bin/sleep /kip/sleep` in the init
+/// container, `/kip/sleep 720h` in every cache container. This image provides both names with one binary.
+#[test]
+fn sleeper_serves_the_cache_pod_protocol_under_both_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let kip = dir.path().join("kip");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&kip).unwrap();
+    std::fs::copy(SLEEPER, bin.join("cp")).unwrap();
+    std::fs::copy(SLEEPER, bin.join("sleep")).unwrap();
+
+    let (code, out, err) = run(Command::new(bin.join("cp"))
+        .arg(bin.join("sleep"))
+        .arg(kip.join("sleep")));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read(kip.join("sleep")).unwrap(),
+        std::fs::read(SLEEPER).unwrap()
+    );
+    let (code, _, _) = run(Command::new(bin.join("cp")).arg("only-one"));
+    assert_eq!(code, 2, "cp needs SRC and DEST");
+
+    // `720h` keeps running until SIGTERM, then exits 0 at once.
+    let mut child = Command::new(kip.join("sleep"))
+        .arg("720h")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "exited before its duration");
+    send("TERM", child.id());
+    let status = wait_with_timeout(&mut child, Duration::from_secs(5)).expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+
+    // A short duration ends by itself with 0 (the kubelet restarts it in place).
+    let started = Instant::now();
+    let mut child = Command::new(kip.join("sleep"))
+        .arg("300ms")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_with_timeout(&mut child, Duration::from_secs(5)).expect("ends after its duration");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+}

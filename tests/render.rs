@@ -94,7 +94,10 @@ fn one_container_per_image_named_by_its_key() {
                 container.command.as_deref(),
                 Some(&[render::SLEEPER_PATH.to_owned()][..])
             );
-            assert_eq!(container.args, None);
+            assert_eq!(
+                container.args.as_deref(),
+                Some(&[render::SLEEP_DURATION.to_owned()][..])
+            );
             let mounts = container.volume_mounts.as_ref().unwrap();
             assert_eq!(mounts.len(), 1);
             assert_eq!(mounts[0].mount_path, render::SLEEPER_DIR);
@@ -495,8 +498,8 @@ fn sleeper_init_container_and_volume() {
             install.command.as_deref(),
             Some(
                 &[
+                    render::COPY_IN_IMAGE.to_owned(),
                     render::SLEEPER_IN_IMAGE.to_owned(),
-                    "install".to_owned(),
                     render::SLEEPER_PATH.to_owned()
                 ][..]
             )

@@ -1,52 +1,129 @@
 //! The sleeper every cache container runs, so that images with no shell and no `sleep` (scratch,
 //! distroless) can be kept on a node.
 //!
-//! `kip-sleep install DEST` copies this binary to DEST (the init container does this into a shared
-//! emptyDir); `kip-sleep` with no arguments waits for SIGTERM, SIGINT or SIGHUP and exits 0 at once, using
-//! no CPU meanwhile. As PID 1 of a container a process gets no default signal handling, so it must wait
-//! for the signal itself or the kubelet has to wait out the grace period and kill it.
+//! The cache pods use the same protocol as the upstream tool, so either image can provide the sleeper: an
+//! init container runs `/bin/cp /bin/sleep /kip/sleep` from the sleeper image into a shared emptyDir, and
+//! every cache container runs `/kip/sleep 720h`. The upstream image has a real `cp` and a Go `sleep`; this
+//! project's image (no shell, nothing else) has this one binary installed as `/bin/sleep` and `/bin/cp`,
+//! and it acts by the name it is called by:
+//!
+//! - as `cp SRC DEST`: copies SRC to DEST (executable, through a temporary name);
+//! - as `kip-sleep install DEST`: copies itself to DEST;
+//! - otherwise (`sleep [DURATION]`): waits for SIGTERM, SIGINT or SIGHUP and exits 0 at once, or exits 0
+//!   when DURATION (Go style `720h`, `1h30m`, `90s`, or plain seconds) has passed; no DURATION waits
+//!   forever. No CPU is used meanwhile. As PID 1 of a container a process gets no default signal
+//!   handling, so it must wait for the signal itself or the kubelet has to wait out the grace period.
+//!
 //! Std and libc only; the release build is linked statically so it runs in any image.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "usage: kip-sleep [DURATION]      wait for SIGTERM/SIGINT/SIGHUP (or DURATION, e.g. 720h), exit 0
+       kip-sleep install DEST   copy this binary to DEST
+       cp SRC DEST              (called as cp) copy SRC to DEST";
 
 fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    match args.get(1).and_then(|a| a.to_str()) {
-        None => wait_for_termination(),
-        Some("install") if args.len() == 3 => match install(PathBuf::from(&args[2]), args.first()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!(
-                    "kip-sleep: cannot install to {}: {e}",
-                    PathBuf::from(&args[2]).display()
-                );
-                ExitCode::FAILURE
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let called_as = args
+        .first()
+        .map(Path::new)
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let rest: Vec<&str> = args.iter().skip(1).map(|a| a.to_str().unwrap_or("\u{fffd}")).collect();
+    match (called_as, rest.as_slice()) {
+        ("cp", [src, dest]) => copy_or_report(Path::new(src), Path::new(dest)),
+        ("cp", _) => usage(),
+        (_, ["install", dest]) => {
+            // /proc may be missing (an empty chroot); the path we were started by works there.
+            let source = std::env::current_exe().ok().or_else(|| args.first().map(PathBuf::from));
+            match source {
+                Some(source) => copy_or_report(&source, Path::new(dest)),
+                None => usage(),
+            }
+        }
+        (_, ["install", ..]) => usage(),
+        (_, []) => wait_for_termination(None),
+        (_, [duration]) => match parse_duration(duration) {
+            Some(d) => wait_for_termination(Some(d)),
+            None => {
+                eprintln!("kip-sleep: invalid duration {duration:?}: use e.g. 720h, 1h30m, 90s or 600");
+                usage()
             }
         },
-        Some(_) => {
-            eprintln!("usage: kip-sleep            wait until SIGTERM/SIGINT/SIGHUP, then exit 0");
-            eprintln!("       kip-sleep install DEST   copy this binary to DEST");
-            ExitCode::from(2)
+        _ => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
+}
+
+fn copy_or_report(source: &Path, dest: &Path) -> ExitCode {
+    match copy_executable(source, dest) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kip-sleep: cannot install to {}: {e}", dest.display());
+            ExitCode::FAILURE
         }
     }
 }
 
-/// Copies the running binary to `dest` (through a temporary name, so a restarted init container never
-/// leaves a half-written file).
-fn install(dest: PathBuf, argv0: Option<&std::ffi::OsString>) -> std::io::Result<()> {
+/// Copies through a temporary name, so a restarted init container never leaves a half-written file.
+fn copy_executable(source: &Path, dest: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    // /proc may be missing (an empty chroot); the path we were started by works there.
-    let source = std::env::current_exe().or_else(|e| argv0.map(PathBuf::from).ok_or(e))?;
     let tmp = dest.with_extension("tmp");
-    std::fs::copy(&source, &tmp)?;
+    std::fs::copy(source, &tmp)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&tmp, &dest)
+    std::fs::rename(&tmp, dest)
+}
+
+/// Go's `time.ParseDuration` units (what upstream's sleeper takes: `720h`, `1h30m`, `1.5h`, `300ms`), plus
+/// a plain number of seconds and a `d` suffix, as coreutils `sleep` takes them.
+fn parse_duration(s: &str) -> Option<Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten();
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[allow(unsafe_code)] // signal masks have no safe std API; each call is checked.
-fn wait_for_termination() -> ExitCode {
-    // SAFETY: `set` is a plain sigset_t initialised by sigemptyset before use; the calls only read it.
+fn wait_for_termination(limit: Option<Duration>) -> ExitCode {
+    // SAFETY: `set` is a plain sigset_t initialised by sigemptyset before use; the calls only read it, and
+    // `timeout` is a valid timespec for the duration of the call.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -57,11 +134,50 @@ fn wait_for_termination() -> ExitCode {
             eprintln!("kip-sleep: cannot block signals");
             return ExitCode::FAILURE;
         }
-        let mut received: libc::c_int = 0;
+        let deadline = limit.map(|d| std::time::Instant::now() + d);
         loop {
-            if libc::sigwait(&set, &mut received) == 0 {
+            let got = match deadline {
+                None => {
+                    let mut received: libc::c_int = 0;
+                    if libc::sigwait(&set, &mut received) == 0 { 1 } else { -1 }
+                }
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return ExitCode::SUCCESS;
+                    }
+                    // Waits of up to a day at a time keep the timespec in range on any platform.
+                    let step = left.min(Duration::from_secs(86_400));
+                    let timeout = libc::timespec {
+                        tv_sec: step.as_secs() as libc::time_t,
+                        tv_nsec: step.subsec_nanos() as libc::c_long,
+                    };
+                    libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout)
+                }
+            };
+            if got > 0 {
                 return ExitCode::SUCCESS;
             }
+            // Timed out (EAGAIN) or interrupted (EINTR): check the deadline and wait again.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let d = |s: &str| parse_duration(s);
+        assert_eq!(d("720h"), Some(Duration::from_secs(720 * 3600)));
+        assert_eq!(d("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(d("90"), Some(Duration::from_secs(90)));
+        assert_eq!(d("2d"), Some(Duration::from_secs(172_800)));
+        for bad in ["", "h", "10x", "-5", "1h-2m", "abc", "inf", "NaN"] {
+            assert_eq!(d(bad), None, "{bad}");
         }
     }
 }
