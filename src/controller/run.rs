@@ -1,0 +1,238 @@
+//! The loop itself: config changes, the DaemonSet watch, the resync tick and the health tick feed one
+//! pass at a time; leadership gates the writes; shutdown ends it promptly.
+
+use super::*;
+
+/// Delay before the next try after a failed pass: 1 s doubling to 1 min.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// Longest a pass may take before it is abandoned and retried (an API call that hangs).
+const PASS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Short wait after a watch event, so a burst of events (our own apply, a rollout) makes one pass.
+const EVENT_DEBOUNCE: Duration = Duration::from_millis(100);
+
+enum Exit {
+    Shutdown,
+    NamespaceChanged,
+    /// The DaemonSet watch stream ended (kube's watcher never ends; rebuilt if it does).
+    WatchEnded,
+}
+
+impl Controller {
+    /// Runs until `shutdown` flips to true. Never returns an error for API trouble: it retries.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ControllerError> {
+        let mut config_watch = match &self.settings.config_path {
+            Some(path) => Some(reload::watch(path)?),
+            None => None,
+        };
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        self.reload().await;
+
+        loop {
+            // Without a valid config there is nothing to do but wait for one.
+            let Some(namespace) = self.config.as_ref().map(|c| c.namespace.clone()) else {
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(()),
+                    Some(()) = recv(&mut config_watch) => {
+                        tokio::time::sleep(self.settings.reload_debounce).await;
+                        self.reload().await;
+                    }
+                    Some(()) = hup(&mut hangup) => { self.reload().await; }
+                }
+                continue;
+            };
+            match self
+                .run_in(&namespace, &mut shutdown, &mut config_watch, &mut hangup)
+                .await?
+            {
+                Exit::Shutdown => return Ok(()),
+                Exit::WatchEnded => tracing::warn!("DaemonSet watch ended; starting it again"),
+                Exit::NamespaceChanged => {
+                    tracing::warn!(old = %namespace, "namespace changed: DaemonSets in the old namespace are left in place");
+                    self.known.clear();
+                    self.owner_for = None;
+                    self.overlay = reconcile::Overlay::default();
+                    self.verified = reconcile::Verified::default();
+                }
+            }
+        }
+    }
+
+    async fn run_in(
+        &mut self,
+        namespace: &str,
+        shutdown: &mut watch::Receiver<bool>,
+        config_watch: &mut Option<reload::ConfigWatch>,
+        hangup: &mut Option<tokio::signal::unix::Signal>,
+    ) -> Result<Exit, ControllerError> {
+        let cluster = Cluster::new(self.client.clone(), namespace);
+        let instance = self.instance();
+        let (store, writer) = reflector::store::<DaemonSet>();
+        let selector = labels::owned_selector(&instance);
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                cluster.daemonsets().clone(),
+                watcher::Config::default().labels(&selector),
+            )
+            .modify(|ds| ds.managed_fields_mut().clear())
+            .default_backoff(),
+        );
+        let mut stream = std::pin::pin!(stream);
+        let (mut leader, _always_leader) = self.leadership(namespace, &instance).await?;
+
+        let mut synced = false;
+        let mut due: Option<tokio::time::Instant> = None;
+        let mut failures = 0u32;
+        let mut resync = tokio::time::interval(self.settings.resync);
+        let mut interval = self.interval();
+        let mut health_tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), interval);
+
+        loop {
+            let is_leader = *leader.borrow();
+            // A standby replica with a valid config is ready: it takes over the moment it gets the Lease.
+            if !is_leader && self.config.is_some() {
+                self.ready.store(true, Ordering::Relaxed);
+            }
+            let sleep_until = due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(Exit::Shutdown),
+                Ok(()) = leader.changed() => {
+                    let now_leader = *leader.borrow();
+                    tracing::info!(leader = now_leader, "leadership changed");
+                    if now_leader { due = Some(tokio::time::Instant::now()); }
+                }
+                Some(()) = recv(config_watch) => {
+                    tokio::time::sleep(self.settings.reload_debounce).await;
+                    if let Some(rx) = config_watch.as_mut() { while rx.changes.try_recv().is_ok() {} }
+                    if self.reload().await {
+                        if self.config.as_ref().map(|c| c.namespace.as_str()) != Some(namespace) || self.instance() != instance {
+                            return Ok(Exit::NamespaceChanged);
+                        }
+                        due = Some(tokio::time::Instant::now());
+                        failures = 0;
+                        if self.interval() != interval {
+                            interval = self.interval();
+                            health_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                        }
+                    }
+                }
+                Some(()) = hup(hangup) => {
+                    tracing::info!("SIGHUP: re-reading the config");
+                    if self.reload().await {
+                        if self.config.as_ref().map(|c| c.namespace.as_str()) != Some(namespace) || self.instance() != instance {
+                            return Ok(Exit::NamespaceChanged);
+                        }
+                        due = Some(tokio::time::Instant::now());
+                    }
+                }
+                event = stream.next() => match event {
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        synced = true;
+                        self.overlay.clear();
+                        due = Some(tokio::time::Instant::now());
+                    }
+                    Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
+                    Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => {
+                        self.overlay.observe(&obj);
+                        if synced && due.is_none() { due = Some(tokio::time::Instant::now() + EVENT_DEBOUNCE); }
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "DaemonSet watch failed; restarting it with backoff"),
+                    None => return Ok(Exit::WatchEnded),
+                },
+                _ = tokio::time::sleep_until(sleep_until), if due.is_some() && synced && is_leader => {
+                    due = None;
+                    let owned = self.overlay.view(store.state());
+                    let report = tokio::select! {
+                        _ = shutdown.changed() => return Ok(Exit::Shutdown),
+                        r = tokio::time::timeout(PASS_TIMEOUT, self.pass(&cluster, &owned)) => r,
+                    };
+                    let Ok(report) = report else {
+                        // A hung API call: drop the pass (its writes are idempotent) and retry with backoff.
+                        failures += 1;
+                        tracing::warn!(timeout = ?PASS_TIMEOUT, "pass timed out; will retry");
+                        self.metrics.reconcile_errors.get_or_create(&KindLabel { kind: "timeout".into() }).inc();
+                        due = Some(tokio::time::Instant::now() + backoff(failures));
+                        continue;
+                    };
+                    self.overlay.record(&owned, &report);
+                    self.publish_health_from_store(&store);
+                    if report.errors.is_empty() {
+                        failures = 0;
+                        tracing::debug!("pass: {}", report.summary());
+                    } else {
+                        failures += 1;
+                        let wait = backoff(failures);
+                        tracing::warn!(retry_in = ?wait, "pass: {}", report.summary());
+                        due = Some(tokio::time::Instant::now() + wait);
+                    }
+                }
+                _ = resync.tick() => { if synced { due.get_or_insert_with(tokio::time::Instant::now); } }
+                _ = health_tick.tick(), if synced && is_leader => {
+                    let owned = store.state();
+                    tokio::select! {
+                        _ = shutdown.changed() => return Ok(Exit::Shutdown),
+                        r = tokio::time::timeout(PASS_TIMEOUT * 5, self.health_check(&cluster, &owned, true)) => {
+                            if r.is_err() { tracing::warn!("health check timed out; next one at the next interval"); }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Node counts from the watch cache after each pass (no API call); pod-level detail waits for the
+    /// health check.
+    fn publish_health_from_store(&self, store: &Store<DaemonSet>) {
+        let Some(config) = &self.config else { return };
+        let owned = store.state();
+        for set in &config.sets {
+            let live = owned.iter().find(|d| d.name_any() == set.name);
+            let h = health::from_daemonset(&set.name, live.map(Arc::as_ref), None);
+            self.metrics.record_health(&h, set.images.len());
+        }
+    }
+
+    /// A receiver that is always true without leader election (the caller keeps the returned sender so
+    /// `changed()` stays pending); with it, true while this replica holds the Lease.
+    async fn leadership(
+        &self,
+        namespace: &str,
+        instance: &str,
+    ) -> Result<(watch::Receiver<bool>, Option<watch::Sender<bool>>), ControllerError> {
+        if !self.settings.leader_elect {
+            let (tx, rx) = watch::channel(true);
+            return Ok((rx, Some(tx)));
+        }
+        let identity = self
+            .settings
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("kip-{}", std::process::id()));
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(self.client.clone(), format!("{instance}-leader"))
+            .with_namespace(namespace)
+            .with_identity(identity)
+            .build()
+            .await?;
+        let (rx, _task) = manager.watch().await;
+        Ok((rx, None))
+    }
+}
+
+async fn recv(watch: &mut Option<reload::ConfigWatch>) -> Option<()> {
+    match watch {
+        Some(w) => w.changes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn hup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
