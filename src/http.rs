@@ -56,20 +56,25 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-/// Binds first (so a taken port is reported at start), then serves until `shutdown` resolves.
+/// Binds first (so a taken port is reported at start), then serves until `shutdown` resolves. Returns the
+/// address bound (port 0 picks a free one) and the server future.
 pub async fn serve(
     addr: SocketAddr,
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<impl std::future::Future<Output = Result<(), HttpError>>, HttpError> {
+) -> Result<(SocketAddr, impl std::future::Future<Output = Result<(), HttpError>>), HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
-    tracing::info!(%addr, "serving /healthz, /readyz, /metrics");
-    Ok(async move {
+    let bound = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    tracing::info!(addr = %bound, "serving /healthz, /readyz, /metrics");
+    let server = async move {
         axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(HttpError::Serve)
-    })
+    };
+    Ok((bound, server))
 }

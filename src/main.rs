@@ -122,7 +122,7 @@ async fn run_controller(config_path: Option<std::path::PathBuf>, args: RunArgs) 
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let server = http::serve(args.http_addr, HttpState { metrics, ready }, async move {
+    let (_, server) = http::serve(args.http_addr, HttpState { metrics, ready }, async move {
         let _ = http_stop.changed().await;
     })
     .await?;

@@ -1,0 +1,100 @@
+//! SIGHUP re-reads the config. In env-var mode (no file to watch) it is the only way to reload, so this
+//! uses a variable source the test can change. Its own test binary: the signal goes to the whole process.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kubernetes_image_puller::config::VarSource;
+use kubernetes_image_puller::controller::{Controller, Settings};
+use kubernetes_image_puller::metrics::Metrics;
+use support::NS;
+use support::fake_api::FakeApi;
+use tokio::time::Instant;
+
+#[derive(Clone, Default)]
+struct SharedVars(Arc<Mutex<HashMap<String, String>>>);
+
+impl SharedVars {
+    fn set(&self, name: &str, value: &str) {
+        self.0.lock().unwrap().insert(name.into(), value.into());
+    }
+}
+
+impl VarSource for SharedVars {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.lock().unwrap().get(name).filter(|v| !v.is_empty()).cloned()
+    }
+    fn label(&self, name: &str) -> String {
+        name.to_owned()
+    }
+}
+
+fn image_of(api: &FakeApi) -> Option<String> {
+    let ds = api.daemonset(NS, "kubernetes-image-puller")?;
+    ds.spec?.template.spec?.containers.first()?.image.clone()
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_env_var_config() {
+    let (api, client) = FakeApi::start();
+    let vars = SharedVars::default();
+    vars.set("NAMESPACE", NS);
+    vars.set("IMAGES", "main=quay.io/kip/main:1");
+    let settings = Settings {
+        config_path: None,
+        reload_debounce: Duration::from_millis(10),
+        resync: Duration::from_secs(3600),
+        leader_elect: false,
+        pod_name: None,
+        pod_namespace: None,
+    };
+    let controller = Controller::new(
+        client,
+        settings,
+        Box::new(vars.clone()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(controller.run(rx));
+    wait_for("the DaemonSet of the env-var set", || {
+        image_of(&api).as_deref() == Some("quay.io/kip/main:1")
+    })
+    .await;
+
+    // A changed variable is not noticed by itself...
+    vars.set("IMAGES", "main=quay.io/kip/main:2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(image_of(&api).as_deref(), Some("quay.io/kip/main:1"));
+
+    // ...but SIGHUP re-reads it and applies it.
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for("the new image after SIGHUP", || {
+        image_of(&api).as_deref() == Some("quay.io/kip/main:2")
+    })
+    .await;
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
