@@ -489,3 +489,75 @@ fn sleeper_serves_the_cache_pod_protocol_under_both_names() {
         started.elapsed()
     );
 }
+
+/// The controller binary as a pod runs it, against an API server that does not answer: it stays up,
+/// serves /healthz (alive) and /readyz (not ready: no pass could be made), logs JSON lines when asked,
+/// and exits 0 promptly on SIGTERM.
+#[test]
+fn controller_binary_serves_probes_logs_json_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    // Port 9 (discard) on loopback: nothing listens, every API call fails at once.
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+         clusters: [{name: c, cluster: {server: \"http://127.0.0.1:9\"}}]\n\
+         users: [{name: u, user: {token: t}}]\n\
+         contexts: [{name: c, context: {cluster: c, user: u}}]\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(PULLER)
+        .args([
+            "run",
+            "--config",
+            repo_path("config/default.toml").to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .env_clear()
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let get = |path: &str| -> Option<u16> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        response.split_whitespace().nth(1)?.parse().ok()
+    };
+    let started = Instant::now();
+    while get("/healthz") != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no /healthz within 10 s");
+        assert!(child.try_wait().unwrap().is_none(), "the controller exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get("/readyz"), Some(503), "ready without a successful pass");
+
+    send("TERM", child.id());
+    let status = wait_with_timeout(&mut child, Duration::from_secs(5)).expect("exits within 5 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
+    assert!(stderr.contains("shutting down"), "{stderr}");
+}
