@@ -561,3 +561,29 @@ fn controller_binary_serves_probes_logs_json_and_stops_on_sigterm() {
     }
     assert!(stderr.contains("shutting down"), "{stderr}");
 }
+
+/// `--once` is for CI jobs: when the API cannot be reached it says so and exits non-zero.
+#[test]
+fn once_fails_clearly_without_an_api_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+         clusters: [{name: c, cluster: {server: \"http://127.0.0.1:9\"}}]\n\
+         users: [{name: u, user: {token: t}}]\n\
+         contexts: [{name: c, context: {cluster: c, user: u}}]\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(Command::new(PULLER)
+        .args([
+            "run",
+            "--once",
+            "--config",
+            repo_path("config/default.toml").to_str().unwrap(),
+        ])
+        .env_clear()
+        .env("KUBECONFIG", &kubeconfig));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("cannot list DaemonSets"), "{err}");
+}
