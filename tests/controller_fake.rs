@@ -865,3 +865,67 @@ async fn run_once_applies_and_reports() {
         "{paths:?}"
     );
 }
+
+/// Two replicas with leader election against one API: exactly one takes the Lease and writes; the other
+/// stands by, ready (it would take over), and makes no pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leader_election_only_one_replica_writes() {
+    let text = config_toml(&[set_toml("a", &[("main", "quay.io/kip/a:1")])]);
+    let (api, client) = FakeApi::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, &text).unwrap();
+    let mut replicas = Vec::new();
+    for pod in ["kip-0", "kip-1"] {
+        let settings = Settings {
+            leader_elect: true,
+            pod_name: Some(pod.into()),
+            ..settings(&config)
+        };
+        let metrics = Arc::new(Metrics::default());
+        let ready = Arc::new(AtomicBool::new(false));
+        let controller = Controller::new(
+            client.clone(),
+            settings,
+            Box::new(Vars::default()),
+            metrics.clone(),
+            ready.clone(),
+        )
+        .await;
+        let (stop, rx) = watch::channel(false);
+        replicas.push((stop, tokio::spawn(controller.run(rx)), metrics, ready));
+    }
+    let t0 = Instant::now();
+    while api.daemonset(NS, "a").is_none() {
+        assert!(t0.elapsed() < SOON, "no replica applied the config");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let both run a while: status changes and resyncs must not make the standby act.
+    for i in 0..5 {
+        api.edit(NS, "a", |ds| {
+            ds["status"] = json!({"numberReady": i, "desiredNumberScheduled": 5})
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let passes: Vec<u64> = replicas.iter().map(|(_, _, m, _)| m.reconciles.get()).collect();
+    println!("leader election: passes per replica {passes:?}");
+    assert_eq!(
+        passes.iter().filter(|p| **p > 0).count(),
+        1,
+        "exactly one replica reconciles: {passes:?}"
+    );
+    assert!(
+        replicas.iter().all(|(_, _, _, ready)| ready.load(Ordering::Relaxed)),
+        "both replicas ready"
+    );
+    let applies = api.requests().iter().filter(|r| r.is_apply()).count();
+    assert_eq!(applies, 1, "one apply in all");
+    for (stop, task, _, _) in replicas {
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -124,6 +124,9 @@ struct State {
     pods: Vec<(String, Value)>,
     faults: Vec<Fault>,
     away_until: Option<Instant>,
+    /// Leases by (namespace, name), and the field manager owning each one's `spec.holderIdentity`: enough
+    /// server-side-apply conflict semantics for leader election.
+    leases: BTreeMap<(String, String), (Value, Option<String>)>,
 }
 
 struct Inner {
@@ -341,7 +344,7 @@ impl FakeApi {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
         };
         let path = parts.uri.path().to_owned();
-        let query = super::parse_query(parts.uri.query().unwrap_or(""));
+        let mut query = super::parse_query(parts.uri.query().unwrap_or(""));
         let method = parts.method.clone();
         let mut record = Recorded {
             method: method.clone(),
@@ -350,6 +353,16 @@ impl FakeApi {
             at: Instant::now(),
             status: 0,
         };
+
+        // Not recorded: the patch type travels in the content type; leases need it (apply vs strategic).
+        if parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/apply-patch"))
+        {
+            query.insert("__apply".into(), "true".into());
+        }
 
         let fault = self.take_fault(&record);
         let reply = match fault {
@@ -430,6 +443,18 @@ impl FakeApi {
                 status(404, "NotFound", &format!("deployments.apps \"{name}\" not found")),
             ),
             (&Method::GET, ["api", "v1", "namespaces", ns, "pods"]) => self.list_pods(ns, query),
+            (
+                _,
+                [
+                    "apis",
+                    "coordination.k8s.io",
+                    "v1",
+                    "namespaces",
+                    ns,
+                    "leases",
+                    rest @ ..,
+                ],
+            ) => self.lease(method, ns, rest.first().copied(), query, body),
             (&Method::GET, ["api", "v1", "nodes"]) => Reply::Json(200, empty_list("NodeList")),
             (&Method::GET, ["api", "v1", "namespaces", _, "resourcequotas"]) => {
                 Reply::Json(200, empty_list("ResourceQuotaList"))
@@ -459,6 +484,87 @@ impl FakeApi {
                 404,
                 status(404, "NotFound", &format!("the server could not find {path}")),
             ),
+        }
+    }
+
+    /// Leases: get, create (409 AlreadyExists), and patch. An apply of `spec.holderIdentity` that another
+    /// field manager owns with a different value is a 409 Conflict, as the real server answers; a strategic
+    /// merge patch sets or clears fields (null removes) and takes ownership of what it sets.
+    fn lease(
+        &self,
+        method: &Method,
+        ns: &str,
+        name: Option<&str>,
+        query: &BTreeMap<String, String>,
+        body: Value,
+    ) -> Reply {
+        let mut st = self.state();
+        match (method, name) {
+            (&Method::GET, Some(name)) => match st.leases.get(&(ns.to_owned(), name.to_owned())) {
+                Some((lease, _)) => Reply::Json(200, lease.clone()),
+                None => not_found(name),
+            },
+            (&Method::POST, None) => {
+                let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                let key = (ns.to_owned(), name.clone());
+                if st.leases.contains_key(&key) {
+                    return Reply::Json(
+                        409,
+                        status(409, "AlreadyExists", &format!("leases \"{name}\" already exists")),
+                    );
+                }
+                st.rv += 1;
+                let mut lease = body;
+                lease["apiVersion"] = json!("coordination.k8s.io/v1");
+                lease["kind"] = json!("Lease");
+                lease["metadata"]["namespace"] = json!(ns);
+                lease["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                st.leases.insert(key, (lease.clone(), None));
+                Reply::Json(201, lease)
+            }
+            (&Method::PATCH, Some(name)) => {
+                let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
+                let apply = query.contains_key("__apply");
+                let key = (ns.to_owned(), name.to_owned());
+                let rv = st.rv + 1;
+                let Some((lease, owner)) = st.leases.get_mut(&key) else {
+                    return not_found(name);
+                };
+                let wanted = &body["spec"]["holderIdentity"];
+                let current = &lease["spec"]["holderIdentity"];
+                if apply
+                    && !wanted.is_null()
+                    && owner.as_ref().is_some_and(|o| *o != manager)
+                    && !current.is_null()
+                    && wanted != current
+                {
+                    let message = format!(
+                        "Apply failed with 1 conflict: conflict with \"{}\": .spec.holderIdentity",
+                        owner.as_deref().unwrap_or("")
+                    );
+                    return Reply::Json(409, status(409, "Conflict", &message));
+                }
+                if let Some(fields) = body["spec"].as_object() {
+                    if !lease["spec"].is_object() {
+                        lease["spec"] = json!({});
+                    }
+                    for (k, v) in fields {
+                        if v.is_null() {
+                            lease["spec"].as_object_mut().map(|m| m.remove(k));
+                        } else {
+                            lease["spec"][k] = v.clone();
+                        }
+                    }
+                    if fields.contains_key("holderIdentity") {
+                        *owner = (!wanted.is_null()).then_some(manager);
+                    }
+                }
+                lease["metadata"]["resourceVersion"] = json!(rv.to_string());
+                let lease = lease.clone();
+                st.rv = rv;
+                Reply::Json(200, lease)
+            }
+            _ => method_not_allowed(),
         }
     }
 
