@@ -220,14 +220,13 @@ impl Cluster {
 }
 
 /// OpenShift is recognised by its `route.openshift.io` API group, as upstream does.
-pub async fn is_openshift(client: &Client) -> bool {
-    match client.list_api_groups().await {
-        Ok(groups) => groups.groups.iter().any(|g| g.name == "route.openshift.io"),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list API groups; assuming plain Kubernetes");
-            false
-        }
-    }
+pub async fn is_openshift(client: &Client) -> Result<bool, kube::Error> {
+    Ok(client
+        .list_api_groups()
+        .await?
+        .groups
+        .iter()
+        .any(|g| g.name == "route.openshift.io"))
 }
 
 /// Publishes Events; a failure to record is logged, never fatal.

@@ -929,3 +929,28 @@ async fn with_leader_election_only_one_replica_writes() {
             .unwrap();
     }
 }
+
+/// On OpenShift (told by its `route.openshift.io` API group, as upstream does) the SCC assigns user and
+/// group ids, so the cache pods set none; on plain Kubernetes they run as 65532.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openshift_is_detected_and_leaves_ids_to_the_scc() {
+    for openshift in [true, false] {
+        let (api, client) = FakeApi::start();
+        api.set_openshift(openshift);
+        let h = start_with(
+            api,
+            client,
+            &config_toml(&[set_toml("a", &[("main", "quay.io/kip/a:1")])]),
+        )
+        .await;
+        h.wait_for("a created", SOON, |h| h.api.daemonset(NS, "a").is_some())
+            .await;
+        let ds = h.api.daemonset(NS, "a").unwrap();
+        let pod = ds.spec.unwrap().template.spec.unwrap();
+        let security = pod.security_context.unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        let expected = (!openshift).then_some(65532);
+        assert_eq!(security.run_as_user, expected, "openshift={openshift}");
+        assert_eq!(security.fs_group, expected, "openshift={openshift}");
+    }
+}

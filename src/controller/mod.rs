@@ -78,7 +78,8 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     events: Events,
-    openshift: bool,
+    /// Whether the cluster is OpenShift (the SCC then assigns user ids); None until the API answered.
+    openshift: Option<bool>,
     /// The last good config; stays in force while a broken edit is rejected.
     config: Option<Arc<Config>>,
     /// The last rejection, so the same broken file is reported once, not at every re-read.
@@ -102,8 +103,8 @@ pub struct Controller {
     desired_cache: Option<DesiredCache>,
 }
 
-/// The rendered DaemonSets of the config in force, and the owner they were rendered with.
-type DesiredCache = (Arc<Config>, Option<OwnerReference>, Arc<Vec<DaemonSet>>);
+/// The rendered DaemonSets of the config in force, with the owner and platform they were rendered for.
+type DesiredCache = (Arc<Config>, Option<OwnerReference>, bool, Arc<Vec<DaemonSet>>);
 
 impl Controller {
     pub async fn new(
@@ -113,7 +114,13 @@ impl Controller {
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
     ) -> Self {
-        let openshift = crate::k8s::is_openshift(&client).await;
+        let openshift = match crate::k8s::is_openshift(&client).await {
+            Ok(found) => Some(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list API groups yet; will tell OpenShift from Kubernetes later");
+                None
+            }
+        };
         let events = Events::new(
             client.clone(),
             settings.pod_name.clone(),
@@ -239,24 +246,29 @@ impl Controller {
         let Some(config) = self.config.clone() else {
             return Arc::default();
         };
-        if let Some((c, owner, rendered)) = &self.desired_cache
+        let openshift = self.openshift.unwrap_or(false);
+        if let Some((c, owner, on_openshift, rendered)) = &self.desired_cache
             && Arc::ptr_eq(c, &config)
             && *owner == self.owner
+            && *on_openshift == openshift
         {
             return rendered.clone();
         }
         let options = RenderOptions {
-            openshift: self.openshift,
+            openshift,
             owner: self.owner.clone(),
         };
         let rendered = Arc::new(render::render(&config, &options));
-        self.desired_cache = Some((config, self.owner.clone(), rendered.clone()));
+        self.desired_cache = Some((config, self.owner.clone(), openshift, rendered.clone()));
         rendered
     }
 
     /// One pass against `owned` (the watch cache, or a fresh list in `--once`).
     pub async fn pass(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> PassReport {
         let started = Instant::now();
+        if self.openshift.is_none() {
+            self.openshift = crate::k8s::is_openshift(cluster.client()).await.ok();
+        }
         self.resolve_owner(cluster).await;
         let desired = self.desired();
         let instance = self.instance();

@@ -127,6 +127,8 @@ struct State {
     /// Leases by (namespace, name), and the field manager owning each one's `spec.holderIdentity`: enough
     /// server-side-apply conflict semantics for leader election.
     leases: BTreeMap<(String, String), (Value, Option<String>)>,
+    /// Serve the `route.openshift.io` group, as an OpenShift API server does.
+    openshift: bool,
 }
 
 struct Inner {
@@ -180,6 +182,11 @@ impl FakeApi {
             action,
             remaining: times,
         });
+    }
+
+    /// Answer API discovery as an OpenShift server does.
+    pub fn set_openshift(&self, on: bool) {
+        self.state().openshift = on;
     }
 
     /// Every request fails like a refused connection for `duration`, and open watches are cut.
@@ -420,7 +427,7 @@ impl FakeApi {
     fn route(&self, method: &Method, path: &str, query: &BTreeMap<String, String>, body: Value) -> Reply {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method, segs.as_slice()) {
-            (&Method::GET, ["apis"]) => Reply::Json(200, api_groups()),
+            (&Method::GET, ["apis"]) => Reply::Json(200, api_groups(self.state().openshift)),
             (&Method::GET, ["api"]) => Reply::Json(200, json!({"kind": "APIVersions", "versions": ["v1"]})),
             (_, ["apis", "apps", "v1", "namespaces", ns, "daemonsets"]) => match *method {
                 Method::GET if query.get("watch").map(String::as_str) == Some("true") => self.watch(ns, query),
@@ -1058,13 +1065,18 @@ fn empty_list(kind: &str) -> Value {
     json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
 }
 
-fn api_groups() -> Value {
+fn api_groups(openshift: bool) -> Value {
     let group = |name: &str, version: &str| {
         let gv = format!("{name}/{version}");
         json!({"name": name, "versions": [{"groupVersion": gv, "version": version}], "preferredVersion": {"groupVersion": gv, "version": version}})
     };
-    json!({
-        "kind": "APIGroupList", "apiVersion": "v1",
-        "groups": [group("apps", "v1"), group("events.k8s.io", "v1"), group("coordination.k8s.io", "v1")],
-    })
+    let mut groups = vec![
+        group("apps", "v1"),
+        group("events.k8s.io", "v1"),
+        group("coordination.k8s.io", "v1"),
+    ];
+    if openshift {
+        groups.push(group("route.openshift.io", "v1"));
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
