@@ -490,6 +490,21 @@ fn sleeper_serves_the_cache_pod_protocol_under_both_names() {
     );
 }
 
+/// A kubeconfig naming an API server that is not there: port 9 (discard) on loopback, where nothing
+/// listens, so every API call fails at once.
+fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+         clusters: [{name: c, cluster: {server: \"http://127.0.0.1:9\"}}]\n\
+         users: [{name: u, user: {token: t}}]\n\
+         contexts: [{name: c, context: {cluster: c, user: u}}]\n",
+    )
+    .unwrap();
+    path
+}
+
 /// The controller binary as a pod runs it, against an API server that does not answer: it stays up,
 /// serves /healthz (alive) and /readyz (not ready: no pass could be made), logs JSON lines when asked,
 /// and exits 0 promptly on SIGTERM.
@@ -497,16 +512,7 @@ fn sleeper_serves_the_cache_pod_protocol_under_both_names() {
 fn controller_binary_serves_probes_logs_json_and_stops_on_sigterm() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    // Port 9 (discard) on loopback: nothing listens, every API call fails at once.
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
-         clusters: [{name: c, cluster: {server: \"http://127.0.0.1:9\"}}]\n\
-         users: [{name: u, user: {token: t}}]\n\
-         contexts: [{name: c, context: {cluster: c, user: u}}]\n",
-    )
-    .unwrap();
+    let kubeconfig = unreachable_kubeconfig(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -566,15 +572,7 @@ fn controller_binary_serves_probes_logs_json_and_stops_on_sigterm() {
 #[test]
 fn once_fails_clearly_without_an_api_server() {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
-         clusters: [{name: c, cluster: {server: \"http://127.0.0.1:9\"}}]\n\
-         users: [{name: u, user: {token: t}}]\n\
-         contexts: [{name: c, context: {cluster: c, user: u}}]\n",
-    )
-    .unwrap();
+    let kubeconfig = unreachable_kubeconfig(dir.path());
     let (code, out, err) = run(Command::new(PULLER)
         .args([
             "run",
