@@ -10,7 +10,10 @@
 # image (the protocol of the upstream image too), so kip-sleep, which acts by the
 # name it is called by, is also installed as /bin/cp and /bin/sleep.
 
-ARG RUST_IMAGE=docker.io/library/rust:1-alpine
+# Pinned (toolchain and Alpine release) so that a rebuild of the same commit uses the same compiler and
+# musl; bump it deliberately together with rust-version in Cargo.toml. `scratch` below is empty by
+# definition and needs no pin.
+ARG RUST_IMAGE=docker.io/library/rust:1.95.0-alpine3.22
 
 FROM ${RUST_IMAGE} AS build
 # gcc and musl-dev: C parts of dependencies (ring). On Alpine the host target is

@@ -68,28 +68,159 @@ pub enum LogFormat {
     Json,
 }
 
-/// Options of the controller (`run`).
-#[derive(Debug, Clone, Args)]
+/// Options of the controller (`run`). Accepted before or after any command so that one argument list serves
+/// every command, but only `run` reads them; their environment variables are read (and validated) only by
+/// `run` too, so a pod's `LOG_FORMAT` or `HTTP_ADDR` never breaks `check`, `render`, `schema` or `quota`.
+/// See [`RunArgs::resolve`].
+#[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
-    /// Address of the HTTP server: /healthz, /readyz, /metrics.
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080", global = true)]
-    pub http_addr: std::net::SocketAddr,
+    /// Address of the HTTP server: /healthz, /readyz, /metrics. [env: HTTP_ADDR] [default: 0.0.0.0:8080]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
 
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
-    pub log_format: LogFormat,
+    /// Log format. [env: LOG_FORMAT] [default: text]
+    #[arg(long, value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
 
-    /// Take a Lease before writing, so that only one of several replicas acts.
-    #[arg(long, env = "LEADER_ELECT", global = true, value_parser = clap::builder::FalseyValueParser::new())]
+    /// Take a Lease before writing, so that only one of several replicas acts. [env: LEADER_ELECT: true,
+    /// false, 1, 0 or empty]
+    #[arg(long, global = true)]
     pub leader_elect: bool,
 
     /// Reconcile once, print the outcome and exit (non-zero if anything failed).
     #[arg(long, global = true)]
     pub once: bool,
 
-    /// Delay between a config file change and its reload, in milliseconds (edits are batched).
-    #[arg(long, env = "RELOAD_DEBOUNCE_MS", default_value = "200", global = true)]
-    pub reload_debounce_ms: u64,
+    /// Delay between a config file change and its reload, in milliseconds (edits are batched), 0 to 10000.
+    /// [env: RELOAD_DEBOUNCE_MS] [default: 200]
+    #[arg(long, global = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=RELOAD_DEBOUNCE_MAX_MS))]
+    pub reload_debounce_ms: Option<u64>,
+}
+
+/// Upper bound of `--reload-debounce-ms`: a longer wait would only delay a reload (SIGTERM never waits for
+/// it); 10 s covers any editor or ConfigMap update burst.
+pub const RELOAD_DEBOUNCE_MAX_MS: u64 = 10_000;
+const DEFAULT_HTTP_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
+const DEFAULT_RELOAD_DEBOUNCE_MS: u64 = 200;
+
+/// The controller's settings once flags and environment variables are combined (a flag wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    pub http_addr: std::net::SocketAddr,
+    pub log_format: LogFormat,
+    pub leader_elect: bool,
+    pub once: bool,
+    pub reload_debounce: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A run-only environment variable with a value `run` cannot use.
+    #[error("invalid environment variable {name}={value:?}: expected {expected}")]
+    Env {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// `quota --nodes` too large to compute.
+    #[error(transparent)]
+    Quota(#[from] quota::QuotaError),
+    /// `quota --from-cluster` could not list the nodes.
+    #[error("cannot count nodes: {reason}: {source}")]
+    CountNodes {
+        reason: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl CliError {
+    /// Says what went wrong listing nodes: permissions only when the API server said so (401/403).
+    pub fn count_nodes(source: kube::Error) -> Self {
+        let reason = match &source {
+            kube::Error::Api(s) if s.code == 401 => "the API server did not accept the credentials",
+            kube::Error::Api(s) if s.code == 403 => "not allowed to list nodes (the quota command needs `list nodes`)",
+            kube::Error::Api(_) => "the API server refused the request",
+            _ => "cannot reach the API server",
+        };
+        Self::CountNodes { reason, source }
+    }
+}
+
+impl RunArgs {
+    /// Fills what the command line left unset from the environment (`var` reads a variable; empty counts as
+    /// unset), then the defaults. An unusable variable is an error naming it, the value and what is allowed.
+    pub fn resolve(&self, var: impl Fn(&str) -> Option<String>) -> Result<RunSettings, CliError> {
+        let get = |name: &str| var(name).filter(|v| !v.is_empty());
+        let http_addr = match (self.http_addr, get("HTTP_ADDR")) {
+            (Some(a), _) => a,
+            (None, Some(v)) => v.trim().parse().map_err(|_| CliError::Env {
+                name: "HTTP_ADDR",
+                value: v,
+                expected: "an address with a port, e.g. 0.0.0.0:8080 or [::]:8080",
+            })?,
+            (None, None) => DEFAULT_HTTP_ADDR,
+        };
+        let log_format = match (self.log_format, get("LOG_FORMAT")) {
+            (Some(f), _) => f,
+            (None, Some(v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(CliError::Env {
+                        name: "LOG_FORMAT",
+                        value: v,
+                        expected: "text or json",
+                    });
+                }
+            },
+            (None, None) => LogFormat::Text,
+        };
+        let leader_elect = self.leader_elect
+            || match var("LEADER_ELECT") {
+                None => false,
+                Some(v) => parse_bool(&v).ok_or(CliError::Env {
+                    name: "LEADER_ELECT",
+                    value: v,
+                    expected: "true, false, 1, 0 or empty",
+                })?,
+            };
+        let reload_debounce_ms = match (self.reload_debounce_ms, get("RELOAD_DEBOUNCE_MS")) {
+            (Some(ms), _) => ms,
+            (None, Some(v)) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms <= RELOAD_DEBOUNCE_MAX_MS)
+                .ok_or(CliError::Env {
+                    name: "RELOAD_DEBOUNCE_MS",
+                    value: v,
+                    expected: "a whole number of milliseconds from 0 to 10000",
+                })?,
+            (None, None) => DEFAULT_RELOAD_DEBOUNCE_MS,
+        };
+        Ok(RunSettings {
+            http_addr,
+            log_format,
+            leader_elect,
+            once: self.once,
+            reload_debounce: std::time::Duration::from_millis(reload_debounce_ms),
+        })
+    }
+}
+
+/// A boolean environment variable as Kubernetes manifests write it: true/false in any case, 1/0, or empty
+/// (false). Anything else is refused rather than guessed.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim() {
+        "" | "0" => Some(false),
+        "1" => Some(true),
+        v if v.eq_ignore_ascii_case("true") => Some(true),
+        v if v.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
 }
 
 /// Loads the config named on the command line (or the env vars).
@@ -151,22 +282,23 @@ pub fn render_yaml(config: &Config, openshift: bool) -> Result<String, serde_sap
     render::to_yaml(&render::render(config, &options))
 }
 
-pub fn quota_table(config: &Config, nodes: u64) -> String {
-    let (per_set, total) = quota::needs(config, |_| nodes);
-    quota::table(&per_set, &total)
+/// The quota table for `--nodes N`; a product or sum too large to compute is an error naming it.
+pub fn quota_table(config: &Config, nodes: u64) -> Result<String, CliError> {
+    let (per_set, total) = quota::checked_needs(config, |_| nodes)?;
+    Ok(quota::table(&per_set, &total))
 }
 
 /// The quota table with each set's own node count.
-pub fn quota_table_per_set(config: &Config, nodes: &[u64]) -> String {
-    let (per_set, total) = quota::needs(config, |s| {
+pub fn quota_table_per_set(config: &Config, nodes: &[u64]) -> Result<String, CliError> {
+    let (per_set, total) = quota::checked_needs(config, |s| {
         config
             .sets
             .iter()
             .position(|c| c.name == s.name)
             .and_then(|i| nodes.get(i).copied())
             .unwrap_or(0)
-    });
-    quota::table(&per_set, &total)
+    })?;
+    Ok(quota::table(&per_set, &total))
 }
 
 /// The `status` table.

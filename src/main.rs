@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kubernetes_image_puller::cli::{self, Cli, Command, RunArgs};
+use kubernetes_image_puller::cli::{self, Cli, CliError, Command, RunSettings};
 use kubernetes_image_puller::config::Env;
 use kubernetes_image_puller::controller::{self, Controller, Settings};
 use kubernetes_image_puller::http::{self, HttpState};
@@ -15,15 +15,40 @@ use kubernetes_image_puller::metrics::Metrics;
 use kubernetes_image_puller::telemetry;
 use tokio::sync::watch;
 
+/// How long the controller may take to return after SIGTERM before the process exits anyway. Nothing is
+/// lost by stopping mid-way: writes are idempotent applies redone by the next process, Events are
+/// best-effort, and the DaemonSets stay in place. Keeps shutdown under a second in every state (a pending
+/// Event post or Lease call against a hung API server, startup discovery, a reload debounce).
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+/// How long runtime teardown may wait for blocking work (a DNS lookup) before the process exits.
+const RUNTIME_TEARDOWN: Duration = Duration::from_millis(100);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once. Many errors already end with their source's
+/// text (`cannot listen on ...: Address in use (os error 98)`), which `{:#}` would print a second time.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -45,7 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quota { nodes, from_cluster } => {
             let config = cli::load_config(config_path.as_deref())?;
             let table = match nodes {
-                Some(n) if !from_cluster => cli::quota_table(&config, n),
+                Some(n) if !from_cluster => cli::quota_table(&config, n)?,
                 _ => {
                     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
                     let counts = runtime.block_on(async {
@@ -53,9 +78,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         let cluster = kubernetes_image_puller::k8s::Cluster::new(client, &config.namespace);
                         kubernetes_image_puller::status::matching_nodes(&cluster, &config)
                             .await
-                            .context("cannot count nodes (needs permission to list nodes)")
+                            .map_err(CliError::count_nodes)
+                            .map_err(anyhow::Error::from)
                     })?;
-                    cli::quota_table_per_set(&config, &counts)
+                    cli::quota_table_per_set(&config, &counts)?
                 }
             };
             std::io::Write::write_all(&mut stdout, table.as_bytes())?;
@@ -88,64 +114,107 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => {
             drop(stdout);
+            // Run-only variables are read here, never by the offline commands above.
+            let settings = cli
+                .run
+                .resolve(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(run_controller(config_path, cli.run))
+            let result = runtime.block_on(run_controller(config_path, settings));
+            // Whatever is still pending (an abandoned API call, a DNS lookup) must not hold the exit.
+            runtime.shutdown_timeout(RUNTIME_TEARDOWN);
+            result
         }
     }
 }
 
 /// A client for the in-cluster config or the current kubeconfig context.
 async fn client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default().await.map_err(|e| {
-        // kube's message repeats its whole cause chain; the first line says what is wrong.
-        let first = e.to_string().split(": ").take(2).collect::<Vec<_>>().join(": ");
-        anyhow::anyhow!("cannot reach Kubernetes (no in-cluster config and no usable kubeconfig context): {first}")
-    })
+    kube::Client::try_default()
+        .await
+        .context("cannot set up the Kubernetes client (no in-cluster config and no usable kubeconfig)")
 }
 
-async fn run_controller(config_path: Option<std::path::PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn run_controller(config_path: Option<std::path::PathBuf>, args: RunSettings) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
-    let client = client().await?;
-    let settings = Settings::from_env(
-        config_path,
-        Duration::from_millis(args.reload_debounce_ms),
-        args.leader_elect,
-    );
+    let settings = |path| Settings::from_env(path, args.reload_debounce, args.leader_elect);
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let controller = Controller::new(client, settings, Box::new(Env), metrics.clone(), ready.clone()).await;
 
     if args.once {
+        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready).await;
         let ok = controller::run_once(controller).await;
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut http_stop = stop_rx.clone();
-    let (_, server) = http::serve(args.http_addr, HttpState { metrics, ready }, async move {
-        let _ = http_stop.changed().await;
-    })
+    // Signal handlers first: from here on SIGTERM ends the process promptly, whatever it waits for.
+    let stop = shutdown_on_signal().context("cannot install signal handlers")?;
+    let mut http_stop = stop.clone();
+    // The probes answer from the start, also while the API server is slow to answer discovery.
+    let (_, server) = http::serve(
+        args.http_addr,
+        HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+        async move {
+            let _ = http_stop.wait_for(|stopped| *stopped).await;
+        },
+    )
     .await?;
     let server = tokio::spawn(server);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down; DaemonSets stay in place");
-        let _ = stop_tx.send(true);
-    });
-    controller.run(stop_rx).await?;
-    // The server stops with the same signal; don't let a slow client hold the exit.
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+
+    let controller_stop = stop.clone();
+    let controller = async move {
+        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready).await;
+        controller.run(controller_stop).await?;
+        anyhow::Ok(())
+    };
+    let mut stopped = stop;
+    tokio::select! {
+        result = controller => result?,
+        () = async {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!(grace = ?SHUTDOWN_GRACE, "an API call was still pending at shutdown; abandoned"),
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// A receiver that turns true at SIGTERM or SIGINT. The handlers (and a SIGHUP handler, so that a SIGHUP
+/// before the controller listens for it does not kill the process) are installed before this returns.
+fn shutdown_on_signal() -> std::io::Result<watch::Receiver<bool>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _hup = hup;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down; DaemonSets stay in place");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(98);
+        let text = io.to_string();
+        // A message that already ends with its source, as thiserror's `{source}` in a message does.
+        let e = anyhow::Error::new(io).context(format!("cannot listen on 127.0.0.1:80: {text}"));
+        assert_eq!(error_chain(&e), format!("cannot listen on 127.0.0.1:80: {text}"));
+        assert_eq!(error_chain(&e).matches("(os error 98)").count(), 1);
+        // A context that does not include it: the cause is added once.
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(2)).context("cannot read x");
+        assert_eq!(error_chain(&e), "cannot read x: No such file or directory (os error 2)");
     }
 }

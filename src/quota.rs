@@ -61,6 +61,78 @@ pub fn needs(config: &Config, nodes_of: impl Fn(&ImageSet) -> u64) -> (Vec<SetNe
     (per_set, total)
 }
 
+/// Largest need the table prints exactly: [`decimal`] scales by up to 10^3 before dividing.
+const MAX_PRINTABLE_NANOS: i128 = i128::MAX / 1000;
+
+/// A need too large to compute exactly (e.g. `quota --nodes 18446744073709551615`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QuotaError {
+    #[error("set {set}: {what} x {images} image(s) x {nodes} node(s) is too large to compute")]
+    SetOverflow {
+        set: String,
+        what: &'static str,
+        images: usize,
+        nodes: u64,
+    },
+    #[error("the total {what} of all sets is too large to compute")]
+    TotalOverflow { what: &'static str },
+}
+
+/// [`set_need`] with checked arithmetic: an error naming the set and the quantity instead of a saturated,
+/// wrong number.
+pub fn checked_set_need(set: &ImageSet, nodes: u64) -> Result<SetNeed, QuotaError> {
+    let overflow = |what: &'static str| QuotaError::SetOverflow {
+        set: set.name.clone(),
+        what,
+        images: set.images.len(),
+        nodes,
+    };
+    let factor = i128::try_from(set.images.len())
+        .ok()
+        .and_then(|images| images.checked_mul(i128::from(nodes)));
+    let times = |what: &'static str, q: &str| {
+        factor
+            .and_then(|f| quantity_nanos(q).unwrap_or_default().checked_mul(f))
+            .filter(|n| *n <= MAX_PRINTABLE_NANOS)
+            .ok_or_else(|| overflow(what))
+    };
+    Ok(SetNeed {
+        set: set.name.clone(),
+        images: set.images.len(),
+        nodes,
+        need: Need {
+            cpu_request: times("cpu request", &set.resources.cpu_request)?,
+            cpu_limit: times("cpu limit", &set.resources.cpu_limit)?,
+            memory_request: times("memory request", &set.resources.memory_request)?,
+            memory_limit: times("memory limit", &set.resources.memory_limit)?,
+        },
+    })
+}
+
+/// [`needs`] with checked arithmetic, for the `quota` command.
+pub fn checked_needs(config: &Config, nodes_of: impl Fn(&ImageSet) -> u64) -> Result<(Vec<SetNeed>, Need), QuotaError> {
+    let per_set = config
+        .sets
+        .iter()
+        .map(|s| checked_set_need(s, nodes_of(s)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut total = Need::default();
+    for s in &per_set {
+        let sum = |what: &'static str, a: i128, b: i128| {
+            a.checked_add(b)
+                .filter(|n| *n <= MAX_PRINTABLE_NANOS)
+                .ok_or(QuotaError::TotalOverflow { what })
+        };
+        total = Need {
+            cpu_request: sum("cpu request", total.cpu_request, s.need.cpu_request)?,
+            cpu_limit: sum("cpu limit", total.cpu_limit, s.need.cpu_limit)?,
+            memory_request: sum("memory request", total.memory_request, s.need.memory_request)?,
+            memory_limit: sum("memory limit", total.memory_limit, s.need.memory_limit)?,
+        };
+    }
+    Ok((per_set, total))
+}
+
 const NANOS: i128 = 1_000_000_000;
 
 /// `n / d` rounded up to `places` decimals, as a plain decimal string without trailing zeros.

@@ -7,7 +7,8 @@
 //! project's image (no shell, nothing else) has this one binary installed as `/bin/sleep` and `/bin/cp`,
 //! and it acts by the name it is called by:
 //!
-//! - as `cp SRC DEST`: copies SRC to DEST (executable, through a temporary name);
+//! - as `cp SRC DEST`: copies SRC to DEST, or into DEST when it is a directory (executable, through a
+//!   temporary name);
 //! - as `kip-sleep install DEST`: copies itself to DEST;
 //! - otherwise (`sleep [DURATION]`): waits for SIGTERM, SIGINT or SIGHUP and exits 0 at once, or exits 0
 //!   when DURATION (Go style `720h`, `1h30m`, `90s`, or plain seconds) has passed; no DURATION waits
@@ -64,22 +65,58 @@ fn usage() -> ExitCode {
 }
 
 fn copy_or_report(source: &Path, dest: &Path) -> ExitCode {
-    match copy_executable(source, dest) {
-        Ok(()) => ExitCode::SUCCESS,
+    let target = match target_path(source, dest) {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("kip-sleep: cannot install to {}: {e}", dest.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match copy_executable(source, &target) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kip-sleep: cannot install to {}: {e}", target.display());
             ExitCode::FAILURE
         }
     }
 }
 
-/// Copies through a temporary name, so a restarted init container never leaves a half-written file.
+/// Where a copy goes, as `cp` decides it: into DEST/<name of SRC> when DEST is a directory (or is written
+/// with a trailing slash, which must then be a directory), else DEST itself.
+fn target_path(source: &Path, dest: &Path) -> std::io::Result<PathBuf> {
+    let slash = dest.as_os_str().as_encoded_bytes().ends_with(b"/");
+    if dest.is_dir() {
+        let name = source.file_name().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("source {} has no file name", source.display()),
+            )
+        })?;
+        return Ok(dest.join(name));
+    }
+    if slash {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
+    }
+    Ok(dest.to_path_buf())
+}
+
+/// Copies through a temporary name next to DEST, so a restarted init container never leaves a half-written
+/// file; the temporary file is removed again if any step fails.
 fn copy_executable(source: &Path, dest: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = dest.with_extension("tmp");
-    std::fs::copy(source, &tmp)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&tmp, dest)
+    let mut tmp_name = dest.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".kip-tmp");
+    let tmp = dest.with_file_name(tmp_name);
+    let result = std::fs::copy(source, &tmp)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::rename(&tmp, dest));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Go's `time.ParseDuration` units (what upstream's sleeper takes: `720h`, `1h30m`, `1.5h`, `300ms`), plus

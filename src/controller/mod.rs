@@ -37,6 +37,9 @@ mod run;
 
 pub use once::{StatusError, StatusReport, run_once};
 
+/// Longest wait for API discovery (OpenShift or not) when the controller starts.
+const OPENSHIFT_DETECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How the controller runs; filled from the command line.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -114,10 +117,16 @@ impl Controller {
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
     ) -> Self {
-        let openshift = match crate::k8s::is_openshift(&client).await {
-            Ok(found) => Some(found),
-            Err(e) => {
+        // Bounded: a hung API server must not hold up startup (or SIGTERM); each pass retries until known.
+        let openshift = match tokio::time::timeout(OPENSHIFT_DETECTION_TIMEOUT, crate::k8s::is_openshift(&client)).await
+        {
+            Ok(Ok(found)) => Some(found),
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot list API groups yet; will tell OpenShift from Kubernetes later");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?OPENSHIFT_DETECTION_TIMEOUT, "listing API groups timed out; will tell OpenShift from Kubernetes later");
                 None
             }
         };

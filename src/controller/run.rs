@@ -29,6 +29,9 @@ impl Controller {
             None => None,
         };
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        // A file change schedules a reload at this deadline (edits until then are batched); the loops select
+        // on it next to shutdown, so a long debounce never delays SIGTERM.
+        let mut reload_at: Option<tokio::time::Instant> = None;
         self.reload().await;
 
         loop {
@@ -37,7 +40,11 @@ impl Controller {
                 tokio::select! {
                     _ = shutdown.changed() => return Ok(()),
                     Some(()) = recv(&mut config_watch) => {
-                        tokio::time::sleep(self.settings.reload_debounce).await;
+                        reload_at.get_or_insert_with(|| tokio::time::Instant::now() + self.settings.reload_debounce);
+                    }
+                    () = until(reload_at) => {
+                        reload_at = None;
+                        drain(&mut config_watch);
                         self.reload().await;
                     }
                     Some(()) = hup(&mut hangup) => { self.reload().await; }
@@ -45,7 +52,13 @@ impl Controller {
                 continue;
             };
             match self
-                .run_in(&namespace, &mut shutdown, &mut config_watch, &mut hangup)
+                .run_in(
+                    &namespace,
+                    &mut shutdown,
+                    &mut config_watch,
+                    &mut hangup,
+                    &mut reload_at,
+                )
                 .await?
             {
                 Exit::Shutdown => return Ok(()),
@@ -67,6 +80,7 @@ impl Controller {
         shutdown: &mut watch::Receiver<bool>,
         config_watch: &mut Option<reload::ConfigWatch>,
         hangup: &mut Option<tokio::signal::unix::Signal>,
+        reload_at: &mut Option<tokio::time::Instant>,
     ) -> Result<Exit, ControllerError> {
         let cluster = Cluster::new(self.client.clone(), namespace);
         let instance = self.instance();
@@ -107,8 +121,11 @@ impl Controller {
                     if now_leader { due = Some(tokio::time::Instant::now()); }
                 }
                 Some(()) = recv(config_watch) => {
-                    tokio::time::sleep(self.settings.reload_debounce).await;
-                    if let Some(rx) = config_watch.as_mut() { while rx.changes.try_recv().is_ok() {} }
+                    reload_at.get_or_insert_with(|| tokio::time::Instant::now() + self.settings.reload_debounce);
+                }
+                () = until(*reload_at) => {
+                    *reload_at = None;
+                    drain(config_watch);
                     if self.reload().await {
                         if self.config.as_ref().map(|c| c.namespace.as_str()) != Some(namespace) || self.instance() != instance {
                             return Ok(Exit::NamespaceChanged);
@@ -227,6 +244,21 @@ async fn recv(watch: &mut Option<reload::ConfigWatch>) -> Option<()> {
     match watch {
         Some(w) => w.changes.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drops change signals that arrived during the debounce: the reload about to happen reads them all.
+fn drain(watch: &mut Option<reload::ConfigWatch>) {
+    if let Some(rx) = watch.as_mut() {
+        while rx.changes.try_recv().is_ok() {}
     }
 }
 
