@@ -114,7 +114,10 @@ impl Running {
         let started = Instant::now();
         while !cond(self) {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("exited ({status:?}) while waiting for {what}:\n{}", self.stderr.lock().unwrap());
+                panic!(
+                    "exited ({status:?}) while waiting for {what}:\n{}",
+                    self.stderr.lock().unwrap()
+                );
             }
             if started.elapsed() > within {
                 let _ = self.child.kill();
@@ -246,7 +249,11 @@ fn sigterm_ends_the_controller_within_a_second_in_every_state() {
         assert!(stderr.contains("shutting down"), "{name}:\n{stderr}");
         assert!(took < SHUTDOWN_BOUND, "{name}: SIGTERM took {took:?}\n{stderr}");
         let abandoned = stderr.contains("still pending at shutdown");
-        assert_eq!(abandoned, api == hung, "{name}: the loop should end by itself unless an API call hangs:\n{stderr}");
+        assert_eq!(
+            abandoned,
+            api == hung,
+            "{name}: the loop should end by itself unless an API call hangs:\n{stderr}"
+        );
         figures.push(format!("{name}: {took:?}"));
     }
     eprintln!("shutdown latencies:\n  {}", figures.join("\n  "));
