@@ -414,6 +414,92 @@ fn sleeper_install_reports_failure() {
     assert_eq!(code, 2);
 }
 
+/// Every entry of `dir`, sorted, as names.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `cp SRC DIR/` and `cp SRC DIR` copy into DIR/<name of SRC>, as cp does; a failed copy leaves no
+/// temporary file behind (it used to leave `DIR.tmp`).
+#[test]
+fn sleeper_cp_into_a_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::copy(SLEEPER, bin.join("cp")).unwrap();
+    std::fs::copy(SLEEPER, bin.join("sleep")).unwrap();
+    let cp = bin.join("cp");
+    let src = bin.join("sleep");
+
+    for (dest_name, trailing_slash) in [("kip", true), ("kip2", false)] {
+        let dest = root.path().join(dest_name);
+        std::fs::create_dir(&dest).unwrap();
+        let mut arg = dest.clone().into_os_string();
+        if trailing_slash {
+            arg.push("/");
+        }
+        let (code, out, err) = run(Command::new(&cp).arg(&src).arg(&arg));
+        assert_eq!(code, 0, "cp SRC {arg:?}: {out}{err}");
+        assert_eq!(entries(&dest), ["sleep"], "copied as DIR/sleep");
+        assert_eq!(
+            std::fs::read(dest.join("sleep")).unwrap(),
+            std::fs::read(SLEEPER).unwrap()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dest.join("sleep")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+    }
+
+    // Failures, each with its message and nothing left next to the destination.
+    let missing = root.path().join("missing");
+    let file = root.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let before = entries(root.path());
+    for (src, dest, expected) in [
+        (
+            src.clone(),
+            format!("{}/", missing.display()),
+            format!("kip-sleep: cannot install to {}/: not a directory\n", missing.display()),
+        ),
+        (
+            src.clone(),
+            format!("{}/", file.display()),
+            format!("kip-sleep: cannot install to {}/: not a directory\n", file.display()),
+        ),
+        (
+            src.clone(),
+            format!("{}/sleep", missing.display()),
+            format!(
+                "kip-sleep: cannot install to {}/sleep: No such file or directory (os error 2)\n",
+                missing.display()
+            ),
+        ),
+        (
+            root.path().join("no-such-source"),
+            format!("{}/copy", root.path().display()),
+            format!(
+                "kip-sleep: cannot install to {}/copy: No such file or directory (os error 2)\n",
+                root.path().display()
+            ),
+        ),
+    ] {
+        let (code, _, err) = run(Command::new(&cp).arg(&src).arg(&dest));
+        assert_eq!(code, 1, "cp {} {dest}: {err}", src.display());
+        assert_eq!(err, expected);
+        assert_eq!(
+            entries(root.path()),
+            before,
+            "cp {} {dest} left files behind",
+            src.display()
+        );
+    }
+}
+
 #[test]
 fn sleeper_exits_zero_promptly_on_sigterm_sigint_and_sighup() {
     for signal in ["TERM", "INT", "HUP"] {

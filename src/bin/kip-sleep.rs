@@ -217,4 +217,22 @@ mod tests {
             assert_eq!(d(bad), None, "{bad}");
         }
     }
+
+    /// A rename that fails after the copy (DEST is a non-empty directory here) removes the temporary file.
+    #[test]
+    fn failed_copy_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("kip-sleep-test-{}", std::process::id()));
+        let dest = dir.join("dest");
+        std::fs::create_dir_all(dest.join("occupied")).unwrap();
+        let source = dir.join("source");
+        std::fs::write(&source, "x").unwrap();
+        assert!(copy_executable(&source, &dest).is_err());
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(left, ["dest", "source"]);
+    }
 }
