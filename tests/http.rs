@@ -250,7 +250,7 @@ async fn header_read_idle_and_connection_bounds() {
         write!(slow, "GET /healthz HTTP/1.1\r\nHost: slow\r\n").unwrap();
         let started = Instant::now();
         assert!(
-            closed_within(&mut slow, Duration::from_secs(3)),
+            closed_within(&slow, Duration::from_secs(3)),
             "partial headers kept open"
         );
         assert!(
@@ -259,9 +259,9 @@ async fn header_read_idle_and_connection_bounds() {
             started.elapsed()
         );
         // Nothing sent at all: also bounded by the header-read timeout.
-        let mut silent = TcpStream::connect(addr).unwrap();
+        let silent = TcpStream::connect(addr).unwrap();
         assert!(
-            closed_within(&mut silent, Duration::from_secs(3)),
+            closed_within(&silent, Duration::from_secs(3)),
             "silent connection kept open"
         );
     })
@@ -289,7 +289,7 @@ async fn header_read_idle_and_connection_bounds() {
         );
         let started = Instant::now();
         assert!(
-            closed_within(&mut keep, Duration::from_secs(3)),
+            closed_within(&keep, Duration::from_secs(3)),
             "idle keep-alive kept open"
         );
         assert!(
@@ -327,7 +327,7 @@ async fn header_read_idle_and_connection_bounds() {
         }
         assert_eq!(probe_within(addr, "/healthz", Duration::from_secs(2)), Some(200));
         assert!(
-            closed_within(&mut idle[0], Duration::from_secs(2)),
+            closed_within(&idle[0], Duration::from_secs(2)),
             "the oldest idle connection is closed"
         );
         for stream in &idle[2..] {

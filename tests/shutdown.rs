@@ -166,8 +166,9 @@ fn sigterm_ends_the_controller_within_a_second_in_every_state() {
     // with nothing pending at the API end the loop itself at once; a call pending against a hung API server
     // is abandoned after the process's grace period (the log says so).
     type Ready = Box<dyn Fn(&mut Running, &Path)>;
+    type Case<'a> = (&'a str, &'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, Ready);
     let (hung, seen) = hung_api();
-    let cases: Vec<(&str, &str, Vec<&str>, Vec<(&str, &str)>, Ready)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "idle, API server refusing connections",
             refused_api,
