@@ -182,6 +182,10 @@ impl Controller {
                         self.metrics.forget_set(&gone.name);
                     }
                 }
+                if self.review_due {
+                    // Before the first Event: whether Events may be written at all.
+                    self.review_permissions(&new.namespace).await;
+                }
                 let note = format!("config with {} set(s) in force: {}", sets.len(), sets.join(", "));
                 self.config = Some(Arc::new(new));
                 self.events.on_self(false, "ConfigLoaded", note).await;
