@@ -376,15 +376,19 @@ impl Access {
             .all(|p| p.verbs.iter().all(|v| Self::allows_in(&inner, v, p.group, p.resource)))
     }
 
-    /// The rules of a fresh SelfSubjectRulesReview; they replace the 403s seen before.
+    /// The rules of a fresh SelfSubjectRulesReview. 403s seen stay in force (the server's answer wins over
+    /// the review's) until [`Access::retry`].
     pub fn learn(&self, rules: Vec<ResourceRule>, incomplete: bool) {
         let mut inner = self.lock();
         inner.rules = Some(rules);
         inner.incomplete = incomplete;
-        if !incomplete {
-            inner.forbidden.clear();
-        }
         self.announce(&mut inner);
+    }
+
+    /// Forgets the 403s seen, so what they turned off is tried again: once per health check, never in a
+    /// loop. The review that follows decides what is on.
+    pub fn retry(&self) {
+        self.lock().forbidden.clear();
     }
 
     /// A 403 for `verb` on `group`/`resource`. Returns true when this is news (the caller may then review).
@@ -605,6 +609,13 @@ mod tests {
         assert!(a.forbidden("patch", "apps", "daemonsets"));
         assert!(!a.forbidden("patch", "apps", "daemonsets"), "news once");
         assert_eq!(a.strategy().name(), "update");
+        a.learn(vec![rule(&["*"], &["*"], &["*"])], false);
+        assert_eq!(
+            a.strategy().name(),
+            "update",
+            "the server's 403 wins over the review until a retry"
+        );
+        a.retry();
         a.learn(vec![rule(&["*"], &["*"], &["*"])], false);
         assert_eq!(a.strategy().name(), "server-side-apply");
         // An incomplete review proves no absence: everything not forbidden is tried.

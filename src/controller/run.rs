@@ -187,6 +187,7 @@ impl Controller {
                 }
                 _ = health_tick.tick(), if synced && is_leader => {
                     // Optional features turned off by a missing permission are tried again here, not in a loop.
+                    self.access.retry();
                     self.review_permissions(namespace).await;
                     let owned = store.state();
                     tokio::select! {
