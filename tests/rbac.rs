@@ -440,3 +440,47 @@ async fn leader_election_waits_out_an_absent_api() {
     .await;
     ctl.stop().await;
 }
+
+/// `status` under the upstream Role: reads only what it may, and says how DaemonSets are written and what
+/// is missing (table and JSON).
+#[tokio::test]
+async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing() {
+    let (api, client) = FakeApi::start();
+    api.authorize(upstream_role(), vec![], NS, "kubernetes-image-puller");
+    let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
+    wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
+    ctl.stop().await;
+    let settings = Settings {
+        config_path: None,
+        reload_debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(3600),
+        leader_elect: false,
+        pod_name: None,
+        pod_namespace: None,
+    };
+    let mut status = Controller::new(
+        client,
+        settings,
+        Box::new(operator_env(TWO_IMAGES)),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let report = status.status().await.expect("status");
+    assert!(report.sets[0].present);
+    assert!(report.permissions.reviewed);
+    assert_eq!(report.permissions.write_strategy, "delete-then-create");
+    let table = kubernetes_image_puller::cli::status_table(&report);
+    assert!(table.contains("write strategy: delete-then-create"), "{table}");
+    assert!(
+        table.contains("rolling updates need: patch on apps/daemonsets"),
+        "{table}"
+    );
+    assert!(
+        table.contains("permission: cannot list pods (core): health check"),
+        "{table}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["permissions"]["write_strategy"], "delete-then-create");
+    assert!(forbidden(&api).is_empty(), "403s: {:#?}", forbidden(&api));
+}
