@@ -484,3 +484,85 @@ async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing()
     assert_eq!(json["permissions"]["write_strategy"], "delete-then-create");
     assert!(forbidden(&api).is_empty(), "403s: {:#?}", forbidden(&api));
 }
+
+/// The upstream Role plus `update`: changes and repairs are made in place by a replace (a rolling update),
+/// never by delete-then-create.
+#[tokio::test]
+async fn with_update_but_no_patch_changes_are_made_in_place() {
+    let (api, client) = FakeApi::start();
+    let mut role = upstream_role();
+    role.push(json!({"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["update"]}));
+    api.authorize(role, vec![], NS, "kubernetes-image-puller");
+    let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
+    wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
+    let first = uid(&api);
+    api.edit(NS, DS, add_container);
+    wait_for(&api, "the hand edit undone", SOON, || containers(&api).len() == 2).await;
+    assert!(
+        ctl.metrics
+            .encode()
+            .contains("kip_write_strategy{strategy=\"update\"} 1")
+    );
+    ctl.stop().await;
+    let ctl = run(client, operator_env(THREE_IMAGES), false).await;
+    wait_for(&api, "the third image", SOON, || containers(&api).len() == 3).await;
+    ctl.stop().await;
+    assert_eq!(uid(&api), first, "updated in place");
+    let puts = api.requests().iter().filter(|r| r.method == http::Method::PUT).count();
+    assert_eq!(puts, 2, "one replace for the repair, one for the new image");
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.is_daemonset_write() && r.method == http::Method::DELETE)
+    );
+    assert!(forbidden(&api).is_empty(), "403s: {:#?}", forbidden(&api));
+}
+
+/// The periodic refresh of moving tags without `patch`: delete-then-create (what upstream did), not a
+/// rolling-restart patch that would be refused.
+#[tokio::test]
+async fn refresh_without_patch_deletes_and_creates() {
+    let (api, client) = FakeApi::start();
+    api.authorize(upstream_role(), vec![], NS, "kubernetes-image-puller");
+    let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
+    wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
+    ctl.stop().await;
+    // Created two hours ago: the refresh (every CACHING_INTERVAL_HOURS=1) is due.
+    api.edit(NS, DS, |ds| {
+        ds["metadata"]["creationTimestamp"] = json!("2020-01-01T00:00:00Z")
+    });
+    let before = uid(&api);
+
+    let settings = Settings {
+        config_path: None,
+        reload_debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(3600),
+        leader_elect: false,
+        pod_name: None,
+        pod_namespace: None,
+    };
+    let mut controller = Controller::new(
+        client,
+        settings,
+        Box::new(operator_env(TWO_IMAGES)),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    assert!(controller.reload().await);
+    controller.review_permissions(NS).await;
+    let cluster = controller.cluster(NS);
+    let owned: Vec<_> = cluster
+        .list_owned("kubernetes-image-puller")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    assert_eq!(owned.len(), 1);
+    controller.health_check(&cluster, &owned, true).await;
+    assert_ne!(uid(&api), before, "refreshed by delete-then-create");
+    assert_eq!(containers(&api).len(), 2);
+    assert!(!api.requests().iter().any(|r| r.method == http::Method::PATCH));
+    assert!(forbidden(&api).is_empty(), "403s: {:#?}", forbidden(&api));
+}

@@ -278,7 +278,7 @@ impl Controller {
     }
 
     /// The cluster API of `namespace`, sharing this controller's knowledge of its permissions.
-    fn cluster(&self, namespace: &str) -> Cluster {
+    pub fn cluster(&self, namespace: &str) -> Cluster {
         Cluster::with_access(self.client.clone(), namespace, self.access.clone())
     }
 
