@@ -221,7 +221,7 @@ impl Cluster {
         let mut object = desired.clone();
         object.metadata.resource_version = live.metadata.resource_version.clone();
         // A replace drops what it does not name: keep the refresh annotation so the restart is not undone.
-        if let Some(at) = restarted_at(live) {
+        if let Some(at) = restarted_at(live).filter(|_| restarted_at(desired).is_none()) {
             object
                 .spec
                 .as_mut()
@@ -282,6 +282,25 @@ impl Cluster {
                 name: name.into(),
                 source,
             })
+    }
+
+    /// A rolling restart without `patch`: the desired object with a new restart annotation, replaced in place.
+    pub async fn restart_by_replace(&self, desired: &DaemonSet, live: &DaemonSet, at: &str) -> Result<DaemonSet> {
+        let mut object = desired.clone();
+        if let Some(spec) = object.spec.as_mut() {
+            let meta = spec.template.metadata.get_or_insert_default();
+            meta.annotations
+                .get_or_insert_default()
+                .insert(labels::RESTARTED_AT.into(), at.into());
+        }
+        self.replace(&object, live).await.map_err(|e| match e {
+            KubeError::DaemonSet { name, source, .. } => KubeError::DaemonSet {
+                verb: "restart",
+                name,
+                source,
+            },
+            other => other,
+        })
     }
 
     /// Visits the pods matching `selector` one page at a time, so memory does not grow with the cluster.

@@ -246,11 +246,9 @@ impl WriteStrategy {
 
     pub const NAMES: [&'static str; 3] = ["server-side-apply", "update", "delete-then-create"];
 
-    /// What a rolling update would need, when changes are made by delete-then-create.
+    /// What rolling updates would need, when changes are made by delete-then-create.
     pub fn rolling_updates_need(&self) -> Option<&'static str> {
-        (!self.apply).then_some(
-            "patch on apps/daemonsets (server-side apply; update alone gives rolling updates but no refresh by rolling restart)",
-        )
+        (!self.apply && !self.update).then_some("patch (server-side apply) or update on apps/daemonsets")
     }
 }
 
@@ -462,7 +460,7 @@ impl Access {
             match strategy.rolling_updates_need() {
                 Some(need) => tracing::warn!(
                     strategy = strategy.name(),
-                    "DaemonSet write strategy: {}; changes replace the DaemonSet (its pods restart at once on every node); rolling updates need {need}",
+                    "DaemonSet write strategy: {}; a change re-creates the DaemonSet (its pods restart at once on every node); rolling updates need {need}",
                     strategy.name()
                 ),
                 None => tracing::info!(
@@ -581,6 +579,7 @@ mod tests {
         );
         a.learn(upstream(), false);
         assert_eq!(a.strategy().name(), "delete-then-create");
+        assert!(a.strategy().rolling_updates_need().is_some());
         assert!(!a.feature_on(Feature::HealthCheck));
         assert!(a.allows("watch", "apps", "daemonsets"));
         let report = a.report();
@@ -609,6 +608,7 @@ mod tests {
         assert!(a.forbidden("patch", "apps", "daemonsets"));
         assert!(!a.forbidden("patch", "apps", "daemonsets"), "news once");
         assert_eq!(a.strategy().name(), "update");
+        assert_eq!(a.strategy().rolling_updates_need(), None, "update rolls too");
         a.learn(vec![rule(&["*"], &["*"], &["*"])], false);
         assert_eq!(
             a.strategy().name(),

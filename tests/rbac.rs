@@ -473,7 +473,7 @@ async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing()
     let table = kubernetes_image_puller::cli::status_table(&report);
     assert!(table.contains("write strategy: delete-then-create"), "{table}");
     assert!(
-        table.contains("rolling updates need: patch on apps/daemonsets"),
+        table.contains("rolling updates need: patch (server-side apply) or update on apps/daemonsets"),
         "{table}"
     );
     assert!(
@@ -518,21 +518,17 @@ async fn with_update_but_no_patch_changes_are_made_in_place() {
     assert!(forbidden(&api).is_empty(), "403s: {:#?}", forbidden(&api));
 }
 
-/// The periodic refresh of moving tags without `patch`: delete-then-create (what upstream did), not a
-/// rolling-restart patch that would be refused.
-#[tokio::test]
-async fn refresh_without_patch_deletes_and_creates() {
+/// Runs the periodic refresh once, under `role`, on a DaemonSet created two hours ago (so it is due).
+async fn refresh_under(role: Vec<Value>) -> (FakeApi, Option<String>) {
     let (api, client) = FakeApi::start();
-    api.authorize(upstream_role(), vec![], NS, "kubernetes-image-puller");
+    api.authorize(role, vec![], NS, "kubernetes-image-puller");
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
     wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
     ctl.stop().await;
-    // Created two hours ago: the refresh (every CACHING_INTERVAL_HOURS=1) is due.
     api.edit(NS, DS, |ds| {
         ds["metadata"]["creationTimestamp"] = json!("2020-01-01T00:00:00Z")
     });
     let before = uid(&api);
-
     let settings = Settings {
         config_path: None,
         reload_debounce: Duration::from_millis(50),
@@ -561,8 +557,39 @@ async fn refresh_without_patch_deletes_and_creates() {
         .collect();
     assert_eq!(owned.len(), 1);
     controller.health_check(&cluster, &owned, true).await;
-    assert_ne!(uid(&api), before, "refreshed by delete-then-create");
     assert_eq!(containers(&api).len(), 2);
     assert!(!api.requests().iter().any(|r| r.method == http::Method::PATCH));
     assert!(forbidden(&api).is_empty(), "403s: {:#?}", forbidden(&api));
+    (api, before)
+}
+
+/// The periodic refresh of moving tags without `patch`: delete-then-create (what upstream did), not a
+/// rolling-restart patch that would be refused.
+#[tokio::test]
+async fn refresh_without_patch_deletes_and_creates() {
+    let (api, before) = refresh_under(upstream_role()).await;
+    assert_ne!(uid(&api), before, "refreshed by delete-then-create");
+}
+
+/// With `update` but no `patch`, the refresh is still a rolling restart: a replace carrying a new restart
+/// annotation on the pod template.
+#[tokio::test]
+async fn refresh_with_update_is_a_rolling_restart() {
+    let mut role = upstream_role();
+    role.push(json!({"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["update"]}));
+    let (api, before) = refresh_under(role).await;
+    assert_eq!(uid(&api), before, "in place");
+    let ds = api.daemonset(NS, DS).unwrap();
+    let annotations = ds
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        annotations.contains_key(kubernetes_image_puller::render::labels::RESTARTED_AT),
+        "{annotations:?}"
+    );
 }

@@ -537,8 +537,9 @@ impl Controller {
 }
 
 impl Controller {
-    /// The periodic refresh of moving tags: a rolling restart with `patch`, else (the upstream verbs)
-    /// delete-then-create of the DaemonSet, which pulls every image again too.
+    /// The periodic refresh of moving tags: a rolling restart with `patch` (or, with `update`, by a replace
+    /// carrying the restart annotation), else (the upstream verbs) delete-then-create of the DaemonSet,
+    /// which pulls every image again too.
     async fn refresh(
         &self,
         cluster: &Cluster,
@@ -546,9 +547,12 @@ impl Controller {
         desired: &[DaemonSet],
     ) -> Result<DaemonSet, KubeError> {
         let name = live.name_any();
+        let strategy = self.access.strategy();
+        let at = Timestamp::now().to_string();
         let result = match desired.iter().find(|d| d.name_any() == name) {
-            Some(want) if !self.access.strategy().apply => cluster.recreate(want, live).await,
-            _ => cluster.restart(&name, &Timestamp::now().to_string()).await,
+            Some(want) if !strategy.apply && strategy.update => cluster.restart_by_replace(want, live, &at).await,
+            Some(want) if !strategy.apply => cluster.recreate(want, live).await,
+            _ => cluster.restart(&name, &at).await,
         };
         if let Err(e) = &result
             && e.is_forbidden()
