@@ -438,6 +438,18 @@ async fn leader_election_waits_out_an_absent_api() {
         || api.daemonset(NS, DS).is_some(),
     )
     .await;
+    // Away again while leading: still running, and still leading once it is back.
+    api.away_for(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!ctl.task.is_finished(), "run must not end when the API goes away later");
+    api.delete(NS, DS);
+    wait_for(
+        &api,
+        "the DaemonSet back after the outage",
+        Duration::from_secs(10),
+        || api.daemonset(NS, DS).is_some(),
+    )
+    .await;
     ctl.stop().await;
 }
 
