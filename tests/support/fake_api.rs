@@ -504,27 +504,26 @@ impl FakeApi {
         }
 
         let fault = self.take_fault(&record);
-        let denied = match fault {
+        // RBAC after the connection: a request that reaches the server is authorized before anything else.
+        let mut denied = match fault {
             Some(Action::ConnectionError) => None,
             _ => self.authorize_request(&method, &path, &query),
         };
-        let reply = match (denied, fault) {
-            (Some(reply), _) => reply,
-            (None, fault) => match fault {
-                Some(Action::ConnectionError) => Reply::Connection,
-                Some(Action::Status(code)) => Reply::Json(code, status(code, reason(code), "injected fault")),
-                Some(Action::WatchGone) => {
-                    let gone = status(410, "Expired", "too old resource version: 1 (2)");
-                    let text = line("ERROR", &gone);
-                    let stream = futures::stream::iter([Ok::<_, BoxError>(Frame::data(text))]);
-                    Reply::Watch(StreamBody::new(stream).boxed_unsync())
-                }
-                Some(Action::Delay(d)) => {
-                    tokio::time::sleep(d).await;
-                    self.route(&method, &path, &query, body)
-                }
-                None => self.route(&method, &path, &query, body),
-            },
+        let reply = match fault {
+            Some(Action::ConnectionError) => Reply::Connection,
+            _ if denied.is_some() => denied.take().expect("checked"),
+            Some(Action::Status(code)) => Reply::Json(code, status(code, reason(code), "injected fault")),
+            Some(Action::WatchGone) => {
+                let gone = status(410, "Expired", "too old resource version: 1 (2)");
+                let text = line("ERROR", &gone);
+                let stream = futures::stream::iter([Ok::<_, BoxError>(Frame::data(text))]);
+                Reply::Watch(StreamBody::new(stream).boxed_unsync())
+            }
+            Some(Action::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                self.route(&method, &path, &query, body)
+            }
+            None => self.route(&method, &path, &query, body),
         };
 
         match reply {
