@@ -118,20 +118,25 @@ async fn run_controller(config_path: Option<std::path::PathBuf>, args: RunArgs) 
     );
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let controller = Controller::new(client, settings, Box::new(Env), metrics.clone(), ready.clone()).await;
-
     if args.once {
+        let controller = Controller::new(client, settings, Box::new(Env), metrics, ready).await;
         let ok = controller::run_once(controller).await;
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
 
+    // /healthz is up before the first API call: an API that is away at start must not fail the liveness probe.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let (_, server) = http::serve(args.http_addr, HttpState { metrics, ready }, async move {
+    let state = HttpState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let (_, server) = http::serve(args.http_addr, state, async move {
         let _ = http_stop.changed().await;
     })
     .await?;
     let server = tokio::spawn(server);
+    let controller = Controller::new(client, settings, Box::new(Env), metrics, ready).await;
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down; DaemonSets stay in place");
