@@ -244,7 +244,12 @@ pub fn status_table(report: &crate::controller::StatusReport) -> String {
         let _ = writeln!(out, "quota: {s}");
     }
     let p = &report.permissions;
-    let _ = writeln!(out, "write strategy: {}", p.write_strategy);
+    let unknown = if p.reviewed {
+        ""
+    } else {
+        " (permissions unknown: the SelfSubjectRulesReview was not answered)"
+    };
+    let _ = writeln!(out, "write strategy: {}{unknown}", p.write_strategy);
     if let Some(need) = p.rolling_updates_need {
         let _ = writeln!(out, "rolling updates need: {need}");
     }
