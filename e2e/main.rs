@@ -192,6 +192,29 @@ async fn get(api: &Api<DaemonSet>, name: &str) -> Option<DaemonSet> {
     api.get_opt(name).await.expect("get daemonset")
 }
 
+/// What a write of ours would change on a DaemonSet: generation, labels, annotations, spec, and the
+/// managedFields entries of our field managers. The status (and so the resourceVersion) is the DaemonSet
+/// controller's to write.
+fn what_we_could_change(ds: &DaemonSet) -> serde_json::Value {
+    let ours: Vec<_> = ds
+        .managed_fields()
+        .iter()
+        .filter(|m| {
+            m.manager.as_deref().is_some_and(|n| {
+                n == kubernetes_image_puller::k8s::FIELD_MANAGER || n == kubernetes_image_puller::k8s::REFRESH_MANAGER
+            })
+        })
+        .cloned()
+        .collect();
+    serde_json::json!({
+        "generation": ds.metadata.generation,
+        "labels": ds.metadata.labels,
+        "annotations": ds.metadata.annotations,
+        "spec": ds.spec,
+        "ourManagedFields": ours,
+    })
+}
+
 /// The main journey: create, steady state, repair, edit, reject a broken file, prune, conflicts, shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_keeps_daemonsets_in_line_with_the_config() {
@@ -218,7 +241,8 @@ async fn controller_keeps_daemonsets_in_line_with_the_config() {
     api.create(&PostParams::default(), &foreign)
         .await
         .expect("create foreign daemonset");
-    let foreign_rv = get(&api, "foreign").await.unwrap().resource_version();
+    // Not the resourceVersion: the DaemonSet controller writes the object's status.
+    let foreign_before = what_we_could_change(&get(&api, "foreign").await.unwrap());
 
     let running = start_controller(&client, path.clone(), &ns.name).await;
 
@@ -255,13 +279,14 @@ async fn controller_keeps_daemonsets_in_line_with_the_config() {
     .await
     .expect("restricted admission accepts the cache pod");
 
-    // 3. Steady state: no writes (the resourceVersion stays).
+    // 3. Steady state: no writes. Not the resourceVersion: the DaemonSet controller writes the status as
+    // the cache pods start.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rv = get(&api, "general").await.unwrap().resource_version();
+    let steady = what_we_could_change(&get(&api, "general").await.unwrap());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        get(&api, "general").await.unwrap().resource_version(),
-        rv,
+        what_we_could_change(&get(&api, "general").await.unwrap()),
+        steady,
         "a write happened at steady state"
     );
 
@@ -301,7 +326,11 @@ async fn controller_keeps_daemonsets_in_line_with_the_config() {
     wait_until("second created", || async { get(&api, "second").await.is_some() }).await;
     println!("config change applied in {:?}", started.elapsed());
     let f = get(&api, "foreign").await.unwrap();
-    assert_eq!(f.resource_version(), foreign_rv, "the foreign DaemonSet was changed");
+    assert_eq!(
+        what_we_could_change(&f),
+        foreign_before,
+        "the foreign DaemonSet was changed"
+    );
     assert!(!f.labels().contains_key(labels::MANAGED_BY));
 
     // 7. A broken edit deletes nothing and the last good config stays in force (repairs continue).
@@ -321,7 +350,10 @@ async fn controller_keeps_daemonsets_in_line_with_the_config() {
     write_config(&path, &config_text(&ns.name, &[("general", image)]));
     wait_until("second pruned", || async { get(&api, "second").await.is_none() }).await;
     assert!(get(&api, "general").await.is_some());
-    assert_eq!(get(&api, "foreign").await.unwrap().resource_version(), foreign_rv);
+    assert_eq!(
+        what_we_could_change(&get(&api, "foreign").await.unwrap()),
+        foreign_before
+    );
 
     // 9. With this project's image available, every node's cache pod becomes ready.
     if kip_image().is_some() {
@@ -363,5 +395,209 @@ async fn rendered_daemonsets_are_accepted_by_the_api_server() {
             .unwrap_or_else(|e| panic!("{file}: {} rejected: {e}", ds.name_any()));
         }
     }
+    drop(ns);
+}
+
+/// Process-free variables: the env-var config of the Che operator, without touching the test's environment.
+struct Vars(Vec<(&'static str, String)>);
+
+impl kubernetes_image_puller::config::VarSource for Vars {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.trim().is_empty())
+    }
+    fn label(&self, name: &str) -> String {
+        name.to_owned()
+    }
+}
+
+/// The ConfigMap the Che image-puller operator writes, for `images`.
+fn operator_env(namespace: &str, images: &str) -> Vars {
+    let kip = kip_image().unwrap_or_else(|| "quay.io/eclipse/kubernetes-image-puller:next".into());
+    Vars(vec![
+        ("IMAGES", images.to_owned()),
+        ("DAEMONSET_NAME", "kubernetes-image-puller".into()),
+        ("DEPLOYMENT_NAME", "kubernetes-image-puller".into()),
+        ("NAMESPACE", namespace.to_owned()),
+        ("CACHING_INTERVAL_HOURS", "1".into()),
+        ("CACHING_MEMORY_REQUEST", "10Mi".into()),
+        ("CACHING_MEMORY_LIMIT", "20Mi".into()),
+        ("CACHING_CPU_REQUEST", ".05".into()),
+        ("CACHING_CPU_LIMIT", ".2".into()),
+        ("NODE_SELECTOR", "{}".into()),
+        ("IMAGE_PULL_SECRETS", String::new()),
+        ("AFFINITY", "{}".into()),
+        ("TOLERATIONS", "[]".into()),
+        ("KIP_IMAGE", kip),
+    ])
+}
+
+/// A ServiceAccount bound to the upstream Role (daemonsets create, delete, get, list, watch; deployments
+/// get: what the upstream chart, template and the Che operator grant), and a client using its token.
+async fn upstream_identity(admin: &Client, namespace: &str) -> Client {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let name = "kip-upstream";
+    let pp = PostParams::default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    accounts.create(&pp, &sa).await.expect("create ServiceAccount");
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "rules": [
+            {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["create", "delete", "get", "list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}
+        ]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), namespace)
+        .create(&pp, &role)
+        .await
+        .expect("create Role");
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+        .create(&pp, &binding)
+        .await
+        .expect("create RoleBinding");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(name, &pp, &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("token")
+        .token;
+    // Same server and CA as the admin context; only the credentials change.
+    let mut config = kube::Config::infer().await.expect("kube config");
+    config.auth_info = serde_json::from_value(serde_json::json!({"token": token})).expect("AuthInfo");
+    config.default_namespace = namespace.to_owned();
+    let client = Client::try_from(config).expect("client with the ServiceAccount token");
+    // RBAC bindings take effect at once, but wait until the identity can read its DaemonSets.
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    wait_until("the ServiceAccount may list DaemonSets", || async {
+        api.list(&Default::default()).await.is_ok()
+    })
+    .await;
+    client
+}
+
+async fn start_env_controller(client: &Client, env: Vars, namespace: &str) -> (Running, Arc<Metrics>) {
+    let settings = Settings {
+        config_path: None,
+        reload_debounce: Duration::from_millis(100),
+        resync: Duration::from_secs(300),
+        leader_elect: false,
+        pod_name: None,
+        pod_namespace: Some(namespace.to_owned()),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let controller = Controller::new(
+        client.clone(),
+        settings,
+        Box::new(env),
+        metrics.clone(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        controller.run(rx).await.expect("controller run");
+    });
+    (Running { stop, task }, metrics)
+}
+
+fn container_count(ds: &DaemonSet) -> usize {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map_or(0, |s| s.containers.len())
+}
+
+/// Nothing refused and the upstream verbs' strategy in force, from the controller's own metrics.
+fn assert_no_forbidden(metrics: &Metrics) {
+    let text = metrics.encode();
+    assert!(!text.contains("kind=\"forbidden\""), "a call was refused:\n{text}");
+    assert!(
+        text.contains("kip_write_strategy{strategy=\"delete-then-create\"} 1"),
+        "{text}"
+    );
+}
+
+/// The controller as a ServiceAccount bound to the upstream Role alone, with the operator's env: the
+/// DaemonSet is made and kept (create, delete-then-create), a new process applies one more image, and
+/// SIGTERM leaves the DaemonSet in place. Nothing is ever refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_role_service_account_keeps_the_daemonset() {
+    let admin = client_or_skip!();
+    let ns = TempNamespace::new(&admin, "kip-e2e-upstream").await;
+    let client = upstream_identity(&admin, &ns.name).await;
+    let api: Api<DaemonSet> = Api::namespaced(admin.clone(), &ns.name);
+    let name = "kubernetes-image-puller";
+    let two = "che-code=registry.k8s.io/pause:3.10;base-developer-image=registry.k8s.io/pause:3.9";
+    let three = "che-code=registry.k8s.io/pause:3.10;base-developer-image=registry.k8s.io/pause:3.9;udi=registry.k8s.io/pause:3.8";
+
+    let started = Instant::now();
+    let (running, metrics) = start_env_controller(&client, operator_env(&ns.name, two), &ns.name).await;
+    wait_until("DaemonSet created", || async { get(&api, name).await.is_some() }).await;
+    println!("upstream Role: DaemonSet exists {:?} after start", started.elapsed());
+    let ds = get(&api, name).await.unwrap();
+    assert_eq!(container_count(&ds), 2);
+    assert_eq!(
+        ds.labels().get(labels::MANAGED_BY).map(String::as_str),
+        Some(labels::MANAGER)
+    );
+
+    if kip_image().is_some() {
+        wait_until("cache pods ready", || async {
+            get(&api, name)
+                .await
+                .and_then(|d| d.status)
+                .is_some_and(|s| s.desired_number_scheduled > 0 && s.number_ready == s.desired_number_scheduled)
+        })
+        .await;
+    }
+
+    // Deleted by someone: back.
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    let deleted = Instant::now();
+    wait_until("DaemonSet back", || async {
+        get(&api, name).await.is_some_and(|d| d.uid() != ds.uid())
+    })
+    .await;
+    println!("upstream Role: deleted DaemonSet back after {:?}", deleted.elapsed());
+    assert_no_forbidden(&metrics);
+    running.stop().await;
+    assert!(get(&api, name).await.is_some(), "stopping deleted the DaemonSet");
+
+    // A new process with one more image (the operator rolled the Deployment): applied by delete-then-create.
+    let before = get(&api, name).await.unwrap().uid();
+    let started = Instant::now();
+    let (running, metrics) = start_env_controller(&client, operator_env(&ns.name, three), &ns.name).await;
+    wait_until("third image applied", || async {
+        get(&api, name).await.is_some_and(|d| container_count(&d) == 3)
+    })
+    .await;
+    println!(
+        "upstream Role: one more image applied {:?} after the new process started",
+        started.elapsed()
+    );
+    assert_ne!(get(&api, name).await.unwrap().uid(), before);
+    assert_no_forbidden(&metrics);
+    running.stop().await;
+    assert!(get(&api, name).await.is_some(), "stopping deleted the DaemonSet");
     drop(ns);
 }
