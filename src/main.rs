@@ -45,7 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quota { nodes, from_cluster } => {
             let config = cli::load_config(config_path.as_deref())?;
             let table = match nodes {
-                Some(n) if !from_cluster => cli::quota_table(&config, n),
+                Some(n) if !from_cluster => cli::quota_table(&config, n)?,
                 _ => {
                     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
                     let counts = runtime.block_on(async {
@@ -55,7 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .await
                             .context("cannot count nodes (needs permission to list nodes)")
                     })?;
-                    cli::quota_table_per_set(&config, &counts)
+                    cli::quota_table_per_set(&config, &counts)?
                 }
             };
             std::io::Write::write_all(&mut stdout, table.as_bytes())?;

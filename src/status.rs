@@ -9,23 +9,76 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use crate::config::{Config, ImageSet};
-use crate::health::{self, FailureTally, SetHealth};
+use crate::health::{self, FailureTally, NotCreated, NotCreatedTally, SetHealth};
 use crate::k8s::Cluster;
-use crate::quota::{self, Shortfall};
+use crate::quota::{self, QuotaCheck, QuotaError};
 use crate::reconcile;
 
-/// Health of every set: counts from the DaemonSet, failures from its pods (one page at a time).
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    #[error("list {what} in {namespace}: {source}")]
+    List {
+        what: &'static str,
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+}
+
+/// Whether the Events of our DaemonSets may be read (`list events`). Off after the first 403, with one
+/// warning: the missing-pod counts still come from the DaemonSet status, only the reason is unknown.
+#[derive(Debug, Default)]
+pub struct EventReads {
+    forbidden: bool,
+}
+
+impl EventReads {
+    pub fn is_forbidden(&self) -> bool {
+        self.forbidden
+    }
+}
+
+/// Why the DaemonSet's missing pods were not created: its newest FailedCreate/FailedPlacement Event since
+/// its last change (paged list of its Warning Events). None without such an Event, or when not allowed.
+pub async fn not_created(cluster: &Cluster, ds: &DaemonSet, reads: &mut EventReads) -> Option<NotCreated> {
+    if reads.forbidden {
+        return None;
+    }
+    let mut tally = NotCreatedTally::new(health::last_change(ds));
+    let selector = health::daemonset_events_selector(ds);
+    match cluster
+        .for_each_event_page(&selector, |page| tally.add_events(page))
+        .await
+    {
+        Ok(()) => tally.finish(),
+        Err(e) if e.is_forbidden() => {
+            reads.forbidden = true;
+            tracing::warn!(error = %e, "cannot list Events (needs the verb list on events): pods that could not be created are counted, but the API's reason is not shown");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(daemonset = %ds.name_any(), error = %e, "cannot list the DaemonSet's Events");
+            None
+        }
+    }
+}
+
+/// Health of every set: counts from the DaemonSet, failures from its pods (one page at a time), and the
+/// reason pods could not be created from its Events.
 pub async fn gather(
     cluster: &Cluster,
     config: &Config,
     desired: &[DaemonSet],
     owned: &[Arc<DaemonSet>],
+    reads: &mut EventReads,
 ) -> Vec<SetHealth> {
     let mut healths = Vec::with_capacity(config.sets.len());
     for (set, want) in config.sets.iter().zip(desired) {
         let live = owned.iter().find(|d| d.name_any() == set.name).map(Arc::as_ref);
         let mut h = health::from_daemonset(&set.name, live, reconcile::spec_hash_of(want));
-        if live.is_some() {
+        if let Some(ds) = live {
             let mut tally = FailureTally::default();
             match cluster
                 .for_each_pod_page(&health::pod_selector(&set.name), |pods| tally.add_pods(pods))
@@ -33,6 +86,10 @@ pub async fn gather(
             {
                 Ok(()) => h.failing = tally.finish(),
                 Err(e) => tracing::warn!(set = %set.name, error = %e, "cannot list pods for the health check"),
+            }
+            if h.nodes_without_pod > 0 {
+                let why = not_created(cluster, ds, reads).await;
+                h.set_not_created(why);
             }
         }
         healths.push(h);
@@ -98,14 +155,30 @@ pub async fn quota_shortfalls(
     config: &Config,
     nodes_of: &[u64],
     running_of: &[u64],
-) -> Result<Vec<Shortfall>, kube::Error> {
+) -> Result<QuotaCheck, GatherError> {
+    let list_error = |what: &'static str| {
+        let namespace = cluster.namespace().to_owned();
+        move |source| GatherError::List {
+            what,
+            namespace,
+            source,
+        }
+    };
     let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client().clone(), cluster.namespace());
     let ranges: Api<LimitRange> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let quotas = quotas.list(&ListParams::default()).await?.items;
-    let ranges = ranges.list(&ListParams::default()).await?.items;
-    let mut out = quota::limit_range_violations(config, &ranges);
-    out.extend(quota::quota_shortfalls(config, nodes_of, running_of, &quotas));
-    Ok(out)
+    let quotas = quotas
+        .list(&ListParams::default())
+        .await
+        .map_err(list_error("resourcequotas"))?
+        .items;
+    let ranges = ranges
+        .list(&ListParams::default())
+        .await
+        .map_err(list_error("limitranges"))?
+        .items;
+    let mut check = quota::quota_shortfalls(config, nodes_of, running_of, &quotas)?;
+    check.shortfalls.extend(quota::limit_range_violations(config, &ranges)?);
+    Ok(check)
 }
 
 #[cfg(test)]

@@ -94,6 +94,12 @@ pub struct Controller {
     conflicts_seen: HashSet<String>,
     /// Quota shortfalls last reported, so each is announced once.
     shortfalls_seen: Vec<String>,
+    /// Per-set quota shortfalls whose Event waits for the set's DaemonSet to exist (a set being created).
+    quota_pending: Vec<quota::Shortfall>,
+    /// Per set, the pod-creation failure last logged (without the generated pod name), so each is logged once.
+    not_created_seen: std::collections::HashMap<String, String>,
+    /// Whether the DaemonSets' Events may be read; off after a 403.
+    event_reads: status::EventReads,
     /// Listing nodes is optional (cluster-scoped); once forbidden, don't ask again.
     nodes_forbidden: bool,
     /// Our writes, standing in for the watch cache until it catches up.
@@ -142,6 +148,9 @@ impl Controller {
             healths: Vec::new(),
             conflicts_seen: HashSet::new(),
             shortfalls_seen: Vec::new(),
+            quota_pending: Vec::new(),
+            not_created_seen: Default::default(),
+            event_reads: status::EventReads::default(),
             nodes_forbidden: false,
             overlay: reconcile::Overlay::default(),
             verified: reconcile::Verified::default(),
@@ -231,6 +240,7 @@ impl Controller {
                 }
                 self.owner = owner;
                 self.owner_for = Some(key);
+                self.events.set_owner(self.owner.as_ref(), cluster.namespace());
             }
             Err(kube::Error::Api(s)) if s.code < 500 => {
                 tracing::warn!(%deployment, error = %s, "cannot read own Deployment: DaemonSets get no owner");
@@ -253,6 +263,15 @@ impl Controller {
             && *on_openshift == openshift
         {
             return rendered.clone();
+        }
+        if self
+            .desired_cache
+            .as_ref()
+            .is_some_and(|(_, owner, _, _)| *owner != self.owner)
+        {
+            // The owner reference is not part of the spec hash: objects verified against the old owner
+            // must be compared field by field again, so the new owner is applied.
+            self.verified = reconcile::Verified::default();
         }
         let options = RenderOptions {
             openshift,
@@ -310,7 +329,9 @@ impl Controller {
         report
     }
 
-    async fn announce(&self, report: &PassReport) {
+    async fn announce(&mut self, report: &PassReport) {
+        // Quota Events of sets whose DaemonSet this pass created.
+        self.post_quota_events(&report.live).await;
         let find = |name: &str| report.live.iter().find(|d| d.name_any() == name);
         for (list, reason, verb) in [
             (&report.created, "Created", "created"),
@@ -351,10 +372,10 @@ impl Controller {
     }
 
     /// Compares the sets' need (requests and limits × images × nodes) with the namespace's ResourceQuotas
-    /// and LimitRanges, and reports what cannot fit, with the numbers, once per change.
-    pub async fn check_quota(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> Vec<quota::Shortfall> {
+    /// and LimitRanges. Reads only.
+    pub async fn quota_check(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> quota::QuotaCheck {
         let Some(config) = self.config.clone() else {
-            return Vec::new();
+            return quota::QuotaCheck::default();
         };
         let status_of = |name: &str| {
             owned
@@ -387,29 +408,123 @@ impl Controller {
                 }
             }
         }
-        let shortfalls = match status::quota_shortfalls(cluster, &config, &nodes_of, &running_of).await {
-            Ok(list) => list,
+        match status::quota_shortfalls(cluster, &config, &nodes_of, &running_of).await {
+            Ok(check) => check,
+            Err(e @ status::GatherError::Quota(_)) => {
+                tracing::error!(error = %e, "quota check failed");
+                quota::QuotaCheck::default()
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read ResourceQuotas/LimitRanges");
-                return Vec::new();
+                quota::QuotaCheck::default()
             }
-        };
-        self.metrics.quota_shortfalls.set(shortfalls.len() as i64);
-        let texts: Vec<String> = shortfalls.iter().map(ToString::to_string).collect();
+        }
+    }
+
+    /// [`Self::quota_check`], then reports what cannot fit, with the numbers, once per change: in the log,
+    /// as a metric, as an Event on the set's DaemonSet (the total on the owner Deployment).
+    pub async fn check_quota(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> quota::QuotaCheck {
+        let check = self.quota_check(cluster, owned).await;
+        self.metrics.record_quota(&check.shortfalls);
+        let texts: Vec<String> = check
+            .shortfalls
+            .iter()
+            .map(ToString::to_string)
+            .chain(check.totals.iter().map(ToString::to_string))
+            .collect();
         if texts != self.shortfalls_seen {
-            for text in texts.iter().filter(|t| !self.shortfalls_seen.contains(t)) {
-                tracing::warn!("quota: {text}; some cache pods will not be created");
-                self.events
-                    .on_self(
-                        true,
-                        "QuotaExceeded",
-                        format!("{text}; some cache pods will not be created"),
-                    )
-                    .await;
+            for s in &check.shortfalls {
+                let text = s.to_string();
+                if self.shortfalls_seen.contains(&text) {
+                    continue;
+                }
+                tracing::warn!(set = %s.set, "quota: {text}; its cache pods will not be created");
+                self.quota_pending.push(s.clone());
+            }
+            for t in &check.totals {
+                let text = t.to_string();
+                if self.shortfalls_seen.contains(&text) {
+                    continue;
+                }
+                let sets: Vec<&str> = check
+                    .shortfalls
+                    .iter()
+                    .filter(|s| s.source == t.source && s.resource == t.resource)
+                    .map(|s| s.set.as_str())
+                    .collect();
+                let note = format!("quota: {text}; not fitting: {}", sets.join(", "));
+                tracing::warn!("{note}");
+                self.events.on_config(true, "QuotaExceeded", note).await;
             }
             self.shortfalls_seen = texts;
         }
-        shortfalls
+        // Only shortfalls still current wait for their DaemonSet.
+        self.quota_pending.retain(|p| check.shortfalls.contains(p));
+        self.post_quota_events(owned).await;
+        check
+    }
+
+    /// Posts the pending per-set quota Events on the sets' DaemonSets that exist in `live`.
+    async fn post_quota_events(&mut self, live: &[Arc<DaemonSet>]) {
+        for s in std::mem::take(&mut self.quota_pending) {
+            match live.iter().find(|d| d.name_any() == s.set) {
+                Some(ds) => {
+                    let note = format!("{s}; its cache pods will not be created");
+                    self.events.on_daemonset(ds, true, "QuotaExceeded", note).await;
+                }
+                None => self.quota_pending.push(s),
+            }
+        }
+    }
+
+    /// Logs (once per cause) and records as an Event on the DaemonSet why a set's pods were not created.
+    async fn report_not_created(&mut self, ds: &DaemonSet, h: &SetHealth) {
+        let Some(n) = &h.not_created else {
+            self.not_created_seen.remove(&h.set);
+            return;
+        };
+        let gist = health::without_pod_name(&n.message);
+        let note = format!(
+            "{} of {} nodes have no pod of set {:?}: {} ({}): {gist}",
+            h.nodes_without_pod, h.desired, h.set, n.reason, n.cause
+        );
+        if self.not_created_seen.get(&h.set).map(String::as_str) != Some(gist) {
+            tracing::warn!(set = %h.set, cause = %n.cause, "{note}");
+            self.not_created_seen.insert(h.set.clone(), gist.to_owned());
+        }
+        // Same note on the same object: written once per repeat period (the Events type aggregates).
+        self.events.on_daemonset(ds, true, "PodsNotCreated", note).await;
+    }
+
+    /// A quick look right after a write: for sets whose DaemonSet lacks pods, the DaemonSet controller's
+    /// reason (quota, Pod Security, LimitRange...) from its Events, reported at once instead of at the next
+    /// health check. Returns true while something is still undecided (pods missing without a known reason,
+    /// or a status not yet observed), so the caller looks again a little later.
+    pub async fn quick_check(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> bool {
+        let Some(config) = self.config.clone() else {
+            return false;
+        };
+        let mut undecided = false;
+        let mut healths = Vec::with_capacity(config.sets.len());
+        for set in &config.sets {
+            let Some(ds) = owned.iter().find(|d| d.name_any() == set.name) else {
+                continue;
+            };
+            let mut h = health::from_daemonset(&set.name, Some(ds), None);
+            let observed = ds.status.as_ref().and_then(|s| s.observed_generation);
+            undecided |= observed < ds.metadata.generation;
+            if h.nodes_without_pod > 0 {
+                let why = status::not_created(cluster, ds, &mut self.event_reads).await;
+                undecided |= why.is_none() && !self.event_reads.is_forbidden();
+                h.set_not_created(why);
+                self.report_not_created(ds, &h).await;
+            } else {
+                self.not_created_seen.remove(&set.name);
+            }
+            healths.push(h);
+        }
+        self.metrics.record_not_created(&healths);
+        undecided
     }
 
     /// Health check of every set: DaemonSet status plus a paged scan of its pods; then refreshes.
@@ -418,14 +533,15 @@ impl Controller {
             return Vec::new();
         };
         let desired = self.desired();
-        let healths = status::gather(cluster, &config, &desired, owned).await;
+        let healths = status::gather(cluster, &config, &desired, owned, &mut self.event_reads).await;
         self.check_quota(cluster, owned).await;
         for (set, h) in config.sets.iter().zip(&healths) {
             let live = owned.iter().find(|d| d.name_any() == set.name).map(Arc::as_ref);
             tracing::info!("{}", h.summary());
             self.metrics.record_health(h, set.images.len());
             if let Some(ds) = live {
-                for f in &h.failing {
+                self.report_not_created(ds, h).await;
+                for f in h.failing.iter().filter(|f| !f.image.is_empty()) {
                     let note = format!(
                         "image {} ({}) fails on {} node(s), e.g. {}: {} {}",
                         f.image,
@@ -456,6 +572,7 @@ impl Controller {
             }
         }
         self.metrics.record_failures(&healths);
+        self.metrics.record_not_created(&healths);
         self.healths = healths.clone();
         healths
     }

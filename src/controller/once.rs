@@ -2,12 +2,13 @@
 
 use super::*;
 
-/// What `status` prints: every set's health and the quota shortfalls.
+/// What `status` prints: every set's health and the quota shortfalls (per set, and the totals).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusReport {
     pub namespace: String,
     pub sets: Vec<SetHealth>,
     pub shortfalls: Vec<quota::Shortfall>,
+    pub quota_totals: Vec<quota::QuotaTotal>,
 }
 
 impl StatusReport {
@@ -25,25 +26,32 @@ pub enum StatusError {
 }
 
 impl Controller {
-    /// The `status` command: reads the cluster, writes nothing.
+    /// The `status` command: reads the cluster, writes nothing. The answer does not depend on the caller's
+    /// environment: the spec hash leaves the owner reference out (so no owner is looked up), and without a
+    /// local `deployment_name` the instance is read from the live DaemonSets of the config's sets.
     pub async fn status(&mut self) -> Result<StatusReport, StatusError> {
-        let config = Arc::new(config::load(self.settings.config_path.as_deref(), self.env.as_ref())?);
-        self.config = Some(config.clone());
+        let mut config = config::load(self.settings.config_path.as_deref(), self.env.as_ref())?;
         let cluster = Cluster::new(self.client.clone(), &config.namespace);
-        let owned: Vec<Arc<DaemonSet>> = cluster
-            .list_owned(&self.instance())
-            .await?
+        let managed = cluster.list_managed().await?;
+        if config.deployment_name.is_none() {
+            config.deployment_name = live_instance(&config, &managed);
+        }
+        let config = Arc::new(config);
+        self.config = Some(config.clone());
+        let instance = self.instance();
+        let owned: Vec<Arc<DaemonSet>> = managed
             .into_iter()
+            .filter(|d| reconcile::is_owned(d, &instance))
             .map(Arc::new)
             .collect();
-        self.resolve_owner(&cluster).await;
         let desired = self.desired();
-        let sets = status::gather(&cluster, &config, &desired, &owned).await;
-        let shortfalls = self.check_quota(&cluster, &owned).await;
+        let sets = status::gather(&cluster, &config, &desired, &owned, &mut self.event_reads).await;
+        let quota = self.quota_check(&cluster, &owned).await;
         Ok(StatusReport {
             namespace: config.namespace.clone(),
             sets,
-            shortfalls,
+            shortfalls: quota.shortfalls,
+            quota_totals: quota.totals,
         })
     }
 }
@@ -74,4 +82,16 @@ pub async fn run_once(mut controller: Controller) -> bool {
         println!("{}", h.summary());
     }
     report.is_clean()
+}
+
+/// The instance label the controller gave the DaemonSets of the config's sets, when the caller's config does
+/// not name a Deployment (the controller's DEPLOYMENT_NAME is not in this environment): the one label value
+/// they all carry, unless it is the default.
+fn live_instance(config: &Config, managed: &[DaemonSet]) -> Option<String> {
+    let mut found = managed
+        .iter()
+        .filter(|d| config.sets.iter().any(|s| s.name == d.name_any()))
+        .filter_map(|d| d.labels().get(labels::INSTANCE));
+    let first = found.next()?;
+    (found.all(|i| i == first) && first != labels::MANAGER).then(|| first.clone())
 }
