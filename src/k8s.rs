@@ -235,7 +235,7 @@ const EVENTS_KEPT: usize = 512;
 pub const EVENT_REPEAT_AFTER: Duration = Duration::from_secs(600);
 /// A refused Event is logged at once, further refusals at most once per this period (with a count).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
-/// API limits of events.k8s.io/v1: `note` in bytes, `reportingInstance`, `reason` and `action` in characters.
+/// API limits of events.k8s.io/v1, in bytes: `note`; `reportingInstance`, `reason` and `action`.
 pub const NOTE_MAX: usize = 1024;
 pub const FIELD_MAX: usize = 128;
 
@@ -282,20 +282,21 @@ pub fn reporting_instance(pod_name: Option<&str>) -> String {
         .filter(|p| !p.is_empty())
         .or_else(host)
         .unwrap_or_else(|| FIELD_MANAGER.to_owned());
-    truncate_chars(&name, FIELD_MAX)
+    truncate_bytes(name, FIELD_MAX)
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-/// The longest prefix of `note` within the API's byte limit, cut on a character boundary.
-pub fn truncate_note(mut note: String) -> String {
-    if note.len() > NOTE_MAX {
-        let cut = (0..=NOTE_MAX).rev().find(|i| note.is_char_boundary(*i)).unwrap_or(0);
-        note.truncate(cut);
+/// The longest prefix of `text` within `max` bytes (the API counts bytes), cut on a character boundary.
+fn truncate_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
     }
-    note
+    text
+}
+
+/// The longest prefix of `note` within the API's limit.
+pub fn truncate_note(note: String) -> String {
+    truncate_bytes(note, NOTE_MAX)
 }
 
 /// A valid Event name (DNS subdomain, ≤ 253): the object's name, shortened, and the time in hex.
@@ -365,7 +366,7 @@ impl Events {
 
     async fn publish(&self, regarding: &ObjectReference, warning: bool, reason: &str, note: String) {
         let note = truncate_note(note);
-        let reason = truncate_chars(reason, FIELD_MAX);
+        let reason = truncate_bytes(reason.to_owned(), FIELD_MAX);
         let key = format!(
             "{}/{}/{}/{}\u{0}{reason}\u{0}{note}",
             regarding.kind.as_deref().unwrap_or_default(),

@@ -185,6 +185,44 @@ async fn quota_event_names_the_set_its_need_and_what_is_free_on_its_daemonset() 
 }
 
 #[tokio::test]
+async fn quota_event_comes_from_the_daemonset_count_when_nodes_cannot_be_counted() {
+    let (api, client) = FakeApi::start();
+    // No nodes to list (as without the optional `list nodes`): a new set's count comes from its status.
+    let env = vars(&[("DEPLOYMENT_NAME", "kip")]);
+    let r = run(api, client, &config_toml(&[set("general", 2)]), env).await;
+    r.wait_for("general created", Duration::from_secs(5), |r| {
+        r.api.daemonset(NS, "general").is_some()
+    })
+    .await;
+    assert!(r.api.set_daemonset_status(NS, "general", 2, 2, 2));
+    r.api.add_quota(
+        NS,
+        "tight",
+        json!({"limits.memory": "100Mi"}),
+        json!({"limits.memory": "80Mi"}),
+    );
+    let edit = r.write_config(&config_toml(&[set("general", 2), set("wide", 5)]));
+    r.wait_for("wide created", Duration::from_secs(5), |r| {
+        r.api.daemonset(NS, "wide").is_some()
+    })
+    .await;
+    assert!(r.api.set_daemonset_status(NS, "wide", 2, 0, 0));
+    r.wait_for("a QuotaExceeded Event on DaemonSet wide", Duration::from_secs(5), |r| {
+        !events_on(&r.api, "DaemonSet", "wide", "QuotaExceeded").is_empty()
+    })
+    .await;
+    let waited = edit.elapsed();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let note = events_on(&r.api, "DaemonSet", "wide", "QuotaExceeded")[0]["note"].clone();
+    assert!(
+        note.as_str().unwrap().contains("200Mi (5 images × 2 nodes × 20Mi)"),
+        "{note}"
+    );
+    println!("quota Event from the DaemonSet's count {waited:?} after the edit");
+    r.stop().await;
+}
+
+#[tokio::test]
 async fn pods_the_api_refused_are_reported_within_seconds_and_in_status() {
     let r = issue_scenario().await;
     r.write_config(&config_toml(&[set("general", 2), set("wide", 5)]));
@@ -350,7 +388,8 @@ async fn the_fake_event_endpoint_refuses_what_the_real_one_refuses() {
         "note": "n", "reportingController": "kubernetes-image-puller", "reportingInstance": "kip-0",
         "regarding": {"kind": "DaemonSet", "name": "one", "namespace": NS},
     });
-    let cases: [(&str, Box<dyn Fn(&mut Value)>); 5] = [
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: [(&str, Mutation); 5] = [
         (
             "reportingInstance: Required value",
             Box::new(|e| e["reportingInstance"] = json!("")),
@@ -381,4 +420,50 @@ async fn the_fake_event_endpoint_refuses_what_the_real_one_refuses() {
         .await
         .expect("a valid Event is accepted");
     assert_eq!(api.refused_events().len(), cases.len());
+}
+
+#[tokio::test]
+async fn without_list_on_events_status_still_counts_missing_pods() {
+    let (api, client) = FakeApi::start();
+    api.add_nodes(1);
+    api.forbid_event_lists();
+    let r = run(api, client.clone(), &config_toml(&[set("a", 1)]), Vars::default()).await;
+    r.wait_for("a created", Duration::from_secs(5), |r| {
+        r.api.daemonset(NS, "a").is_some()
+    })
+    .await;
+    r.api.record_failed_create(NS, "a", QUOTA_MESSAGE);
+    assert!(r.api.set_daemonset_status(NS, "a", 1, 0, 0));
+    let metric = "kip_set_nodes_without_pod{set=\"a\",reason=\"unknown\"} 1";
+    r.wait_for(metric, Duration::from_secs(5), |r| r.metrics.encode().contains(metric))
+        .await;
+    let mut status = Controller::new(
+        client,
+        settings(&r.dir.path().join("config.toml"), None),
+        Box::new(Vars::default()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let report = status.status().await.expect("status works without list on events");
+    let a = &report.sets[0];
+    assert_eq!((a.nodes_without_pod, a.not_created.is_none()), (1, true), "{a:#?}");
+    assert!(!report.is_healthy());
+    let table = kubernetes_image_puller::cli::status_table(&report);
+    assert!(
+        table.contains("not created: set a lacks a pod on 1 of 1 node(s): no FailedCreate Event"),
+        "{table}"
+    );
+    // The feature is off after the first 403: one list of events per process, not one per check.
+    let lists = r
+        .api
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.ends_with("/events") && q.method == http::Method::GET && q.status == 403)
+        .count();
+    assert!(
+        lists <= 2,
+        "{lists} forbidden lists: the controller's first and status's"
+    );
+    r.stop().await;
 }

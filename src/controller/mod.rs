@@ -504,6 +504,9 @@ impl Controller {
         let Some(config) = self.config.clone() else {
             return false;
         };
+        // A new set's node count may only now be known (from its DaemonSet status, when nodes cannot be
+        // listed): its quota shortfall is reported now, not at the next health check.
+        self.check_quota(cluster, owned).await;
         let mut undecided = false;
         let mut healths = Vec::with_capacity(config.sets.len());
         for set in &config.sets {

@@ -146,6 +146,8 @@ struct Model {
     api_events: BTreeMap<(String, String), Value>,
     /// Events refused with 422, and the server's message.
     refused_events: Vec<(Value, String)>,
+    /// Answer 403 to lists of Events (a Role without `list` on events).
+    events_list_forbidden: bool,
 }
 
 struct Inner {
@@ -1176,6 +1178,11 @@ impl FakeApi {
         st.model.core_events.push((namespace.to_owned(), event));
     }
 
+    /// Lists of Events get 403 Forbidden, as with a Role that lacks `list` on events.
+    pub fn forbid_event_lists(&self) {
+        self.state().model.events_list_forbidden = true;
+    }
+
     /// events.k8s.io Events the server accepted (current state, after patches).
     pub fn accepted_events(&self) -> Vec<Value> {
         self.state().model.api_events.values().cloned().collect()
@@ -1228,6 +1235,12 @@ impl FakeApi {
 
     /// core/v1 Events, filtered by a field selector (`a.b=v` terms, ANDed) and paged like pods.
     fn list_core_events(&self, ns: &str, query: &BTreeMap<String, String>) -> Reply {
+        if self.state().model.events_list_forbidden {
+            let message = format!(
+                "events is forbidden: User \"system:serviceaccount:{ns}:kip\" cannot list resource \"events\" in API group \"\" in the namespace \"{ns}\""
+            );
+            return Reply::Json(403, status(403, "Forbidden", &message));
+        }
         let terms: Vec<(String, String)> = query
             .get("fieldSelector")
             .map(|f| {
@@ -1372,9 +1385,21 @@ fn validate_event(ns: &str, e: &Value) -> Result<(), String> {
         if value.is_empty() {
             return Err(format!("{field}: Required value"));
         }
-        if field != "reportingController" && value.chars().count() > 128 {
+        if field != "reportingController" && value.len() > 128 {
             return Err(format!("{field}: Too long: may not be more than 128 bytes"));
         }
+    }
+    // A qualified name: an optional DNS-subdomain prefix and a name of at most 63 alphanumerics, '-', '_', '.'.
+    let controller = text(&e["reportingController"]);
+    let local = controller.rsplit('/').next().unwrap_or_default();
+    let qualified = local.len() <= 63
+        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && local.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && local.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !qualified {
+        return Err(format!(
+            "reportingController: Invalid value: {controller:?}: must be a qualified name"
+        ));
     }
     let kind = text(&e["type"]);
     if kind != "Normal" && kind != "Warning" {
