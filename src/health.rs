@@ -153,11 +153,12 @@ impl NotCreatedTally {
     }
 }
 
-/// The API's message without the generated pod name (`pods "wide-x7k2p" is forbidden: ...` → the part after
-/// the colon), so the same cause reads the same on every attempt.
+/// The API's message without the generated pod name (`Error creating: pods "wide-x7k2p" is forbidden: ...`,
+/// as the DaemonSet controller words it → the part after "is forbidden: "), so the same cause reads the same
+/// on every attempt.
 pub fn without_pod_name(message: &str) -> &str {
     match message.split_once(" is forbidden: ") {
-        Some((head, rest)) if head.starts_with("pods ") => rest,
+        Some((head, rest)) if head.contains("pods \"") => rest,
         _ => message,
     }
 }
@@ -403,6 +404,62 @@ mod tests {
             }),
             ..Pod::default()
         }
+    }
+
+    fn event(reason: &str, message: &str, at: &str) -> k8s_openapi::api::core::v1::Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "e"}, "involvedObject": {"kind": "DaemonSet", "name": "wide"},
+            "reason": reason, "message": message, "type": "Warning", "count": 3, "lastTimestamp": at,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn newest_not_created_event_since_the_last_change_wins_and_is_classified() {
+        let since: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let mut tally = NotCreatedTally::new(Some(since));
+        tally.add_events(&[
+            event("FailedCreate", "Error creating: old spec", "2026-01-01T09:59:59Z"),
+            event(
+                "FailedCreate",
+                "Error creating: pods \"wide-a\" is forbidden: exceeded quota: tight, requested: limits.memory=100Mi",
+                "2026-01-01T10:00:05Z",
+            ),
+            event("SuccessfulCreate", "Created pod: wide-b", "2026-01-01T10:00:09Z"),
+        ]);
+        tally.add_events(&[event(
+            "FailedCreate",
+            "Error creating: pods \"wide-c\" is forbidden: violates PodSecurity \"restricted:latest\": privileged",
+            "2026-01-01T10:00:07Z",
+        )]);
+        let found = tally.finish().expect("an Event since the change");
+        assert_eq!((found.cause.as_str(), found.count), ("pod_security", 3));
+        assert_eq!(
+            without_pod_name(&found.message),
+            "violates PodSecurity \"restricted:latest\": privileged"
+        );
+        let mut old_only = NotCreatedTally::new(Some(since));
+        old_only.add_events(&[event("FailedCreate", "Error creating: old", "2026-01-01T09:00:00Z")]);
+        assert_eq!(old_only.finish(), None);
+        for (message, cause) in [
+            ("Error creating: pods \"x\" is forbidden: exceeded quota: q", "quota"),
+            (
+                "Error creating: pods \"x\" is forbidden: maximum memory usage per Container is 16Mi, but limit is 20Mi",
+                "limit_range",
+            ),
+            (
+                "Error creating: Internal error occurred: failed calling webhook: admission webhook \"x\" denied",
+                "webhook",
+            ),
+            (
+                "Error creating: pods \"x\" is forbidden: error looking up service account",
+                "forbidden",
+            ),
+            ("Error creating: etcdserver: request timed out", "other"),
+        ] {
+            assert_eq!(failure_cause("FailedCreate", message), cause, "{message}");
+        }
+        assert_eq!(failure_cause("FailedPlacement", "failed to place pod"), "placement");
     }
 
     #[test]

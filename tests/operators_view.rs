@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use support::fake_api::FakeApi;
 use support::{NS, Vars, config_toml};
 
-const QUOTA_MESSAGE: &str = "pods \"wide-7xk2p\" is forbidden: exceeded quota: tight, requested: limits.memory=100Mi, used: limits.memory=80Mi, limited: limits.memory=100Mi";
+/// As the DaemonSet controller words it (controller_utils: "Error creating: %v").
+const QUOTA_MESSAGE: &str = "Error creating: pods \"wide-7xk2p\" is forbidden: exceeded quota: tight, requested: limits.memory=100Mi, used: limits.memory=80Mi, limited: limits.memory=100Mi";
 
 fn settings(path: &Path, pod: Option<&str>) -> Settings {
     Settings {
@@ -313,12 +314,12 @@ async fn pod_security_and_limit_range_refusals_are_named() {
     r.api.record_failed_create(
         NS,
         "a",
-        "pods \"a-x1\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true",
+        "Error creating: pods \"a-x1\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true",
     );
     r.api.record_failed_create(
         NS,
         "b",
-        "pods \"b-x1\" is forbidden: maximum memory usage per Container is 16Mi, but limit is 20Mi",
+        "Error creating: pods \"b-x1\" is forbidden: maximum memory usage per Container is 16Mi, but limit is 20Mi",
     );
     assert!(r.api.set_daemonset_status(NS, "a", 1, 0, 0));
     assert!(r.api.set_daemonset_status(NS, "b", 1, 0, 0));
