@@ -263,6 +263,7 @@ struct EventLog {
 pub struct Events {
     client: Client,
     instance: String,
+    repeat_after: Duration,
     own_pod: Option<ObjectReference>,
     owner: std::sync::Arc<std::sync::Mutex<Option<ObjectReference>>>,
     log: std::sync::Arc<std::sync::Mutex<EventLog>>,
@@ -324,10 +325,17 @@ impl Events {
         Self {
             client,
             instance,
+            repeat_after: EVENT_REPEAT_AFTER,
             own_pod,
             owner: Default::default(),
             log: Default::default(),
         }
+    }
+
+    /// Another aggregation period than [`EVENT_REPEAT_AFTER`] (tests).
+    pub fn with_repeat_after(mut self, period: Duration) -> Self {
+        self.repeat_after = period;
+        self
     }
 
     /// The puller's own Deployment (from its owner reference), where config-level Events go.
@@ -378,7 +386,7 @@ impl Events {
         let repeat = {
             let mut log = self.log();
             match log.posted.get_mut(&key) {
-                Some(p) if p.written.elapsed() < EVENT_REPEAT_AFTER => {
+                Some(p) if p.written.elapsed() < self.repeat_after => {
                     p.count = p.count.saturating_add(1);
                     return;
                 }
@@ -395,10 +403,16 @@ impl Events {
         let result = match &repeat {
             Some((name, _, count)) => {
                 let patch = json!({"series": {"count": count, "lastObservedTime": MicroTime(now)}});
-                match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+                let call = api.patch(name, &params, &patch);
+                match tokio::time::timeout(Duration::from_secs(10), call).await {
                     // Expired (Events live about an hour): write it anew.
-                    Err(e) if is_not_found(&e) => None,
-                    other => Some(other.map(|_| name.clone())),
+                    Ok(Err(e)) if is_not_found(&e) => None,
+                    Ok(other) => Some(other.map(|_| name.clone())),
+                    Err(_) => {
+                        tracing::warn!(reason, "recording an event timed out");
+                        return;
+                    }
                 }
             }
             None => None,
@@ -437,7 +451,8 @@ impl Events {
         match result {
             Ok(name) => {
                 if log.posted.len() >= EVENTS_KEPT {
-                    log.posted.retain(|_, p| p.written.elapsed() < EVENT_REPEAT_AFTER);
+                    let period = self.repeat_after;
+                    log.posted.retain(|_, p| p.written.elapsed() < period);
                 }
                 let count = repeat.map_or(1, |(_, _, c)| c);
                 log.posted.insert(

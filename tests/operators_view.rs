@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use support::fake_api::FakeApi;
+use support::fake_api::{Action, FakeApi, Match};
 use support::{NS, Vars, config_toml};
 
 /// As the DaemonSet controller words it (controller_utils: "Error creating: %v").
@@ -367,6 +367,15 @@ async fn events_are_valid_without_a_pod_name_and_aggregated() {
     // A config-level Event with neither an owner Deployment nor a pod name goes to the log only.
     events.on_config(true, "Nowhere", "logged only".into()).await;
     assert_eq!(api.accepted_events().len(), 2);
+    // A refused Event is not taken as written: the same note is tried again next time.
+    api.inject(Match::Any, Action::Status(422), 1);
+    events.on_daemonset(&ds, true, "Retry", "refused once".into()).await;
+    assert!(api.accepted_events().iter().all(|e| e["reason"] != "Retry"));
+    events.on_daemonset(&ds, true, "Retry", "refused once".into()).await;
+    assert_eq!(
+        api.accepted_events().iter().filter(|e| e["reason"] == "Retry").count(),
+        1
+    );
     // A note over the API's limit is cut to 1024 bytes, on a character boundary.
     events.on_daemonset(&ds, false, "Long", "é".repeat(1000)).await;
     let long = api
@@ -376,6 +385,27 @@ async fn events_are_valid_without_a_pod_name_and_aggregated() {
         .unwrap();
     assert!(long["note"].as_str().unwrap().len() <= 1024);
     assert!(api.refused_events().is_empty());
+}
+
+#[tokio::test]
+async fn a_repeat_after_the_period_is_a_series_on_the_same_event() {
+    let (api, client) = FakeApi::start();
+    let ds = api.create(&support::rendered(&config_toml(&[set("one", 1)]))[0]);
+    let events = Events::new(client, Some("kip-0".into()), Some(NS.into())).with_repeat_after(Duration::ZERO);
+    for _ in 0..3 {
+        events.on_daemonset(&ds, true, "Again", "same note".into()).await;
+    }
+    let accepted = api.accepted_events();
+    assert_eq!(accepted.len(), 1, "one Event, counted: {accepted:#?}");
+    assert_eq!(accepted[0]["series"]["count"], 3);
+    assert_eq!(accepted[0]["note"], "same note");
+    assert_eq!(accepted[0]["reportingInstance"], "kip-0");
+    // Expired on the server (Events live about an hour): written anew.
+    api.forget_events();
+    events.on_daemonset(&ds, true, "Again", "same note".into()).await;
+    assert_eq!(api.accepted_events().len(), 1);
+    assert!(api.accepted_events()[0]["series"].is_null());
+    assert!(api.refused_events().is_empty(), "{:#?}", api.refused_events());
 }
 
 #[tokio::test]

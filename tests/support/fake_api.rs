@@ -1178,6 +1178,11 @@ impl FakeApi {
         st.model.core_events.push((namespace.to_owned(), event));
     }
 
+    /// Drops every accepted events.k8s.io Event, as their TTL (an hour by default) does.
+    pub fn forget_events(&self) {
+        self.state().model.api_events.clear();
+    }
+
     /// Lists of Events get 403 Forbidden, as with a Role that lacks `list` on events.
     pub fn forbid_event_lists(&self) {
         self.state().model.events_list_forbidden = true;
