@@ -498,3 +498,33 @@ async fn without_list_on_events_status_still_counts_missing_pods() {
     );
     r.stop().await;
 }
+
+#[tokio::test]
+async fn once_fails_when_the_api_refuses_the_pods() {
+    let (api, client) = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config_toml(&[set("wide", 5)])).unwrap();
+    let controller = Controller::new(
+        client,
+        settings(&path, None),
+        Box::new(Vars::default()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let once = tokio::spawn(kubernetes_image_puller::controller::run_once(controller));
+    // The DaemonSet controller, while `--once` waits: the pods are refused.
+    let start = Instant::now();
+    while api.daemonset(NS, "wide").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(2), "wide not created");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    api.record_failed_create(NS, "wide", QUOTA_MESSAGE);
+    assert!(api.set_daemonset_status(NS, "wide", 2, 0, 0));
+    let ok = tokio::time::timeout(Duration::from_secs(10), once)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!ok, "--once must exit non-zero when the API refuses the set's pods");
+}

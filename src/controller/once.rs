@@ -78,11 +78,28 @@ pub async fn run_once(mut controller: Controller) -> bool {
     for (_, why) in &report.conflicts {
         println!("conflict: {why}");
     }
-    for h in controller.health_check(&cluster, &report.live, false).await {
+    let live = if report.writes > 0 {
+        // Give the DaemonSet controller a moment to create (or fail to create) the pods, so the summary can
+        // name what the API refused.
+        tokio::time::sleep(ONCE_SETTLE).await;
+        match cluster.list_owned(&controller.instance()).await {
+            Ok(list) => list.into_iter().map(Arc::new).collect(),
+            Err(_) => report.live.clone(),
+        }
+    } else {
+        report.live.clone()
+    };
+    let mut refused = false;
+    for h in controller.health_check(&cluster, &live, false).await {
         println!("{}", h.summary());
+        refused |= h.not_created.is_some();
     }
-    report.is_clean()
+    // Pods the API refuses (quota, Pod Security, LimitRange) are a failure of this run, like an API error.
+    report.is_clean() && !refused
 }
+
+/// How long `--once` waits after writing before it reads the DaemonSets' status and Events.
+const ONCE_SETTLE: Duration = Duration::from_secs(2);
 
 /// The instance label the controller gave the DaemonSets of the config's sets, when the caller's config does
 /// not name a Deployment (the controller's DEPLOYMENT_NAME is not in this environment): the one label value
