@@ -528,3 +528,28 @@ async fn once_fails_when_the_api_refuses_the_pods() {
         .unwrap();
     assert!(!ok, "--once must exit non-zero when the API refuses the set's pods");
 }
+
+#[tokio::test]
+async fn pods_missing_later_without_a_write_are_looked_at_too() {
+    let (api, client) = FakeApi::start();
+    api.add_nodes(1);
+    let r = run(api, client, &config_toml(&[set("a", 1)]), Vars::default()).await;
+    r.wait_for("a created", Duration::from_secs(5), |r| {
+        r.api.daemonset(NS, "a").is_some()
+    })
+    .await;
+    assert!(r.api.set_daemonset_status(NS, "a", 1, 1, 1));
+    // Well after the quick checks of the write: a new node whose pod the quota refuses.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    r.api.record_failed_create(NS, "a", QUOTA_MESSAGE);
+    let at = Instant::now();
+    assert!(r.api.set_daemonset_status(NS, "a", 2, 1, 1));
+    r.wait_for("a PodsNotCreated Event on a", Duration::from_secs(5), |r| {
+        !events_on(&r.api, "DaemonSet", "a", "PodsNotCreated").is_empty()
+    })
+    .await;
+    let note = events_on(&r.api, "DaemonSet", "a", "PodsNotCreated")[0]["note"].clone();
+    assert!(note.as_str().unwrap().starts_with("1 of 2 nodes have no pod"), "{note}");
+    println!("a later shortage reported {:?} after the status change", at.elapsed());
+    r.stop().await;
+}

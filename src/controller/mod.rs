@@ -100,6 +100,8 @@ pub struct Controller {
     not_created_seen: std::collections::HashMap<String, String>,
     /// Whether the DaemonSets' Events may be read; off after a 403.
     event_reads: status::EventReads,
+    /// Per DaemonSet, the nodes without a pod its status last showed, to notice a new shortage.
+    missing_seen: std::collections::HashMap<String, i32>,
     /// Listing nodes is optional (cluster-scoped); once forbidden, don't ask again.
     nodes_forbidden: bool,
     /// Our writes, standing in for the watch cache until it catches up.
@@ -151,6 +153,7 @@ impl Controller {
             quota_pending: Vec::new(),
             not_created_seen: Default::default(),
             event_reads: status::EventReads::default(),
+            missing_seen: Default::default(),
             nodes_forbidden: false,
             overlay: reconcile::Overlay::default(),
             verified: reconcile::Verified::default(),
@@ -494,6 +497,18 @@ impl Controller {
         }
         // Same note on the same object: written once per repeat period (the Events type aggregates).
         self.events.on_daemonset(ds, true, "PodsNotCreated", note).await;
+    }
+
+    /// Whether a watched DaemonSet now lacks pods on more nodes than before. Only a rise counts: a rollout
+    /// making progress (fewer missing) needs no look.
+    fn missing_pods_changed(&mut self, ds: &DaemonSet) -> bool {
+        let missing = ds.status.as_ref().map_or(0, |s| {
+            s.desired_number_scheduled
+                .saturating_sub(s.current_number_scheduled)
+                .max(0)
+        });
+        let before = self.missing_seen.insert(ds.name_any(), missing).unwrap_or(0);
+        missing > before
     }
 
     /// A quick look right after a write: for sets whose DaemonSet lacks pods, the DaemonSet controller's

@@ -152,6 +152,10 @@ impl Controller {
                     Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => {
                         self.overlay.observe(&obj);
                         if synced && due.is_none() { due = Some(tokio::time::Instant::now() + EVENT_DEBOUNCE); }
+                        // Pods missing anew without a write of ours (a new node, a quota taken by others): one look.
+                        if self.missing_pods_changed(&obj) && quick.is_none() {
+                            quick = Some((tokio::time::Instant::now() + QUICK_CHECKS[0], QUICK_CHECKS.len() - 1));
+                        }
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "DaemonSet watch failed; restarting it with backoff"),
                     None => return Ok(Exit::WatchEnded),
