@@ -308,15 +308,14 @@ pub fn render_yaml(config: &Config, openshift: bool) -> Result<String, serde_sap
     render::to_yaml(&render::render(config, &options))
 }
 
-/// The quota table for `--nodes N`; a product or sum too large to compute is an error naming it.
-pub fn quota_table(config: &Config, nodes: u64) -> Result<String, CliError> {
-    let (per_set, total) = quota::checked_needs(config, |_| nodes)?;
+pub fn quota_table(config: &Config, nodes: u64) -> Result<String, quota::QuotaError> {
+    let (per_set, total) = quota::needs(config, |_| nodes)?;
     Ok(quota::table(&per_set, &total))
 }
 
 /// The quota table with each set's own node count.
-pub fn quota_table_per_set(config: &Config, nodes: &[u64]) -> Result<String, CliError> {
-    let (per_set, total) = quota::checked_needs(config, |s| {
+pub fn quota_table_per_set(config: &Config, nodes: &[u64]) -> Result<String, quota::QuotaError> {
+    let (per_set, total) = quota::needs(config, |s| {
         config
             .sets
             .iter()
@@ -333,25 +332,37 @@ pub fn status_table(report: &crate::controller::StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<8} {:<10} {:>8} {:>8} {:>8} {:>8}",
-        "SET", "PRESENT", "UP-TO-DATE", "DESIRED", "READY", "UPDATED", "FAILING"
+        "{:<24} {:<8} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "SET", "PRESENT", "UP-TO-DATE", "DESIRED", "READY", "UPDATED", "NO-POD", "FAILING"
     );
     for h in &report.sets {
         let yes = |b: bool| if b { "yes" } else { "no" };
         let _ = writeln!(
             out,
-            "{:<24} {:<8} {:<10} {:>8} {:>8} {:>8} {:>8}",
+            "{:<24} {:<8} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8}",
             h.set,
             yes(h.present),
             yes(h.up_to_date),
             h.desired,
             h.ready,
             h.updated,
+            h.nodes_without_pod,
             h.failing.len()
         );
     }
     for h in &report.sets {
-        for f in &h.failing {
+        if h.nodes_without_pod > 0 {
+            let why = h.not_created.as_ref().map_or_else(
+                || "no FailedCreate Event (yet): pods pending, or Events not readable".to_owned(),
+                |n| format!("{} ({}): {}", n.reason, n.cause, n.message),
+            );
+            let _ = writeln!(
+                out,
+                "not created: set {} lacks a pod on {} of {} node(s): {why}",
+                h.set, h.nodes_without_pod, h.desired
+            );
+        }
+        for f in h.failing.iter().filter(|f| !f.image.is_empty()) {
             let more = f.node_count.saturating_sub(f.nodes.len());
             let more = if more > 0 {
                 format!(" and {more} more")
@@ -374,6 +385,9 @@ pub fn status_table(report: &crate::controller::StatusReport) -> String {
     }
     for s in &report.shortfalls {
         let _ = writeln!(out, "quota: {s}");
+    }
+    for t in &report.quota_totals {
+        let _ = writeln!(out, "quota: {t}");
     }
     let p = &report.permissions;
     let unknown = if p.reviewed {

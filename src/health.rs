@@ -47,11 +47,155 @@ pub struct SetHealth {
     pub ready: i32,
     pub updated: i32,
     pub failing: Vec<FailingImage>,
+    /// Nodes that should run the set's pod but have none (desiredNumberScheduled − currentNumberScheduled).
+    pub nodes_without_pod: i32,
+    /// Why those pods were not created, from the DaemonSet controller's latest FailedCreate or
+    /// FailedPlacement Event since the DaemonSet last changed; None when there is no such Event.
+    pub not_created: Option<NotCreated>,
+}
+
+/// Pods the DaemonSet controller could not create, and the API's reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct NotCreated {
+    /// The Event's reason: FailedCreate or FailedPlacement.
+    pub reason: String,
+    /// A short class for alerts and the metric label: quota, pod_security, limit_range, webhook, forbidden,
+    /// placement, other.
+    pub cause: String,
+    /// The API's message, e.g. `pods "wide-x" is forbidden: exceeded quota: tight, requested: ...`.
+    pub message: String,
+    /// Occurrences counted by the Event.
+    pub count: i32,
+}
+
+/// Event reasons of the DaemonSet controller that mean a pod was not created.
+pub const NOT_CREATED_REASONS: &[&str] = &["FailedCreate", "FailedPlacement"];
+
+/// The class of a pod creation failure, from the API's message.
+pub fn failure_cause(reason: &str, message: &str) -> &'static str {
+    if reason == "FailedPlacement" {
+        "placement"
+    } else if message.contains("exceeded quota") {
+        "quota"
+    } else if message.contains("violates PodSecurity") {
+        "pod_security"
+    } else if message.contains("usage per Container")
+        || message.contains("usage per Pod")
+        || message.contains("limit to request ratio per")
+        || message.contains("LimitRange")
+    {
+        "limit_range"
+    } else if message.contains("admission webhook") {
+        "webhook"
+    } else if message.contains("forbidden") {
+        "forbidden"
+    } else {
+        "other"
+    }
+}
+
+/// Keeps the newest not-created Event of one DaemonSet over pages of core/v1 Events, ignoring those older
+/// than `since` (the DaemonSet's last change: an old failure says nothing about the current spec).
+#[derive(Debug)]
+pub struct NotCreatedTally {
+    since: Option<Timestamp>,
+    newest: Option<(Timestamp, NotCreated)>,
+}
+
+impl NotCreatedTally {
+    pub fn new(since: Option<Timestamp>) -> Self {
+        Self { since, newest: None }
+    }
+
+    pub fn add_events(&mut self, events: &[k8s_openapi::api::core::v1::Event]) {
+        for e in events {
+            let reason = e.reason.as_deref().unwrap_or_default();
+            if !NOT_CREATED_REASONS.contains(&reason) {
+                continue;
+            }
+            // The newest of the times an Event carries (legacy recorders set lastTimestamp, newer ones
+            // eventTime or a series).
+            let at = [
+                e.last_timestamp.as_ref().map(|t| t.0),
+                e.series
+                    .as_ref()
+                    .and_then(|s| s.last_observed_time.as_ref())
+                    .map(|t| t.0),
+                e.event_time.as_ref().map(|t| t.0),
+                e.first_timestamp.as_ref().map(|t| t.0),
+                e.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            let Some(at) = at else { continue };
+            if self.since.is_some_and(|since| at < since) {
+                continue;
+            }
+            if self.newest.as_ref().is_some_and(|(t, _)| *t > at) {
+                continue;
+            }
+            let message = e.message.clone().unwrap_or_default();
+            self.newest = Some((
+                at,
+                NotCreated {
+                    reason: reason.to_owned(),
+                    cause: failure_cause(reason, &message).to_owned(),
+                    message,
+                    count: e.count.or(e.series.as_ref().and_then(|s| s.count)).unwrap_or(1),
+                },
+            ));
+        }
+    }
+
+    pub fn finish(self) -> Option<NotCreated> {
+        self.newest.map(|(_, n)| n)
+    }
+}
+
+/// The API's message without the generated pod name (`Error creating: pods "wide-x7k2p" is forbidden: ...`,
+/// as the DaemonSet controller words it → the part after "is forbidden: "), so the same cause reads the same
+/// on every attempt.
+pub fn without_pod_name(message: &str) -> &str {
+    match message.split_once(" is forbidden: ") {
+        Some((head, rest)) if head.contains("pods \"") => rest,
+        _ => message,
+    }
+}
+
+/// When the DaemonSet last changed, as far as the object tells: the newest managedFields entry (kept in
+/// fresh lists and write responses), else its creation.
+pub fn last_change(ds: &DaemonSet) -> Option<Timestamp> {
+    let managed = ds
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        // Status writes (the DaemonSet controller's own, every few seconds) are no change of the spec.
+        .filter(|m| m.subresource.as_deref().is_none_or(str::is_empty))
+        .filter_map(|m| m.time.as_ref().map(|t| t.0))
+        .max();
+    managed.or_else(|| ds.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// The field selector of the Warning Events regarding one DaemonSet (the very object: uid included).
+pub fn daemonset_events_selector(ds: &DaemonSet) -> String {
+    let name = ds.metadata.name.as_deref().unwrap_or_default();
+    let mut selector = format!("involvedObject.kind=DaemonSet,involvedObject.name={name},type=Warning");
+    if let Some(uid) = &ds.metadata.uid {
+        selector.push_str(",involvedObject.uid=");
+        selector.push_str(uid);
+    }
+    selector
 }
 
 impl SetHealth {
     pub fn is_healthy(&self) -> bool {
-        self.present && self.up_to_date && self.failing.is_empty() && self.ready == self.desired
+        self.present
+            && self.up_to_date
+            && self.failing.is_empty()
+            && self.not_created.is_none()
+            && self.ready == self.desired
     }
 
     /// The one-line summary logged at each health check.
@@ -71,7 +215,17 @@ impl SetHealth {
                 ", config not yet applied"
             }
         );
-        for f in &self.failing {
+        if self.nodes_without_pod > 0 {
+            line.push_str(&format!(
+                "; {} node{} without a pod",
+                self.nodes_without_pod,
+                if self.nodes_without_pod == 1 { "" } else { "s" }
+            ));
+            if let Some(n) = &self.not_created {
+                line.push_str(&format!(": {} ({}): {}", n.reason, n.cause, n.message));
+            }
+        }
+        for f in self.failing.iter().filter(|f| !f.image.is_empty()) {
             let more = f.node_count.saturating_sub(f.nodes.len());
             line.push_str(&format!(
                 "; {} {} on {} node{} ({}{}): {}",
@@ -116,6 +270,30 @@ pub fn from_daemonset(set: &str, ds: Option<&DaemonSet>, desired_hash: Option<&s
         ready: status.number_ready,
         updated: status.updated_number_scheduled.unwrap_or(0),
         failing: Vec::new(),
+        nodes_without_pod: status
+            .desired_number_scheduled
+            .saturating_sub(status.current_number_scheduled)
+            .max(0),
+        not_created: None,
+    }
+}
+
+impl SetHealth {
+    /// Records why pods are missing: in `not_created`, and as an entry of `failing` (no image: the pod
+    /// itself was refused), so every consumer of `failing` sees the set as failing.
+    pub fn set_not_created(&mut self, not_created: Option<NotCreated>) {
+        self.failing.retain(|f| !f.image.is_empty());
+        if let Some(n) = &not_created {
+            self.failing.push(FailingImage {
+                image: String::new(),
+                container: String::new(),
+                reason: n.reason.clone(),
+                message: n.message.clone(),
+                node_count: usize::try_from(self.nodes_without_pod).unwrap_or(0),
+                nodes: Vec::new(),
+            });
+        }
+        self.not_created = not_created;
     }
 }
 
@@ -226,6 +404,62 @@ mod tests {
             }),
             ..Pod::default()
         }
+    }
+
+    fn event(reason: &str, message: &str, at: &str) -> k8s_openapi::api::core::v1::Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "e"}, "involvedObject": {"kind": "DaemonSet", "name": "wide"},
+            "reason": reason, "message": message, "type": "Warning", "count": 3, "lastTimestamp": at,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn newest_not_created_event_since_the_last_change_wins_and_is_classified() {
+        let since: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let mut tally = NotCreatedTally::new(Some(since));
+        tally.add_events(&[
+            event("FailedCreate", "Error creating: old spec", "2026-01-01T09:59:59Z"),
+            event(
+                "FailedCreate",
+                "Error creating: pods \"wide-a\" is forbidden: exceeded quota: tight, requested: limits.memory=100Mi",
+                "2026-01-01T10:00:05Z",
+            ),
+            event("SuccessfulCreate", "Created pod: wide-b", "2026-01-01T10:00:09Z"),
+        ]);
+        tally.add_events(&[event(
+            "FailedCreate",
+            "Error creating: pods \"wide-c\" is forbidden: violates PodSecurity \"restricted:latest\": privileged",
+            "2026-01-01T10:00:07Z",
+        )]);
+        let found = tally.finish().expect("an Event since the change");
+        assert_eq!((found.cause.as_str(), found.count), ("pod_security", 3));
+        assert_eq!(
+            without_pod_name(&found.message),
+            "violates PodSecurity \"restricted:latest\": privileged"
+        );
+        let mut old_only = NotCreatedTally::new(Some(since));
+        old_only.add_events(&[event("FailedCreate", "Error creating: old", "2026-01-01T09:00:00Z")]);
+        assert_eq!(old_only.finish(), None);
+        for (message, cause) in [
+            ("Error creating: pods \"x\" is forbidden: exceeded quota: q", "quota"),
+            (
+                "Error creating: pods \"x\" is forbidden: maximum memory usage per Container is 16Mi, but limit is 20Mi",
+                "limit_range",
+            ),
+            (
+                "Error creating: Internal error occurred: failed calling webhook: admission webhook \"x\" denied",
+                "webhook",
+            ),
+            (
+                "Error creating: pods \"x\" is forbidden: error looking up service account",
+                "forbidden",
+            ),
+            ("Error creating: etcdserver: request timed out", "other"),
+        ] {
+            assert_eq!(failure_cause("FailedCreate", message), cause, "{message}");
+        }
+        assert_eq!(failure_cause("FailedPlacement", "failed to place pod"), "placement");
     }
 
     #[test]

@@ -22,6 +22,21 @@ pub struct ImageLabel {
     pub image: String,
 }
 
+/// A set's pods that could not be created, by the class of the API's reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotCreatedLabel {
+    pub set: String,
+    pub reason: String,
+}
+
+/// A set that does not fit a ResourceQuota key or LimitRange bound.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabel {
+    pub set: String,
+    pub resource: String,
+    pub source: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
@@ -67,6 +82,9 @@ pub struct Metrics {
     pub last_good_config: Gauge<f64, AtomicU64>,
     pub permission_denied: Family<PermissionLabel, Gauge>,
     pub write_strategy: Family<StrategyLabel, Gauge>,
+    pub nodes_without_pod: Family<NotCreatedLabel, Gauge>,
+    pub quota_needed: Family<QuotaLabel, Gauge<f64, AtomicU64>>,
+    pub quota_available: Family<QuotaLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -89,6 +107,9 @@ impl Default for Metrics {
             last_good_config: Gauge::default(),
             permission_denied: Family::default(),
             write_strategy: Family::default(),
+            nodes_without_pod: Family::default(),
+            quota_needed: Family::default(),
+            quota_available: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,6 +175,26 @@ impl Default for Metrics {
             "1 for the DaemonSet write strategy in force (server-side-apply, update, delete-then-create)",
             m.write_strategy.clone(),
         );
+        registry.register(
+            "set_nodes_without_pod",
+            "Nodes lacking the set's pod (desired - scheduled), by the API's reason: quota, pod_security, limit_range, webhook, forbidden, placement, other, unknown",
+            m.nodes_without_pod.clone(),
+        );
+        registry.register(
+            "quota_shortfalls",
+            "Sets not fitting a ResourceQuota key or LimitRange bound",
+            m.quota_shortfalls.clone(),
+        );
+        registry.register(
+            "quota_shortfall_needed",
+            "What a set that does not fit needs (bytes, cores or pods)",
+            m.quota_needed.clone(),
+        );
+        registry.register(
+            "quota_shortfall_available",
+            "What is free for that set (quota) or the bound it breaks (LimitRange), in the same unit",
+            m.quota_available.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -173,13 +214,45 @@ impl Metrics {
     pub fn record_failures(&self, healths: &[SetHealth]) {
         self.image_failing_nodes.clear();
         for h in healths {
-            for f in &h.failing {
+            // Entries without an image are pods never created: counted by `set_nodes_without_pod`.
+            for f in h.failing.iter().filter(|f| !f.image.is_empty()) {
                 let l = ImageLabel {
                     set: h.set.clone(),
                     image: f.image.clone(),
                 };
                 self.image_failing_nodes.get_or_create(&l).set(f.node_count as i64);
             }
+        }
+    }
+
+    /// Replaces the missing-pod series: one per set lacking pods, labelled with the reason's class.
+    pub fn record_not_created(&self, healths: &[SetHealth]) {
+        self.nodes_without_pod.clear();
+        for h in healths.iter().filter(|h| h.nodes_without_pod > 0) {
+            let reason = h.not_created.as_ref().map_or("unknown", |n| n.cause.as_str());
+            let l = NotCreatedLabel {
+                set: h.set.clone(),
+                reason: reason.into(),
+            };
+            self.nodes_without_pod
+                .get_or_create(&l)
+                .set(i64::from(h.nodes_without_pod));
+        }
+    }
+
+    /// Replaces the quota series with the current shortfalls (the figures of the log and the Events).
+    pub fn record_quota(&self, shortfalls: &[crate::quota::Shortfall]) {
+        self.quota_shortfalls.set(shortfalls.len() as i64);
+        self.quota_needed.clear();
+        self.quota_available.clear();
+        for s in shortfalls {
+            let l = QuotaLabel {
+                set: s.set.clone(),
+                resource: s.resource.clone(),
+                source: s.source.clone(),
+            };
+            self.quota_needed.get_or_create(&l).set(s.needed_value);
+            self.quota_available.get_or_create(&l).set(s.available_value);
         }
     }
 

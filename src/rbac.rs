@@ -111,7 +111,7 @@ pub const TABLE: &[Permission] = &[
         Feature::Events,
     ),
     row(
-        "events.k8s.io",
+        "",
         "events",
         &["list"],
         "pods the DaemonSet controller could not create (its FailedCreate Events)",
@@ -330,6 +330,7 @@ impl Access {
             Feature::ServerSideApply,
             Feature::Replace,
             Feature::Events,
+            Feature::FailedCreateEvents,
             Feature::HealthCheck,
             Feature::QuotaCheck,
             Feature::NodeCount,

@@ -104,7 +104,6 @@ pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> D
             namespace: Some(config.namespace.clone()),
             labels: Some(object_labels.clone()),
             annotations: Some(set.annotations.clone()),
-            owner_references: options.owner.clone().map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         spec: Some(DaemonSetSpec {
@@ -130,15 +129,20 @@ pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> D
         }),
         status: None,
     };
+    // The owner reference is left out of the hash: it depends on where the render runs (the controller
+    // knows its Deployment, `status` on a laptop does not), and "up to date" must not. The controller
+    // compares the owner reference field by field instead.
     let hash = spec_hash(&ds);
     ds.metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(labels::SPEC_HASH.into(), hash);
+    ds.metadata.owner_references = options.owner.clone().map(|o| vec![o]);
     ds
 }
 
-/// Hex SHA-256 (first 16 bytes) of the object as rendered, before the hash annotation is added.
+/// Hex SHA-256 (first 16 bytes) of the object as rendered, before the hash annotation and the owner
+/// reference are added.
 pub fn spec_hash(ds: &DaemonSet) -> String {
     // Serializing k8s-openapi types to JSON cannot fail (no non-string map keys, no custom errors). One
     // buffer and one digest: streaming serde_json's many small writes into the hasher cost half as much again.

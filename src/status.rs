@@ -9,12 +9,52 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use crate::config::{Config, ImageSet};
-use crate::health::{self, FailureTally, SetHealth};
+use crate::health::{self, FailureTally, NotCreated, NotCreatedTally, SetHealth};
 use crate::k8s::Cluster;
-use crate::quota::{self, Shortfall};
+use crate::quota::{self, QuotaCheck, QuotaError};
 use crate::reconcile;
 
-/// Health of every set: counts from the DaemonSet, failures from its pods (one page at a time).
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    #[error("list {what} in {namespace}: {source}")]
+    List {
+        what: &'static str,
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+}
+
+/// Why the DaemonSet's missing pods were not created: its newest FailedCreate/FailedPlacement Event since
+/// its last change (paged list of its Warning Events). None without such an Event, or when not allowed.
+pub async fn not_created(cluster: &Cluster, ds: &DaemonSet) -> Option<NotCreated> {
+    // Without `list events` the missing-pod counts still come from the DaemonSet status; only the reason is
+    // unknown (announced once by Access).
+    if !cluster.access().allows("list", "", "events") {
+        return None;
+    }
+    let mut tally = NotCreatedTally::new(health::last_change(ds));
+    let selector = health::daemonset_events_selector(ds);
+    match cluster
+        .for_each_event_page(&selector, |page| tally.add_events(page))
+        .await
+    {
+        Ok(()) => tally.finish(),
+        Err(e) if e.is_forbidden() => {
+            cluster.access().forbidden("list", "", "events");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(daemonset = %ds.name_any(), error = %e, "cannot list the DaemonSet's Events");
+            None
+        }
+    }
+}
+
+/// Health of every set: counts from the DaemonSet, failures from its pods (one page at a time), and the
+/// reason pods could not be created from its Events.
 pub async fn gather(
     cluster: &Cluster,
     config: &Config,
@@ -25,16 +65,22 @@ pub async fn gather(
     for (set, want) in config.sets.iter().zip(desired) {
         let live = owned.iter().find(|d| d.name_any() == set.name).map(Arc::as_ref);
         let mut h = health::from_daemonset(&set.name, live, reconcile::spec_hash_of(want));
-        // Without `list pods` the health check keeps to the DaemonSet's counts (announced once by Access).
-        if live.is_some() && cluster.access().allows("list", "", "pods") {
-            let mut tally = FailureTally::default();
-            match cluster
-                .for_each_pod_page(&health::pod_selector(&set.name), |pods| tally.add_pods(pods))
-                .await
-            {
-                Ok(()) => h.failing = tally.finish(),
-                Err(e) if e.is_forbidden() => {}
-                Err(e) => tracing::warn!(set = %set.name, error = %e, "cannot list pods for the health check"),
+        if let Some(ds) = live {
+            // Without `list pods` the health check keeps to the DaemonSet's counts (announced once by Access).
+            if cluster.access().allows("list", "", "pods") {
+                let mut tally = FailureTally::default();
+                match cluster
+                    .for_each_pod_page(&health::pod_selector(&set.name), |pods| tally.add_pods(pods))
+                    .await
+                {
+                    Ok(()) => h.failing = tally.finish(),
+                    Err(e) if e.is_forbidden() => {}
+                    Err(e) => tracing::warn!(set = %set.name, error = %e, "cannot list pods for the health check"),
+                }
+            }
+            if h.nodes_without_pod > 0 {
+                let why = not_created(cluster, ds).await;
+                h.set_not_created(why);
             }
         }
         healths.push(h);
@@ -100,14 +146,30 @@ pub async fn quota_shortfalls(
     config: &Config,
     nodes_of: &[u64],
     running_of: &[u64],
-) -> Result<Vec<Shortfall>, kube::Error> {
+) -> Result<QuotaCheck, GatherError> {
+    let list_error = |what: &'static str| {
+        let namespace = cluster.namespace().to_owned();
+        move |source| GatherError::List {
+            what,
+            namespace,
+            source,
+        }
+    };
     let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client().clone(), cluster.namespace());
     let ranges: Api<LimitRange> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let quotas = quotas.list(&ListParams::default()).await?.items;
-    let ranges = ranges.list(&ListParams::default()).await?.items;
-    let mut out = quota::limit_range_violations(config, &ranges);
-    out.extend(quota::quota_shortfalls(config, nodes_of, running_of, &quotas));
-    Ok(out)
+    let quotas = quotas
+        .list(&ListParams::default())
+        .await
+        .map_err(list_error("resourcequotas"))?
+        .items;
+    let ranges = ranges
+        .list(&ListParams::default())
+        .await
+        .map_err(list_error("limitranges"))?
+        .items;
+    let mut check = quota::quota_shortfalls(config, nodes_of, running_of, &quotas)?;
+    check.shortfalls.extend(quota::limit_range_violations(config, &ranges)?);
+    Ok(check)
 }
 
 #[cfg(test)]

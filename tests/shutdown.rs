@@ -215,7 +215,7 @@ fn sigterm_ends_the_controller_within_a_second_in_every_state() {
             Box::new({
                 let seen = seen.clone();
                 move |r: &mut Running, _: &Path| {
-                    r.wait_for("an Event post at the hung API", Duration::from_secs(15), |_| {
+                    r.wait_for("an Event post at the hung API", Duration::from_secs(25), |_| {
                         seen_request(&seen, "/events")
                     })
                 }
@@ -249,10 +249,11 @@ fn sigterm_ends_the_controller_within_a_second_in_every_state() {
         let (took, stderr) = running.terminate();
         assert!(stderr.contains("shutting down"), "{name}:\n{stderr}");
         assert!(took < SHUTDOWN_BOUND, "{name}: SIGTERM took {took:?}\n{stderr}");
+        // Nothing pending at a refusing API: the loop ends by itself. Against a hung API the call may be
+        // abandoned after the grace period, or (leader election, which runs in its own task) not block at all.
         let abandoned = stderr.contains("still pending at shutdown");
-        assert_eq!(
-            abandoned,
-            api == hung,
+        assert!(
+            !abandoned || api == hung,
             "{name}: the loop should end by itself unless an API call hangs:\n{stderr}"
         );
         figures.push(format!("{name}: {took:?}"));

@@ -38,6 +38,9 @@ mod run;
 
 pub use once::{StatusError, StatusReport, run_once};
 
+/// Longest wait for the SelfSubjectRulesReview; without an answer calls are tried and 403s teach the rest.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Longest wait for API discovery (OpenShift or not) when the controller starts.
 const OPENSHIFT_DETECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -102,6 +105,12 @@ pub struct Controller {
     conflicts_seen: HashSet<String>,
     /// Quota shortfalls last reported, so each is announced once.
     shortfalls_seen: Vec<String>,
+    /// Per-set quota shortfalls whose Event waits for the set's DaemonSet to exist (a set being created).
+    quota_pending: Vec<quota::Shortfall>,
+    /// Per set, the pod-creation failure last logged (without the generated pod name), so each is logged once.
+    not_created_seen: std::collections::HashMap<String, String>,
+    /// Per DaemonSet, the nodes without a pod its status last showed, to notice a new shortage.
+    missing_seen: std::collections::HashMap<String, i32>,
     /// Our writes, standing in for the watch cache until it catches up.
     overlay: reconcile::Overlay,
     /// Live objects already compared field by field, so steady-state passes skip the JSON comparison.
@@ -162,6 +171,9 @@ impl Controller {
             healths: Vec::new(),
             conflicts_seen: HashSet::new(),
             shortfalls_seen: Vec::new(),
+            quota_pending: Vec::new(),
+            not_created_seen: Default::default(),
+            missing_seen: Default::default(),
             overlay: reconcile::Overlay::default(),
             verified: reconcile::Verified::default(),
             desired_cache: None,
@@ -254,6 +266,7 @@ impl Controller {
                 }
                 self.owner = owner;
                 self.owner_for = Some(key);
+                self.events.set_owner(self.owner.as_ref(), cluster.namespace());
             }
             Err(kube::Error::Api(s)) if s.code < 500 => {
                 tracing::warn!(%deployment, error = %s, "cannot read own Deployment: DaemonSets get no owner");
@@ -277,6 +290,15 @@ impl Controller {
         {
             return rendered.clone();
         }
+        if self
+            .desired_cache
+            .as_ref()
+            .is_some_and(|(_, owner, _, _)| *owner != self.owner)
+        {
+            // The owner reference is not part of the spec hash: objects verified against the old owner
+            // must be compared field by field again, so the new owner is applied.
+            self.verified = reconcile::Verified::default();
+        }
         let options = RenderOptions {
             openshift,
             owner: self.owner.clone(),
@@ -295,7 +317,11 @@ impl Controller {
     /// everyone). Without an answer every call is tried and 403s teach the rest; the review is tried again
     /// at the next pass.
     pub async fn review_permissions(&mut self, namespace: &str) {
-        match crate::k8s::rules_review(&self.client, namespace).await {
+        // Bounded: a hung API server must not hold up the first pass; an unanswered review is retried.
+        let review = tokio::time::timeout(REVIEW_TIMEOUT, crate::k8s::rules_review(&self.client, namespace)).await;
+        let review =
+            review.unwrap_or_else(|_| Err(kube::Error::Service("the SelfSubjectRulesReview timed out".into())));
+        match review {
             Ok((rules, incomplete)) => {
                 self.access.learn(rules, incomplete);
                 self.review_due = false;
@@ -379,7 +405,9 @@ impl Controller {
         report
     }
 
-    async fn announce(&self, report: &PassReport) {
+    async fn announce(&mut self, report: &PassReport) {
+        // Quota Events of sets whose DaemonSet this pass created.
+        self.post_quota_events(&report.live).await;
         let find = |name: &str| report.live.iter().find(|d| d.name_any() == name);
         for (list, reason, verb) in [
             (&report.created, "Created", "created"),
@@ -420,10 +448,10 @@ impl Controller {
     }
 
     /// Compares the sets' need (requests and limits × images × nodes) with the namespace's ResourceQuotas
-    /// and LimitRanges, and reports what cannot fit, with the numbers, once per change.
-    pub async fn check_quota(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> Vec<quota::Shortfall> {
+    /// and LimitRanges. Reads only.
+    pub async fn quota_check(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> quota::QuotaCheck {
         let Some(config) = self.config.clone() else {
-            return Vec::new();
+            return quota::QuotaCheck::default();
         };
         let status_of = |name: &str| {
             owned
@@ -460,40 +488,144 @@ impl Controller {
             }
         }
         if !cluster.access().feature_on(Feature::QuotaCheck) {
-            return Vec::new();
+            return quota::QuotaCheck::default();
         }
-        let shortfalls = match status::quota_shortfalls(cluster, &config, &nodes_of, &running_of).await {
-            Ok(list) => list,
-            Err(e) if crate::k8s::is_forbidden(&e) => {
-                let resource = if e.to_string().contains("limitranges") {
-                    "limitranges"
-                } else {
-                    "resourcequotas"
-                };
-                cluster.access().forbidden("list", "", resource);
-                return Vec::new();
+        match status::quota_shortfalls(cluster, &config, &nodes_of, &running_of).await {
+            Ok(check) => check,
+            Err(e @ status::GatherError::Quota(_)) => {
+                tracing::error!(error = %e, "quota check failed");
+                quota::QuotaCheck::default()
+            }
+            Err(status::GatherError::List { what, source, .. }) if crate::k8s::is_forbidden(&source) => {
+                cluster.access().forbidden("list", "", what);
+                quota::QuotaCheck::default()
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read ResourceQuotas/LimitRanges");
-                return Vec::new();
+                quota::QuotaCheck::default()
             }
-        };
-        self.metrics.quota_shortfalls.set(shortfalls.len() as i64);
-        let texts: Vec<String> = shortfalls.iter().map(ToString::to_string).collect();
+        }
+    }
+
+    /// [`Self::quota_check`], then reports what cannot fit, with the numbers, once per change: in the log,
+    /// as a metric, as an Event on the set's DaemonSet (the total on the owner Deployment).
+    pub async fn check_quota(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> quota::QuotaCheck {
+        let check = self.quota_check(cluster, owned).await;
+        self.metrics.record_quota(&check.shortfalls);
+        let texts: Vec<String> = check
+            .shortfalls
+            .iter()
+            .map(ToString::to_string)
+            .chain(check.totals.iter().map(ToString::to_string))
+            .collect();
         if texts != self.shortfalls_seen {
-            for text in texts.iter().filter(|t| !self.shortfalls_seen.contains(t)) {
-                tracing::warn!("quota: {text}; some cache pods will not be created");
-                self.events
-                    .on_self(
-                        true,
-                        "QuotaExceeded",
-                        format!("{text}; some cache pods will not be created"),
-                    )
-                    .await;
+            for s in &check.shortfalls {
+                let text = s.to_string();
+                if self.shortfalls_seen.contains(&text) {
+                    continue;
+                }
+                tracing::warn!(set = %s.set, "quota: {text}; its cache pods will not be created");
+                self.quota_pending.push(s.clone());
+            }
+            for t in &check.totals {
+                let text = t.to_string();
+                if self.shortfalls_seen.contains(&text) {
+                    continue;
+                }
+                let sets: Vec<&str> = check
+                    .shortfalls
+                    .iter()
+                    .filter(|s| s.source == t.source && s.resource == t.resource)
+                    .map(|s| s.set.as_str())
+                    .collect();
+                let note = format!("quota: {text}; not fitting: {}", sets.join(", "));
+                tracing::warn!("{note}");
+                self.events.on_config(true, "QuotaExceeded", note).await;
             }
             self.shortfalls_seen = texts;
         }
-        shortfalls
+        // Only shortfalls still current wait for their DaemonSet.
+        self.quota_pending.retain(|p| check.shortfalls.contains(p));
+        self.post_quota_events(owned).await;
+        check
+    }
+
+    /// Posts the pending per-set quota Events on the sets' DaemonSets that exist in `live`.
+    async fn post_quota_events(&mut self, live: &[Arc<DaemonSet>]) {
+        for s in std::mem::take(&mut self.quota_pending) {
+            match live.iter().find(|d| d.name_any() == s.set) {
+                Some(ds) => {
+                    let note = format!("{s}; its cache pods will not be created");
+                    self.events.on_daemonset(ds, true, "QuotaExceeded", note).await;
+                }
+                None => self.quota_pending.push(s),
+            }
+        }
+    }
+
+    /// Logs (once per cause) and records as an Event on the DaemonSet why a set's pods were not created.
+    async fn report_not_created(&mut self, ds: &DaemonSet, h: &SetHealth) {
+        let Some(n) = &h.not_created else {
+            self.not_created_seen.remove(&h.set);
+            return;
+        };
+        let gist = health::without_pod_name(&n.message);
+        let note = format!(
+            "{} of {} nodes have no pod of set {:?}: {} ({}): {gist}",
+            h.nodes_without_pod, h.desired, h.set, n.reason, n.cause
+        );
+        if self.not_created_seen.get(&h.set).map(String::as_str) != Some(gist) {
+            tracing::warn!(set = %h.set, cause = %n.cause, "{note}");
+            self.not_created_seen.insert(h.set.clone(), gist.to_owned());
+        }
+        // Same note on the same object: written once per repeat period (the Events type aggregates).
+        self.events.on_daemonset(ds, true, "PodsNotCreated", note).await;
+    }
+
+    /// Whether a watched DaemonSet now lacks pods on more nodes than before. Only a rise counts: a rollout
+    /// making progress (fewer missing) needs no look.
+    fn missing_pods_changed(&mut self, ds: &DaemonSet) -> bool {
+        let missing = ds.status.as_ref().map_or(0, |s| {
+            s.desired_number_scheduled
+                .saturating_sub(s.current_number_scheduled)
+                .max(0)
+        });
+        let before = self.missing_seen.insert(ds.name_any(), missing).unwrap_or(0);
+        missing > before
+    }
+
+    /// A quick look right after a write: for sets whose DaemonSet lacks pods, the DaemonSet controller's
+    /// reason (quota, Pod Security, LimitRange...) from its Events, reported at once instead of at the next
+    /// health check. Returns true while something is still undecided (pods missing without a known reason,
+    /// or a status not yet observed), so the caller looks again a little later.
+    pub async fn quick_check(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> bool {
+        let Some(config) = self.config.clone() else {
+            return false;
+        };
+        // A new set's node count may only now be known (from its DaemonSet status, when nodes cannot be
+        // listed): its quota shortfall is reported now, not at the next health check.
+        self.check_quota(cluster, owned).await;
+        let mut undecided = false;
+        let mut healths = Vec::with_capacity(config.sets.len());
+        for set in &config.sets {
+            let Some(ds) = owned.iter().find(|d| d.name_any() == set.name) else {
+                continue;
+            };
+            let mut h = health::from_daemonset(&set.name, Some(ds), None);
+            let observed = ds.status.as_ref().and_then(|s| s.observed_generation);
+            undecided |= observed < ds.metadata.generation;
+            if h.nodes_without_pod > 0 {
+                let why = status::not_created(cluster, ds).await;
+                undecided |= why.is_none() && cluster.access().allows("list", "", "events");
+                h.set_not_created(why);
+                self.report_not_created(ds, &h).await;
+            } else {
+                self.not_created_seen.remove(&set.name);
+            }
+            healths.push(h);
+        }
+        self.metrics.record_not_created(&healths);
+        undecided
     }
 
     /// Health check of every set: DaemonSet status plus a paged scan of its pods; then refreshes.
@@ -509,7 +641,8 @@ impl Controller {
             tracing::info!("{}", h.summary());
             self.metrics.record_health(h, set.images.len());
             if let Some(ds) = live {
-                for f in &h.failing {
+                self.report_not_created(ds, h).await;
+                for f in h.failing.iter().filter(|f| !f.image.is_empty()) {
                     let note = format!(
                         "image {} ({}) fails on {} node(s), e.g. {}: {} {}",
                         f.image,
@@ -540,6 +673,7 @@ impl Controller {
             }
         }
         self.metrics.record_failures(&healths);
+        self.metrics.record_not_created(&healths);
         self.healths = healths.clone();
         healths
     }

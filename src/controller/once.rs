@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// What `status` prints: every set's health and the quota shortfalls.
+/// What `status` prints: every set's health and the quota shortfalls (per set, and the totals).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusReport {
     pub namespace: String,
@@ -10,6 +10,7 @@ pub struct StatusReport {
     pub shortfalls: Vec<quota::Shortfall>,
     /// The write strategy these permissions allow and the optional permissions missing.
     pub permissions: crate::rbac::AccessReport,
+    pub quota_totals: Vec<quota::QuotaTotal>,
 }
 
 impl StatusReport {
@@ -27,27 +28,34 @@ pub enum StatusError {
 }
 
 impl Controller {
-    /// The `status` command: reads the cluster, writes nothing.
+    /// The `status` command: reads the cluster, writes nothing. The answer does not depend on the caller's
+    /// environment: the spec hash leaves the owner reference out (so no owner is looked up), and without a
+    /// local `deployment_name` the instance is read from the live DaemonSets of the config's sets.
     pub async fn status(&mut self) -> Result<StatusReport, StatusError> {
-        let config = Arc::new(config::load(self.settings.config_path.as_deref(), self.env.as_ref())?);
-        self.config = Some(config.clone());
+        let mut config = config::load(self.settings.config_path.as_deref(), self.env.as_ref())?;
         let cluster = self.cluster(&config.namespace);
         self.review_permissions(&config.namespace).await;
-        let owned: Vec<Arc<DaemonSet>> = cluster
-            .list_owned(&self.instance())
-            .await?
+        let managed = cluster.list_managed().await?;
+        if config.deployment_name.is_none() {
+            config.deployment_name = live_instance(&config, &managed);
+        }
+        let config = Arc::new(config);
+        self.config = Some(config.clone());
+        let instance = self.instance();
+        let owned: Vec<Arc<DaemonSet>> = managed
             .into_iter()
+            .filter(|d| reconcile::is_owned(d, &instance))
             .map(Arc::new)
             .collect();
-        self.resolve_owner(&cluster).await;
         let desired = self.desired();
         let sets = status::gather(&cluster, &config, &desired, &owned).await;
-        let shortfalls = self.check_quota(&cluster, &owned).await;
+        let quota = self.quota_check(&cluster, &owned).await;
         Ok(StatusReport {
             namespace: config.namespace.clone(),
             sets,
-            shortfalls,
             permissions: self.access.report(),
+            shortfalls: quota.shortfalls,
+            quota_totals: quota.totals,
         })
     }
 }
@@ -74,8 +82,37 @@ pub async fn run_once(mut controller: Controller) -> bool {
     for (_, why) in &report.conflicts {
         println!("conflict: {why}");
     }
-    for h in controller.health_check(&cluster, &report.live, false).await {
+    let live = if report.writes > 0 {
+        // Give the DaemonSet controller a moment to create (or fail to create) the pods, so the summary can
+        // name what the API refused.
+        tokio::time::sleep(ONCE_SETTLE).await;
+        match cluster.list_owned(&controller.instance()).await {
+            Ok(list) => list.into_iter().map(Arc::new).collect(),
+            Err(_) => report.live.clone(),
+        }
+    } else {
+        report.live.clone()
+    };
+    let mut refused = false;
+    for h in controller.health_check(&cluster, &live, false).await {
         println!("{}", h.summary());
+        refused |= h.not_created.is_some();
     }
-    report.is_clean()
+    // Pods the API refuses (quota, Pod Security, LimitRange) are a failure of this run, like an API error.
+    report.is_clean() && !refused
+}
+
+/// How long `--once` waits after writing before it reads the DaemonSets' status and Events.
+const ONCE_SETTLE: Duration = Duration::from_secs(2);
+
+/// The instance label the controller gave the DaemonSets of the config's sets, when the caller's config does
+/// not name a Deployment (the controller's DEPLOYMENT_NAME is not in this environment): the one label value
+/// they all carry, unless it is the default.
+fn live_instance(config: &Config, managed: &[DaemonSet]) -> Option<String> {
+    let mut found = managed
+        .iter()
+        .filter(|d| config.sets.iter().any(|s| s.name == d.name_any()))
+        .filter_map(|d| d.labels().get(labels::INSTANCE));
+    let first = found.next()?;
+    (found.all(|i| i == first) && first != labels::MANAGER).then(|| first.clone())
 }

@@ -11,6 +11,15 @@ fn backoff(failures: u32) -> Duration {
 /// Longest a pass may take before it is abandoned and retried (an API call that hangs).
 const PASS_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// After a pass that wrote, quick looks at the DaemonSets' Events (each delay after the previous look), so
+/// pods the API refuses (quota, Pod Security, LimitRange) are reported within seconds; bounded.
+const QUICK_CHECKS: [Duration; 4] = [
+    Duration::from_secs(2),
+    Duration::from_secs(3),
+    Duration::from_secs(10),
+    Duration::from_secs(45),
+];
+
 /// Short wait after a watch event, so a burst of events (our own apply, a rollout) makes one pass.
 const EVENT_DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -105,6 +114,8 @@ impl Controller {
 
         let mut synced = false;
         let mut due: Option<tokio::time::Instant> = None;
+        // The next quick check after a write, and its index in QUICK_CHECKS.
+        let mut quick: Option<(tokio::time::Instant, usize)> = None;
         let mut failures = 0u32;
         let mut resync = tokio::time::interval(self.settings.resync);
         let mut interval = self.interval();
@@ -119,6 +130,7 @@ impl Controller {
                 self.ready.store(true, Ordering::Relaxed);
             }
             let sleep_until = due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let quick_at = quick.map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |(t, _)| t);
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Ok(Exit::Shutdown),
@@ -164,6 +176,10 @@ impl Controller {
                     Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => {
                         self.overlay.observe(&obj);
                         if synced && due.is_none() { due = Some(tokio::time::Instant::now() + EVENT_DEBOUNCE); }
+                        // Pods missing anew without a write of ours (a new node, a quota taken by others): one look.
+                        if self.missing_pods_changed(&obj) && quick.is_none() {
+                            quick = Some((tokio::time::Instant::now() + QUICK_CHECKS[0], QUICK_CHECKS.len() - 1));
+                        }
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "DaemonSet watch failed; restarting it with backoff"),
                     None => return Ok(Exit::WatchEnded),
@@ -185,6 +201,9 @@ impl Controller {
                     };
                     self.overlay.record(&owned, &report);
                     self.publish_health_from_store(&store);
+                    if report.writes > 0 {
+                        quick = Some((tokio::time::Instant::now() + QUICK_CHECKS[0], 0));
+                    }
                     if report.errors.is_empty() {
                         failures = 0;
                         tracing::debug!("pass: {}", report.summary());
@@ -193,6 +212,17 @@ impl Controller {
                         let wait = backoff(failures);
                         tracing::warn!(retry_in = ?wait, "pass: {}", report.summary());
                         due = Some(tokio::time::Instant::now() + wait);
+                    }
+                }
+                _ = tokio::time::sleep_until(quick_at), if quick.is_some() && synced && is_leader => {
+                    let step = quick.take().map_or(0, |(_, i)| i);
+                    let owned = self.overlay.view(store.state());
+                    let undecided = tokio::select! {
+                        _ = shutdown.changed() => return Ok(Exit::Shutdown),
+                        r = tokio::time::timeout(PASS_TIMEOUT, self.quick_check(&cluster, &owned)) => r.unwrap_or(true),
+                    };
+                    if undecided && let Some(wait) = QUICK_CHECKS.get(step + 1) {
+                        quick = Some((tokio::time::Instant::now() + *wait, step + 1));
                     }
                 }
                 _ = resync.tick() => { if synced { due.get_or_insert_with(tokio::time::Instant::now); } }

@@ -136,6 +136,8 @@ struct State {
     openshift: bool,
     /// RBAC: None grants everything.
     authz: Option<Authz>,
+    /// What other controllers and users put in the cluster (see `model`).
+    model: Model,
 }
 
 /// The PolicyRules bound to the client's identity: a Role's (namespaced requests only) and a ClusterRole's.
@@ -241,6 +243,23 @@ impl Authz {
         body["details"] = json!({"name": a.name.clone().unwrap_or_default(), "group": a.group, "kind": a.resource});
         body
     }
+}
+
+/// Objects the puller reads but never writes, and the Events it writes, validated like the real server.
+#[derive(Default)]
+struct Model {
+    quotas: Vec<(String, Value)>,
+    limit_ranges: Vec<(String, Value)>,
+    nodes: Vec<Value>,
+    deployments: BTreeMap<(String, String), Value>,
+    /// core/v1 Events as the DaemonSet controller's recorder writes them.
+    core_events: Vec<(String, Value)>,
+    /// events.k8s.io/v1 Events accepted, by (namespace, name), for patches.
+    api_events: BTreeMap<(String, String), Value>,
+    /// Events refused with 422, and the server's message.
+    refused_events: Vec<(Value, String)>,
+    /// Answer 403 to lists of Events (a Role without `list` on events).
+    events_list_forbidden: bool,
 }
 
 struct Inner {
@@ -601,6 +620,9 @@ impl FakeApi {
 
     fn route(&self, method: &Method, path: &str, query: &BTreeMap<String, String>, body: Value) -> Reply {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let Some(reply) = self.route_model(method, &segs, query, &body) {
+            return reply;
+        }
         match (method, segs.as_slice()) {
             (&Method::GET, ["apis"]) => Reply::Json(200, api_groups(self.state().openshift)),
             (&Method::GET, ["api"]) => Reply::Json(200, json!({"kind": "APIVersions", "versions": ["v1"]})),
@@ -1259,4 +1281,322 @@ fn api_groups(openshift: bool) -> Value {
         groups.push(group("route.openshift.io", "v1"));
     }
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+// ---- the rest of the cluster: quotas, limits, nodes, the puller's Deployment, and Events ----
+
+impl FakeApi {
+    /// A ResourceQuota (`spec.hard`, `status.used` given as maps of quantities).
+    pub fn add_quota(&self, namespace: &str, name: &str, hard: Value, used: Value) {
+        let q = json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"hard": hard}, "status": {"hard": hard, "used": used}});
+        self.state().model.quotas.push((namespace.to_owned(), q));
+    }
+
+    /// A LimitRange with the given `spec.limits`.
+    pub fn add_limit_range(&self, namespace: &str, name: &str, limits: Value) {
+        let lr = json!({"apiVersion": "v1", "kind": "LimitRange",
+            "metadata": {"name": name, "namespace": namespace}, "spec": {"limits": limits}});
+        self.state().model.limit_ranges.push((namespace.to_owned(), lr));
+    }
+
+    /// `count` plain nodes (no labels, no taints).
+    pub fn add_nodes(&self, count: usize) {
+        let mut st = self.state();
+        for i in 0..count {
+            let n = st.model.nodes.len() + i;
+            st.model
+                .nodes
+                .push(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{n}")}}));
+        }
+    }
+
+    /// The puller's own Deployment; returns its uid.
+    pub fn add_deployment(&self, namespace: &str, name: &str) -> String {
+        let uid = format!("d0000000-0000-4000-8000-{:012}", name.len());
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid}});
+        self.state()
+            .model
+            .deployments
+            .insert((namespace.to_owned(), name.to_owned()), d);
+        uid
+    }
+
+    /// What the DaemonSet controller does after a sync: writes `.status` (a new resourceVersion, seen by
+    /// watchers). Returns false when the DaemonSet does not exist.
+    pub fn set_daemonset_status(&self, namespace: &str, name: &str, desired: i32, current: i32, ready: i32) -> bool {
+        self.edit(namespace, name, |ds| {
+            let generation = ds["metadata"]["generation"].clone();
+            ds["status"] = json!({
+                "desiredNumberScheduled": desired, "currentNumberScheduled": current,
+                "numberReady": ready, "updatedNumberScheduled": current, "numberMisscheduled": 0,
+                "observedGeneration": generation,
+            });
+        })
+    }
+
+    /// What the DaemonSet controller's recorder writes when the API refuses a pod: a core/v1 Warning Event
+    /// regarding the DaemonSet (its current uid), reason `FailedCreate`.
+    pub fn record_failed_create(&self, namespace: &str, daemonset: &str, message: &str) {
+        let uid = self
+            .daemonset(namespace, daemonset)
+            .and_then(|d| d.metadata.uid)
+            .unwrap_or_default();
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let mut st = self.state();
+        let n = st.model.core_events.len();
+        let event = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{daemonset}.{n:016x}"), "namespace": namespace, "creationTimestamp": now},
+            "involvedObject": {"kind": "DaemonSet", "namespace": namespace, "name": daemonset, "uid": uid,
+                "apiVersion": "apps/v1"},
+            "reason": "FailedCreate", "message": message, "type": "Warning", "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": "daemonset-controller"}, "reportingComponent": "daemonset-controller",
+            "reportingInstance": ""});
+        st.model.core_events.push((namespace.to_owned(), event));
+    }
+
+    /// Drops every accepted events.k8s.io Event, as their TTL (an hour by default) does.
+    pub fn forget_events(&self) {
+        self.state().model.api_events.clear();
+    }
+
+    /// Lists of Events get 403 Forbidden, as with a Role that lacks `list` on events.
+    pub fn forbid_event_lists(&self) {
+        self.state().model.events_list_forbidden = true;
+    }
+
+    /// events.k8s.io Events the server accepted (current state, after patches).
+    pub fn accepted_events(&self) -> Vec<Value> {
+        self.state().model.api_events.values().cloned().collect()
+    }
+
+    /// Events the server refused, with its message.
+    pub fn refused_events(&self) -> Vec<(Value, String)> {
+        self.state().model.refused_events.clone()
+    }
+
+    fn route_model(
+        &self,
+        method: &Method,
+        segs: &[&str],
+        query: &BTreeMap<String, String>,
+        body: &Value,
+    ) -> Option<Reply> {
+        let list = |kind: &str, items: Vec<Value>| json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items});
+        let in_ns = |v: &[(String, Value)], ns: &str| -> Vec<Value> {
+            v.iter().filter(|(n, _)| n == ns).map(|(_, o)| o.clone()).collect()
+        };
+        Some(match (method, segs) {
+            (&Method::GET, ["api", "v1", "namespaces", ns, "resourcequotas"]) => {
+                Reply::Json(200, list("ResourceQuotaList", in_ns(&self.state().model.quotas, ns)))
+            }
+            (&Method::GET, ["api", "v1", "namespaces", ns, "limitranges"]) => {
+                Reply::Json(200, list("LimitRangeList", in_ns(&self.state().model.limit_ranges, ns)))
+            }
+            (&Method::GET, ["api", "v1", "nodes"]) => {
+                Reply::Json(200, list("NodeList", self.state().model.nodes.clone()))
+            }
+            (&Method::GET, ["apis", "apps", "v1", "namespaces", ns, "deployments", name]) => {
+                let found = self
+                    .state()
+                    .model
+                    .deployments
+                    .get(&(ns.to_string(), name.to_string()))
+                    .cloned();
+                let found = found?;
+                Reply::Json(200, found)
+            }
+            (&Method::GET, ["api", "v1", "namespaces", ns, "events"]) => self.list_core_events(ns, query),
+            (&Method::POST, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => self.create_event(ns, body),
+            (&Method::PATCH, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events", name]) => {
+                self.patch_event(ns, name, body)
+            }
+            _ => return None,
+        })
+    }
+
+    /// core/v1 Events, filtered by a field selector (`a.b=v` terms, ANDed) and paged like pods.
+    fn list_core_events(&self, ns: &str, query: &BTreeMap<String, String>) -> Reply {
+        if self.state().model.events_list_forbidden {
+            let message = format!(
+                "events is forbidden: User \"system:serviceaccount:{ns}:kip\" cannot list resource \"events\" in API group \"\" in the namespace \"{ns}\""
+            );
+            return Reply::Json(403, status(403, "Forbidden", &message));
+        }
+        let terms: Vec<(String, String)> = query
+            .get("fieldSelector")
+            .map(|f| {
+                f.split(',')
+                    .filter_map(|t| t.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (k, _) in &terms {
+            let known = [
+                "involvedObject.kind",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.namespace",
+                "reason",
+                "type",
+            ];
+            if !known.contains(&k.as_str()) {
+                let message = format!("field label not supported: {k}");
+                return Reply::Json(400, status(400, "BadRequest", &message));
+            }
+        }
+        let st = self.state();
+        let all: Vec<&Value> = st
+            .model
+            .core_events
+            .iter()
+            .filter(|(n, _)| n == ns)
+            .map(|(_, e)| e)
+            .filter(|e| {
+                terms.iter().all(|(k, v)| {
+                    let value = k.split('.').fold(*e, |at, part| &at[part]);
+                    value.as_str() == Some(v.as_str())
+                })
+            })
+            .collect();
+        let start: usize = query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+        let end = start.saturating_add(limit).min(all.len());
+        let items: Vec<&Value> = all[start.min(end)..end].to_vec();
+        let mut metadata = json!({"resourceVersion": st.rv.to_string()});
+        if end < all.len() {
+            metadata["continue"] = json!(end.to_string());
+        }
+        Reply::Json(
+            200,
+            json!({"kind": "EventList", "apiVersion": "v1", "metadata": metadata, "items": items}),
+        )
+    }
+
+    fn create_event(&self, ns: &str, body: &Value) -> Reply {
+        let mut event = body.clone();
+        if event["metadata"]["namespace"].is_null() {
+            event["metadata"]["namespace"] = json!(ns);
+        }
+        let name = event["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        if let Err(field) = validate_event(ns, &event) {
+            let message = format!("Event.events.k8s.io {name:?} is invalid: {field}");
+            self.state().model.refused_events.push((event, message.clone()));
+            return Reply::Json(422, status(422, "Invalid", &message));
+        }
+        let mut st = self.state();
+        let key = (ns.to_owned(), name.clone());
+        if st.model.api_events.contains_key(&key) {
+            let message = format!("events.events.k8s.io {name:?} already exists");
+            return Reply::Json(409, status(409, "AlreadyExists", &message));
+        }
+        st.model.api_events.insert(key, event.clone());
+        st.events.push(event.clone());
+        Reply::Json(201, event)
+    }
+
+    /// A merge patch of an Event: only the series may change (the note and the rest are immutable).
+    fn patch_event(&self, ns: &str, name: &str, patch: &Value) -> Reply {
+        let mut st = self.state();
+        let Some(old) = st.model.api_events.get(&(ns.to_owned(), name.to_owned())).cloned() else {
+            let message = format!("events.events.k8s.io {name:?} not found");
+            return Reply::Json(404, status(404, "NotFound", &message));
+        };
+        let mut new = old.clone();
+        merge(&mut new, patch);
+        let changed: Vec<&String> = new
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| *k != "series" && *k != "metadata" && old.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        let invalid = if let Some(field) = changed.first() {
+            Some(format!("{field}: Invalid value: field is immutable"))
+        } else {
+            validate_event(ns, &new).err()
+        };
+        if let Some(field) = invalid {
+            let message = format!("Event.events.k8s.io {name:?} is invalid: {field}");
+            st.model.refused_events.push((new, message.clone()));
+            return Reply::Json(422, status(422, "Invalid", &message));
+        }
+        st.model
+            .api_events
+            .insert((ns.to_owned(), name.to_owned()), new.clone());
+        st.events.push(new.clone());
+        Reply::Json(200, new)
+    }
+}
+
+/// The checks the real API server makes on a new events.k8s.io/v1 Event (ValidateEventCreate); the first
+/// failing field, as the server names it.
+fn validate_event(ns: &str, e: &Value) -> Result<(), String> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let name = text(&e["metadata"]["name"]);
+    let dns_subdomain = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    if !dns_subdomain {
+        return Err(format!(
+            "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain"
+        ));
+    }
+    let regarding_ns = text(&e["regarding"]["namespace"]);
+    if !regarding_ns.is_empty() && regarding_ns != ns {
+        return Err(format!(
+            "regarding.namespace: Invalid value: {regarding_ns:?}: does not match event.namespace"
+        ));
+    }
+    if e["eventTime"].is_null() {
+        return Err("eventTime: Required value".into());
+    }
+    if !e["series"].is_null() && e["series"]["count"].as_i64().is_none_or(|c| c < 2) {
+        return Err("series.count: Invalid value: should be at least 2".into());
+    }
+    for field in ["reportingController", "reportingInstance", "action", "reason"] {
+        let value = text(&e[field]);
+        if value.is_empty() {
+            return Err(format!("{field}: Required value"));
+        }
+        if field != "reportingController" && value.len() > 128 {
+            return Err(format!("{field}: Too long: may not be more than 128 bytes"));
+        }
+    }
+    // A qualified name: an optional DNS-subdomain prefix and a name of at most 63 alphanumerics, '-', '_', '.'.
+    let controller = text(&e["reportingController"]);
+    let local = controller.rsplit('/').next().unwrap_or_default();
+    let qualified = local.len() <= 63
+        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && local.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && local.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !qualified {
+        return Err(format!(
+            "reportingController: Invalid value: {controller:?}: must be a qualified name"
+        ));
+    }
+    let kind = text(&e["type"]);
+    if kind != "Normal" && kind != "Warning" {
+        return Err(format!(
+            "type: Unsupported value: {kind:?}: supported values: \"Normal\", \"Warning\""
+        ));
+    }
+    if text(&e["note"]).len() > 1024 {
+        return Err("note: Too long: may not be more than 1024 bytes".into());
+    }
+    if e["regarding"].is_null() {
+        return Err("regarding: Required value".into());
+    }
+    Ok(())
 }
