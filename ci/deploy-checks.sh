@@ -257,6 +257,7 @@ declare -A BAD_PATTERN=(
   [defaults-unknown-key]="defaults.*additional propert.*memorylimit"
   [set-duplicate-name]="more than one set"
   [toleration-bad-operator]="tolerations/0/operator"
+  [netpol-bad-cidr]="apiServerCIDRs/0.*does not match pattern"
 )
 for bad in ci/helm-bad-values/*.yaml; do
   base=$(basename "$bad" .yaml)
@@ -331,6 +332,8 @@ d=[x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x["kind"]=="ConfigM
 open(sys.argv[2],"w").write(d["data"]["config.toml"])' "$OUT/chart-sets.yaml" "$OUT/sets-config.toml" 2>/dev/null ||
   : >"$OUT/sets-config.toml"
 check "OpenShift templates: every parameter declared and used; objects produced" oc_all
+check_fails "OpenShift app.yaml without IMAGE fails: the parameter is required (no upstream default)" \
+  "required parameter IMAGE" "${HELPER[@]}" oc-process deploy/openshift/app.yaml /dev/null
 check "OpenShift objects: ConfigMap keys, Deployment, RBAC as contracted" \
   "${HELPER[@]}" assert-chart openshift "$OUT/os-all.yaml"
 
