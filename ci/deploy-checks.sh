@@ -296,6 +296,8 @@ check "helm 3 ($HELM3_LAYER_PKG@$HELM3_LAYER_VERSION): same manifests, same reje
 helm_template_no_image() { "$HELM" template "$RELEASE" "$CHART" --namespace "$NS" "$@"; }
 check_fails "helm template with default values fails: image.repository is required, how to build it" \
   "image.repository is required.*docker build.*--set image.repository=" helm_template_no_image
+check_fails "helm install --dry-run=client with default values fails, naming image.repository" \
+  "image.repository is required" "$HELM" install --dry-run=client "$RELEASE" "$CHART" --namespace "$NS"
 check_fails "helm template with upstream values fails until the image is swapped" \
   "is the upstream Go program.*swap the image.*--set image.repository=" \
   helm_template_no_image -f "$CHART/ci/upstream-values.yaml"
