@@ -33,6 +33,10 @@ KV_VERSION=${KIP_CI_KUBERNETES_VALIDATE_VERSION:-1.37.0}
 RELEASE=kubernetes-image-puller
 NS=k8s-image-puller
 CHART=deploy/helm
+# The chart requires the controller image (this project's own build; it refuses the upstream Go image):
+# every render here names this one, except the checks of that very error.
+export KIP_CI_IMAGE_REPOSITORY=${KIP_CI_IMAGE_REPOSITORY:-registry.example.com/kubernetes-image-puller}
+IMAGE_ARGS=(--set "image.repository=$KIP_CI_IMAGE_REPOSITORY")
 
 if [[ -n "${KIP_BIN:-}" ]]; then
   KIP_BIN_GIVEN=1
@@ -186,12 +190,12 @@ HELPER=("$PY" "$ROOT/ci/deploy_checks.py")
 helm_template() { # OUTFILE [helm args...]
   local out=$1
   shift
-  "$HELM" template "$RELEASE" "$CHART" --namespace "$NS" "$@" >"$out"
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NS" "${IMAGE_ARGS[@]}" "$@" >"$out"
 }
 
-check "helm lint $CHART" "$HELM" lint --strict "$CHART"
+check "helm lint $CHART" "$HELM" lint --strict "$CHART" "${IMAGE_ARGS[@]}"
 for values in "$CHART"/ci/*-values.yaml; do
-  check "helm lint $CHART -f $values" "$HELM" lint --strict "$CHART" -f "$values"
+  check "helm lint $CHART -f $values" "$HELM" lint --strict "$CHART" -f "$values" "${IMAGE_ARGS[@]}"
 done
 
 check "helm template: default values" helm_template "$OUT/chart-default.yaml"
@@ -208,7 +212,7 @@ check "chart sets: config.toml only, leader election with 2 replicas, nodes Clus
   "${HELPER[@]}" assert-chart sets "$OUT/chart-sets.yaml"
 
 memory_limit_of() { # helm args... -> CACHING_MEMORY_LIMIT
-  "$HELM" template "$RELEASE" "$CHART" -n "$NS" --show-only templates/configmap.yaml "$@" |
+  "$HELM" template "$RELEASE" "$CHART" -n "$NS" --show-only templates/configmap.yaml "${IMAGE_ARGS[@]}" "$@" |
     "$PY" -c 'import sys,yaml; print(yaml.safe_load(sys.stdin)["data"]["CACHING_MEMORY_LIMIT"])'
 }
 memory_limit_precedence() {
@@ -224,7 +228,7 @@ check "configMap.cachingMemoryLimit wins over cachingMemeryLimit; 20Mi default" 
 toml_quoting() {
   local sets
   sets='[{"name":"quoting","images":{"odd-name":"registry.example.com/a/b:1"},"annotations":{"k\"ey with space":"back\\slash \"quote\" new\nline\ttab <&> é ☃ \u0001","=":"#not a comment"},"nodeSelector":{"a.b/c":"x=y"}},{"name":"second","images":{"x":"y"}}]'
-  "$HELM" template "$RELEASE" "$CHART" -n "$NS" --show-only templates/configmap.yaml \
+  "$HELM" template "$RELEASE" "$CHART" -n "$NS" --show-only templates/configmap.yaml "${IMAGE_ARGS[@]}" \
     --set-json "sets=$sets" >"$OUT/chart-quoting.yaml" || return 1
   "${HELPER[@]}" toml-roundtrip "$OUT/chart-quoting.yaml" "$sets"
 }
@@ -253,6 +257,7 @@ declare -A BAD_PATTERN=(
   [defaults-unknown-key]="defaults.*additional propert.*memorylimit"
   [set-duplicate-name]="more than one set"
   [toleration-bad-operator]="tolerations/0/operator"
+  [netpol-bad-cidr]="apiServerCIDRs/0.*does not match pattern"
 )
 for bad in ci/helm-bad-values/*.yaml; do
   base=$(basename "$bad" .yaml)
@@ -268,23 +273,47 @@ helm3_compat() {
   install_from_layer "$HELM3_LAYER_PKG" "$HELM3_LAYER_VERSION" 3 || return 1
   "$h3" version --template '{{.Version}}'
   echo
-  "$h3" lint --strict "$CHART" -f "$CHART/ci/sets-values.yaml" || return 1
+  "$h3" lint --strict "$CHART" -f "$CHART/ci/sets-values.yaml" "${IMAGE_ARGS[@]}" || return 1
   for f in default upstream sets; do
     case $f in
       default) set -- ;;
       *) set -- -f "$CHART/ci/$f-values.yaml" ;;
     esac
-    "$h3" template "$RELEASE" "$CHART" --namespace "$NS" "$@" >"$OUT/helm3-$f.yaml" || return 1
+    "$h3" template "$RELEASE" "$CHART" --namespace "$NS" "${IMAGE_ARGS[@]}" "$@" >"$OUT/helm3-$f.yaml" || return 1
     diff -u "$OUT/chart-$f.yaml" "$OUT/helm3-$f.yaml" || return 1
   done
   for bad in ci/helm-bad-values/*.yaml; do
-    if "$h3" template "$RELEASE" "$CHART" --namespace "$NS" -f "$bad" >/dev/null 2>&1; then
+    if "$h3" template "$RELEASE" "$CHART" --namespace "$NS" "${IMAGE_ARGS[@]}" -f "$bad" >/dev/null 2>&1; then
       echo "helm 3 accepted $bad"
       return 1
     fi
   done
 }
 check "helm 3 ($HELM3_LAYER_PKG@$HELM3_LAYER_VERSION): same manifests, same rejections" helm3_compat
+
+# The controller image: never silently another program. Without image.repository, or with the upstream Go
+# image (which upstream values files name), `helm install` fails and says what to set and how to build it.
+helm_template_no_image() { "$HELM" template "$RELEASE" "$CHART" --namespace "$NS" "$@"; }
+check_fails "helm template with default values fails: image.repository is required, how to build it" \
+  "image.repository is required.*docker build.*--set image.repository=" helm_template_no_image
+check_fails "helm install --dry-run=client with default values fails, naming image.repository" \
+  "image.repository is required" "$HELM" install --dry-run=client "$RELEASE" "$CHART" --namespace "$NS"
+check_fails "helm template with upstream values fails until the image is swapped" \
+  "is the upstream Go program.*swap the image.*--set image.repository=" \
+  helm_template_no_image -f "$CHART/ci/upstream-values.yaml"
+check_fails "helm template refuses --set image.repository=docker.io/eclipse/kubernetes-image-puller" \
+  "upstream Go program" helm_template_no_image --set image.repository=docker.io/eclipse/kubernetes-image-puller
+image_named() { # the working path: the named image, the chart's appVersion as tag, or the digest
+  local got
+  got=$(helm_template /dev/stdout --show-only templates/deployment.yaml | grep -E '^ +image: ') || return 1
+  echo "$got"
+  [[ $got == *"\"$KIP_CI_IMAGE_REPOSITORY:0.1.0\"" ]] || return 1
+  got=$(helm_template /dev/stdout --show-only templates/deployment.yaml --set image.digest=sha256:0123 |
+    grep -E '^ +image: ') || return 1
+  echo "$got"
+  [[ $got == *"\"$KIP_CI_IMAGE_REPOSITORY@sha256:0123\"" ]]
+}
+check "helm template with image.repository set: that image, tag = appVersion, or the digest" image_named
 
 # ---------------------------------------------------------------------------
 # OpenShift templates (parameters substituted here, as `oc process` would)
@@ -293,7 +322,7 @@ check "helm 3 ($HELM3_LAYER_PKG@$HELM3_LAYER_VERSION): same manifests, same reje
 oc_all() {
   "${HELPER[@]}" oc-process deploy/openshift/serviceaccount.yaml "$OUT/os-serviceaccount.yaml" &&
     "${HELPER[@]}" oc-process deploy/openshift/configmap.yaml "$OUT/os-configmap.yaml" &&
-    "${HELPER[@]}" oc-process deploy/openshift/app.yaml "$OUT/os-app.yaml" &&
+    "${HELPER[@]}" oc-process deploy/openshift/app.yaml "$OUT/os-app.yaml" "IMAGE=$KIP_CI_IMAGE_REPOSITORY" &&
     "${HELPER[@]}" oc-process deploy/openshift/configmap-sets.yaml "$OUT/os-configmap-sets.yaml" \
       "CONFIG_TOML=$(cat "$OUT/sets-config.toml")" &&
     cat "$OUT/os-serviceaccount.yaml" <(echo ---) "$OUT/os-configmap.yaml" <(echo ---) "$OUT/os-app.yaml" \
@@ -305,6 +334,8 @@ d=[x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x["kind"]=="ConfigM
 open(sys.argv[2],"w").write(d["data"]["config.toml"])' "$OUT/chart-sets.yaml" "$OUT/sets-config.toml" 2>/dev/null ||
   : >"$OUT/sets-config.toml"
 check "OpenShift templates: every parameter declared and used; objects produced" oc_all
+check_fails "OpenShift app.yaml without IMAGE fails: the parameter is required (no upstream default)" \
+  "required parameter IMAGE" "${HELPER[@]}" oc-process deploy/openshift/app.yaml /dev/null
 check "OpenShift objects: ConfigMap keys, Deployment, RBAC as contracted" \
   "${HELPER[@]}" assert-chart openshift "$OUT/os-all.yaml"
 
@@ -391,6 +422,44 @@ unsafe_flagged() {
 check "Pod Security check flags a chart rendered without security contexts (self-test)" unsafe_flagged
 
 # ---------------------------------------------------------------------------
+# NetworkPolicies: deny-all for the cache pods; the controller's optional policy
+# ---------------------------------------------------------------------------
+
+RENDER_PLAIN=()
+RENDER_OPENSHIFT=()
+for f in "$OUT"/render-*.yaml; do
+  [[ -f $f ]] || continue
+  case $f in
+    *-openshift.yaml) RENDER_OPENSHIFT+=("$f") ;;
+    *) RENDER_PLAIN+=("$f") ;;
+  esac
+done
+check "chart default: a deny-all NetworkPolicy (no ingress, no egress)" \
+  "${HELPER[@]}" keep-kinds "$OUT/chart-default.yaml" "$OUT/netpol-chart.yaml" NetworkPolicy
+check "OpenShift app.yaml: a deny-all NetworkPolicy" \
+  "${HELPER[@]}" keep-kinds "$OUT/os-app.yaml" "$OUT/netpol-os.yaml" NetworkPolicy
+if [[ ${#RENDER_PLAIN[@]} -gt 0 ]]; then
+  check "chart's deny-all NetworkPolicy selects every rendered cache pod (${#RENDER_PLAIN[@]} renders)" \
+    "${HELPER[@]}" netpol-covers "$OUT/netpol-chart.yaml" "${RENDER_PLAIN[@]}"
+fi
+if [[ ${#RENDER_OPENSHIFT[@]} -gt 0 ]]; then
+  check "OpenShift's deny-all NetworkPolicy selects every rendered cache pod (--openshift)" \
+    "${HELPER[@]}" netpol-covers "$OUT/netpol-os.yaml" "${RENDER_OPENSHIFT[@]}"
+fi
+controller_netpol() {
+  helm_template "$OUT/chart-netpol.yaml" --set networkPolicy.controller.enabled=true \
+    --set-json 'networkPolicy.controller.apiServerCIDRs=["10.96.0.1/32"]' \
+    --set-json 'networkPolicy.controller.apiServerPorts=[443,6443]' || return 1
+  "${HELPER[@]}" assert-controller-netpol "$OUT/chart-netpol.yaml" 10.96.0.1/32 443 6443
+}
+check "networkPolicy.controller.enabled: ingress to port http, egress to the API server and DNS only" controller_netpol
+no_cache_netpol() {
+  helm_template "$OUT/chart-no-netpol.yaml" --set networkPolicy.cache.enabled=false || return 1
+  ! grep -q 'kind: NetworkPolicy' "$OUT/chart-no-netpol.yaml"
+}
+check "networkPolicy.cache.enabled=false: no NetworkPolicy" no_cache_netpol
+
+# ---------------------------------------------------------------------------
 # Kubernetes schema validation of every manifest
 # ---------------------------------------------------------------------------
 
@@ -401,12 +470,71 @@ validate() { # FILE
   # kubernetes-validate only warns on kinds it has no schema for: count that as a failure.
   ! "$KV" --strict --quiet -k "$K8S_VERSION" "$v" | grep -q .
 }
-for f in "$OUT"/chart-default.yaml "$OUT"/chart-upstream.yaml "$OUT"/chart-sets.yaml \
+for f in "$OUT"/chart-default.yaml "$OUT"/chart-upstream.yaml "$OUT"/chart-sets.yaml "$OUT"/chart-netpol.yaml \
   "$OUT"/os-serviceaccount.yaml "$OUT"/os-configmap.yaml "$OUT"/os-configmap-sets.yaml "$OUT"/os-app.yaml \
   "$OUT"/render-*.yaml; do
   [[ -f $f ]] || continue
   check "kubernetes-validate --strict -k $K8S_VERSION $(basename "$f")" validate "$f"
 done
+
+# ---------------------------------------------------------------------------
+# checkov (independent scanner): no failed check, every by-design finding skipped on its object with a reason
+# ---------------------------------------------------------------------------
+
+CHECKOV=("$ROOT/ci/checkov.sh")
+# check NAME checkov_scan FILES...: the scan's figures are shown under its PASS line too.
+checkov_scan() {
+  bash "${CHECKOV[@]}" "$@" >"$WORK/checkov.last" 2>&1
+  local rc=$?
+  cat "$WORK/checkov.last"
+  return $rc
+}
+checkov_check() { # NAME FILES...
+  local name=$1
+  shift
+  : >"$WORK/checkov.last"
+  check "$name" checkov_scan "$@" && grep -E '^checkov: ' "$WORK/checkov.last" | sed 's/^/    /'
+}
+if bash "${CHECKOV[@]}" --install >"$WORK/log.checkov" 2>&1; then
+  info "$(tail -n1 "$WORK/log.checkov")"
+  checkov_check "checkov: chart, default values" "$OUT/chart-default.yaml"
+  checkov_check "checkov: chart, upstream values" "$OUT/chart-upstream.yaml"
+  checkov_check "checkov: chart, image sets values" "$OUT/chart-sets.yaml"
+  checkov_check "checkov: chart, controller NetworkPolicy on" "$OUT/chart-netpol.yaml"
+  # `oc process | oc apply -n NS` (or the current project) puts the objects in a namespace.
+  checkov_openshift() {
+    "${HELPER[@]}" set-namespace "$OUT/os-all.yaml" "$OUT/os-all-ns.yaml" "$NS" &&
+      "${HELPER[@]}" set-namespace "$OUT/os-configmap-sets.yaml" "$OUT/os-configmap-sets-ns.yaml" "$NS" &&
+      checkov_scan "$OUT/os-all-ns.yaml" "$OUT/os-configmap-sets-ns.yaml"
+  }
+  : >"$WORK/checkov.last"
+  check "checkov: OpenShift templates with their defaults (IMAGE given)" checkov_openshift &&
+    grep -E '^checkov: ' "$WORK/checkov.last" | sed 's/^/    /'
+  # The DaemonSets the controller applies land next to the deny-all policy that the chart (or app.yaml) installs.
+  for f in "${RENDER_PLAIN[@]}"; do
+    checkov_check "checkov: $(basename "$f") with the chart's NetworkPolicy" "$f" "$OUT/netpol-chart.yaml"
+  done
+  for f in "${RENDER_OPENSHIFT[@]}"; do
+    checkov_check "checkov: $(basename "$f") with app.yaml's NetworkPolicy" "$f" "$OUT/netpol-os.yaml"
+  done
+  # Self-tests: the scanner does flag what the fixes and skips cover.
+  if [[ ${#RENDER_PLAIN[@]} -gt 0 ]]; then
+    check_fails "checkov flags cache pods without the deny-all NetworkPolicy (self-test)" \
+      "FAILED CKV2_K8S_6" bash "${CHECKOV[@]}" "${RENDER_PLAIN[0]}"
+  fi
+  skip_without_reason() {
+    sed -E 's/(checkov.io\/skip1: )"(CKV_K8S_[0-9]+)=[^"]*"/\1"\2"/' "$OUT/chart-default.yaml" >"$OUT/chart-noreason.yaml"
+    bash "${CHECKOV[@]}" "$OUT/chart-noreason.yaml"
+  }
+  check_fails "checkov.sh fails a skip that gives no reason (self-test)" "SKIPPED WITHOUT A REASON" skip_without_reason
+  no_uid() {
+    helm_template "$OUT/chart-nouid.yaml" --set podSecurityContext.runAsUser=null || return 1
+    bash "${CHECKOV[@]}" "$OUT/chart-nouid.yaml"
+  }
+  check_fails "checkov flags a controller without an explicit high runAsUser (self-test)" "FAILED CKV_K8S_40" no_uid
+else
+  fail "install checkov (ci/checkov.sh --install)" "$WORK/log.checkov"
+fi
 
 # ---------------------------------------------------------------------------
 # Release binaries: static sleeper that runs in an empty root

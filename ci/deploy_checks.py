@@ -10,6 +10,10 @@ Subcommands (each exits 0 on success, 1 with messages on stderr otherwise):
   toml-roundtrip MANIFESTS JSON       config.toml in the ConfigMap parses to the sets in JSON
   elf-interp FILE                     print the ELF program interpreter (empty if static)
   rbac-table JSON CHART SETS TEMPLATE FIXTURE   chart/OpenShift Roles grant exactly `rbac -o json`
+  keep-kinds IN OUT KIND...           copy only the objects of the given kinds
+  set-namespace IN OUT NS             namespace for objects naming none (as `oc apply -n NS`)
+  netpol-covers POLICIES RENDERED...  every rendered pod template is under a deny-all NetworkPolicy
+  assert-controller-netpol MANIFESTS CIDR PORT...  the controller's optional NetworkPolicy
 """
 import json
 import os
@@ -310,7 +314,10 @@ def check_common(docs, ns, name, configmap="k8s-image-puller", sa="k8s-image-pul
 def cmd_assert_chart(scenario, manifests):
     docs = load_docs(manifests)
     ns = "k8s-image-puller"
-    image = "quay.io/eclipse/kubernetes-image-puller:next"
+    # The chart and app.yaml require the image (this project's own build): deploy-checks.sh names this one;
+    # the tag is the chart's appVersion, except for upstream values, which keep their own tag.
+    repo = os.environ.get("KIP_CI_IMAGE_REPOSITORY", "registry.example.com/kubernetes-image-puller")
+    image = f"{repo}:next" if scenario == "upstream" else f"{repo}:0.1.0"
     if scenario == "default":
         cm = check_common(docs, ns, "kubernetes-image-puller")
         data = cm["data"]
@@ -441,6 +448,84 @@ def cmd_elf_interp(path):
     print("")
 
 
+# --- NetworkPolicies and checkov input ------------------------------------------
+
+def cmd_keep_kinds(src, dst, *kinds):
+    """Copy only the objects of the given kinds (e.g. the chart's NetworkPolicy, to scan with render output)."""
+    kept = [d for d in load_docs(src) if d.get("kind") in kinds]
+    expect(kept, f"{src}: no object of kind {', '.join(kinds)}")
+    with open(dst, "w") as f:
+        yaml.safe_dump_all(kept, f, sort_keys=False)
+    print(f"{len(kept)} object(s) of kind {', '.join(kinds)}")
+
+
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "Namespace", "PriorityClass"}
+
+
+def cmd_set_namespace(src, dst, ns):
+    """Put namespaced objects that name none into NS, as `oc apply -n NS` (or the current project) does."""
+    docs = load_docs(src)
+    for d in docs:
+        if d.get("kind") not in CLUSTER_SCOPED:
+            d.setdefault("metadata", {}).setdefault("namespace", ns)
+    with open(dst, "w") as f:
+        yaml.safe_dump_all(docs, f, sort_keys=False)
+    print(f"{len(docs)} object(s) in namespace {ns}")
+
+
+def selects(policy, labels):
+    sel = policy["spec"].get("podSelector") or {}
+    expect(not sel.get("matchExpressions"), f"NetworkPolicy/{policy['metadata']['name']}: matchExpressions unsupported here")
+    return all(labels.get(k) == v for k, v in (sel.get("matchLabels") or {}).items())
+
+
+def cmd_netpol_covers(policies, *rendered):
+    """Every pod template in RENDERED is selected by a deny-all NetworkPolicy (Ingress and Egress, no rule)
+    of POLICIES: the policy matches the labels render really puts on the cache pods."""
+    deny_all = [p for p in by_kind(load_docs(policies), "NetworkPolicy")
+                if set(p["spec"].get("policyTypes") or []) == {"Ingress", "Egress"}
+                and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    expect(deny_all, f"{policies}: no deny-all (Ingress and Egress, no rules) NetworkPolicy")
+    checked = 0
+    for f in rendered:
+        for d in load_docs(f):
+            if pod_spec_of(d) is None:
+                continue
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            expect(any(selects(p, labels) for p in deny_all),
+                   f"{f}: {d['kind']}/{d['metadata']['name']} pods {labels} not selected by a deny-all policy")
+            checked += 1
+    expect(checked, "no pod templates in the rendered files")
+    print(f"{checked} cache pod template(s) under {', '.join(p['metadata']['name'] for p in deny_all)}")
+
+
+def cmd_assert_controller_netpol(manifests, cidr, *api_ports):
+    """The controller's NetworkPolicy: selects the controller pods; ingress to port http only; egress to the
+    API server (CIDR, ports) and DNS (53 UDP and TCP) only."""
+    docs = load_docs(manifests)
+    dep = one(docs, "Deployment")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    mine = [p for p in by_kind(docs, "NetworkPolicy") if selects(p, labels)]
+    expect(len(mine) == 1, f"expected one NetworkPolicy selecting the controller pods, found {len(mine)}")
+    spec = mine[0]["spec"]
+    expect(set(spec["policyTypes"]) == {"Ingress", "Egress"}, "policyTypes")
+    ingress_ports = [(p["port"], p.get("protocol")) for r in spec["ingress"] for p in r["ports"]]
+    expect(ingress_ports == [("http", "TCP")], f"ingress ports {ingress_ports}")
+    names = {p["name"] for c in dep["spec"]["template"]["spec"]["containers"] for p in c.get("ports") or []}
+    expect("http" in names, "the controller has no port named http")
+    api, dns = spec["egress"]
+    got = sorted((p["port"], p["protocol"]) for p in api["ports"])
+    expect(got == sorted((int(x), "TCP") for x in api_ports), f"API server ports {got}")
+    expect([t["ipBlock"]["cidr"] for t in api["to"]] == [cidr], f"API server peers {api.get('to')}")
+    expect(sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")], "DNS ports")
+    expect("to" not in dns, "DNS egress should reach any address")
+    # The cache pods must not be selected by the controller's policy (it would open egress for them).
+    expect(not selects(mine[0], {"app.kubernetes.io/name": "kip-cache",
+                                 "app.kubernetes.io/managed-by": "kubernetes-image-puller"}),
+           "the controller's policy also selects cache pods")
+    print(f"NetworkPolicy/{mine[0]['metadata']['name']}: ingress http, egress {cidr} {got} and DNS")
+
+
 COMMANDS = {
     "configmap-dir": cmd_configmap_dir,
     "oc-process": cmd_oc_process,
@@ -450,6 +535,10 @@ COMMANDS = {
     "toml-roundtrip": cmd_toml_roundtrip,
     "elf-interp": cmd_elf_interp,
     "rbac-table": cmd_rbac_table,
+    "keep-kinds": cmd_keep_kinds,
+    "set-namespace": cmd_set_namespace,
+    "netpol-covers": cmd_netpol_covers,
+    "assert-controller-netpol": cmd_assert_controller_netpol,
 }
 
 

@@ -59,6 +59,38 @@ const TERMINATION_GRACE_SECONDS: i64 = 5;
 /// one runs, so a refresh never leaves a node without its cache pod.
 const MAX_SURGE: &str = "10%";
 
+/// Findings of the checkov scanner that are by design for cache pods, recorded on every DaemonSet where an
+/// admin reads them (checkov's `checkov.io/skipN: CHECK=reason`). checkov splits the value on every `=`, so a
+/// reason must contain none. The set's own annotations win on a key clash.
+pub const CHECKOV_SKIPS: [(&str, &str); 5] = [
+    (
+        "checkov.io/skip1",
+        "CKV_K8S_8=a cache container only sleeps to keep its image in use; there is nothing to probe",
+    ),
+    (
+        "checkov.io/skip2",
+        "CKV_K8S_9=a cache container serves nothing; no Service routes to it, so readiness has no meaning",
+    ),
+    (
+        "checkov.io/skip3",
+        "CKV_K8S_43=images are cached by the reference the config names; caching moving tags is the purpose",
+    ),
+    (
+        "checkov.io/skip4",
+        "CKV_K8S_14=the config names the tags to cache; latest or no tag is the user's choice",
+    ),
+    (
+        "checkov.io/skip5",
+        "CKV_K8S_15=moving tags are pulled Always; digests and the sleeper image are IfNotPresent as a node may \
+         start cache pods while the registry is away",
+    ),
+];
+/// On OpenShift the SCC assigns the user id, so none is set (see [`RenderOptions::openshift`]).
+pub const CHECKOV_SKIP_OPENSHIFT: (&str, &str) = (
+    "checkov.io/skip6",
+    "CKV_K8S_40=OpenShift's SCC assigns a high user id from the project's range",
+);
+
 /// What render needs beside the config; all of it comes from the caller, so render stays pure.
 #[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
@@ -103,7 +135,7 @@ pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> D
             name: Some(set.name.clone()),
             namespace: Some(config.namespace.clone()),
             labels: Some(object_labels.clone()),
-            annotations: Some(set.annotations.clone()),
+            annotations: Some(annotations(set, options)),
             ..ObjectMeta::default()
         },
         spec: Some(DaemonSetSpec {
@@ -139,6 +171,18 @@ pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> D
         .insert(labels::SPEC_HASH.into(), hash);
     ds.metadata.owner_references = options.owner.clone().map(|o| vec![o]);
     ds
+}
+
+/// The DaemonSet's annotations: the by-design scanner findings, then the set's own (which win on a clash).
+fn annotations(set: &ImageSet, options: &RenderOptions) -> BTreeMap<String, String> {
+    let openshift = options.openshift.then_some(CHECKOV_SKIP_OPENSHIFT);
+    let mut out: BTreeMap<String, String> = CHECKOV_SKIPS
+        .iter()
+        .chain(openshift.iter())
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    out.extend(set.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
 }
 
 /// Hex SHA-256 (first 16 bytes) of the object as rendered, before the hash annotation and the owner

@@ -216,9 +216,46 @@ fn set_annotations_go_on_the_daemonset() {
     let gpu = by_name(&dss, "gpu").metadata.annotations.as_ref().unwrap();
     assert_eq!(gpu.get("example.com/team").map(String::as_str), Some("ml"));
     assert!(gpu.contains_key(labels::SPEC_HASH));
-    assert_eq!(gpu.len(), 2);
+    assert_eq!(gpu.len(), 2 + render::CHECKOV_SKIPS.len());
     let ide = by_name(&dss, "ide").metadata.annotations.as_ref().unwrap();
     assert_eq!(ide.get("example.com/team").map(String::as_str), Some("platform"));
+}
+
+/// The scanner's by-design findings are written on each DaemonSet in the form checkov reads: `CHECK=reason`,
+/// exactly one `=` (checkov splits on every one), a distinct key each; OpenShift adds the user-id one.
+#[test]
+fn checkov_skips_with_reasons_on_every_daemonset() {
+    let well_formed = |a: &BTreeMap<String, String>, want: usize| {
+        let skips: Vec<(&String, &String)> = a.iter().filter(|(k, _)| k.starts_with("checkov.io/skip")).collect();
+        assert_eq!(skips.len(), want, "{a:?}");
+        for (k, v) in skips {
+            let (check, reason) = v.split_once('=').unwrap_or_else(|| panic!("{k}: no reason in {v:?}"));
+            assert!(check.starts_with("CKV_K8S_"), "{k}: {check}");
+            assert!(reason.len() > 20 && !reason.contains('='), "{k}: reason {reason:?}");
+        }
+    };
+    for ds in render::render(&gpu_pools(), &plain()) {
+        well_formed(ds.metadata.annotations.as_ref().unwrap(), render::CHECKOV_SKIPS.len());
+    }
+    let openshift = RenderOptions {
+        openshift: true,
+        owner: None,
+    };
+    for ds in render::render(&gpu_pools(), &openshift) {
+        let a = ds.metadata.annotations.as_ref().unwrap();
+        well_formed(a, render::CHECKOV_SKIPS.len() + 1);
+        assert!(a[render::CHECKOV_SKIP_OPENSHIFT.0].starts_with("CKV_K8S_40="));
+    }
+    // A set's own annotation of the same key wins: the admin's word over the tool's.
+    let mut c = gpu_pools();
+    c.sets[0]
+        .annotations
+        .insert("checkov.io/skip1".into(), "CKV_K8S_8=ours".into());
+    let dss = render::render(&c, &plain());
+    assert_eq!(
+        dss[0].metadata.annotations.as_ref().unwrap()["checkov.io/skip1"],
+        "CKV_K8S_8=ours"
+    );
 }
 
 #[test]
