@@ -345,6 +345,12 @@ if [[ $HAVE_BIN -eq 1 ]]; then
     kip_check_configmap "$OUT/os-configmap.yaml" "$WORK/cm-os"
   check "kubernetes-image-puller check: OpenShift configmap-sets.yaml as a directory" \
     kip_check_configmap "$OUT/os-configmap-sets.yaml" "$WORK/cm-os-sets"
+  rbac_table() {
+    "$KIP_BIN" rbac -o json >"$OUT/rbac.json" &&
+      "${HELPER[@]}" rbac-table "$OUT/rbac.json" "$OUT/chart-default.yaml" "$OUT/chart-sets.yaml" \
+        deploy/openshift/serviceaccount.yaml tests/fixtures/rbac/chart-role.yaml
+  }
+  check "RBAC: chart Role, nodes ClusterRole, OpenShift Role and test fixture = \`rbac\` table" rbac_table
   bad_toml() {
     printf 'caching_interval_hours = 1\n[[sets]]\nname = "Bad_Name"\nimages = { a = "x" }\n' >"$WORK/bad.toml"
     "$KIP_BIN" check --config "$WORK/bad.toml"

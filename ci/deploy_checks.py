@@ -9,6 +9,7 @@ Subcommands (each exits 0 on success, 1 with messages on stderr otherwise):
   assert-chart SCENARIO MANIFESTS     scenario-specific assertions on `helm template` output
   toml-roundtrip MANIFESTS JSON       config.toml in the ConfigMap parses to the sets in JSON
   elf-interp FILE                     print the ELF program interpreter (empty if static)
+  rbac-table JSON CHART SETS TEMPLATE FIXTURE   chart/OpenShift Roles grant exactly `rbac -o json`
 """
 import json
 import os
@@ -219,15 +220,15 @@ UPSTREAM_KEYS = {"IMAGES", "DAEMONSET_NAME", "CACHING_INTERVAL_HOURS", "NAMESPAC
                  "CACHING_MEMORY_REQUEST", "CACHING_MEMORY_LIMIT", "CACHING_CPU_REQUEST",
                  "CACHING_CPU_LIMIT", "NODE_SELECTOR"}
 
+# The table of src/rbac.rs; rbac-table checks it against `kubernetes-image-puller rbac -o json` too.
 EXPECTED_ROLE = {
-    ("apps", "daemonsets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("apps", "daemonsets"): {"get", "list", "watch", "create", "delete", "patch", "update"},
     ("apps", "deployments"): {"get"},
-    ("", "pods"): {"get", "list", "watch", "delete"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("", "events"): {"create", "patch"},
-    ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},
-    ("", "resourcequotas"): {"get", "list"},
-    ("", "limitranges"): {"get", "list"},
+    ("", "pods"): {"list"},
+    ("events.k8s.io", "events"): {"create", "patch", "list"},
+    ("coordination.k8s.io", "leases"): {"get", "create", "patch"},
+    ("", "resourcequotas"): {"list"},
+    ("", "limitranges"): {"list"},
 }
 
 
@@ -354,7 +355,7 @@ def cmd_assert_chart(scenario, manifests):
         expect(cfg["defaults"]["cpu_limit"] == "0.2", "numeric quantity written as string")
         check_deployment(docs, ns, "kubernetes-image-puller", image, "true", 2)
         cr = one(docs, "ClusterRole")
-        expect(rules_map(cr["rules"]) == {("", "nodes"): {"get", "list"}}, "ClusterRole: nodes get,list only")
+        expect(rules_map(cr["rules"]) == {("", "nodes"): {"list"}}, "ClusterRole: nodes list only")
         crb = one(docs, "ClusterRoleBinding")
         expect(crb["subjects"][0]["namespace"] == ns, "ClusterRoleBinding subject namespace")
         sm = one(docs, "ServiceMonitor")
@@ -385,6 +386,40 @@ def cmd_toml_roundtrip(manifests, sets_json):
     print("config.toml strings round-trip")
 
 
+# --- rbac-table -----------------------------------------------------------------
+
+def cmd_rbac_table(table_json, chart_default, chart_sets, openshift_template, fixture):
+    """The permission table printed by the binary (`rbac -o json`) is what the chart's Role, its optional
+    nodes ClusterRole and the OpenShift template's Role grant, verb for verb; and the golden fixture the
+    fake-API tests load (tests/fixtures/rbac/chart-role.yaml) is the Role the chart renders."""
+    with open(table_json) as f:
+        table = json.load(f)
+    want_role = rules_map(table["role"]["rules"])
+    want_cluster = rules_map(table["clusterRole"]["rules"])
+    problems = []
+
+    def compare(what, got, want):
+        if got != want:
+            extra = {k: sorted(v - want.get(k, set())) for k, v in got.items() if v - want.get(k, set())}
+            missing = {k: sorted(v - got.get(k, set())) for k, v in want.items() if v - got.get(k, set())}
+            problems.append(f"{what} differs from the table: grants beyond it {extra}, lacks {missing}")
+
+    chart_role = one(load_docs(chart_default), "Role")
+    compare("chart Role", rules_map(chart_role["rules"]), want_role)
+    compare("chart nodes ClusterRole", rules_map(one(load_docs(chart_sets), "ClusterRole")["rules"]), want_cluster)
+    template = load_docs(openshift_template)[0]
+    os_roles = [o for o in template["objects"] if o.get("kind") == "Role"]
+    expect(len(os_roles) == 1, f"{openshift_template}: expected one Role, found {len(os_roles)}")
+    compare("OpenShift template Role", rules_map(os_roles[0]["rules"]), want_role)
+    golden = one(load_docs(fixture), "Role")
+    if golden["rules"] != chart_role["rules"]:
+        problems.append(f"{fixture} is stale: it differs from the chart's rendered Role; regenerate it")
+    required = {(p["group"], p["resource"]) for p in table["permissions"] if p["required"]}
+    expect(required == {("apps", "daemonsets"), ("apps", "deployments")}, f"required rows changed: {required}")
+    expect(not problems, "\n".join(problems))
+    print(f"chart Role, nodes ClusterRole, OpenShift Role and {fixture} grant exactly the table")
+
+
 # --- ELF -----------------------------------------------------------------------
 
 def cmd_elf_interp(path):
@@ -413,6 +448,7 @@ COMMANDS = {
     "assert-chart": cmd_assert_chart,
     "toml-roundtrip": cmd_toml_roundtrip,
     "elf-interp": cmd_elf_interp,
+    "rbac-table": cmd_rbac_table,
 }
 
 

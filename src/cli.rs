@@ -39,6 +39,15 @@ pub enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Print the RBAC rules the code uses, one source for the chart and templates: a Role (namespaced) and a
+    /// ClusterRole (nodes, optional). Each rule is commented with what it is for and whether it is optional.
+    Rbac {
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: RbacFormat,
+        /// metadata.name of the Role (the ClusterRole gets "-nodes" appended).
+        #[arg(long, default_value = "kubernetes-image-puller")]
+        name: String,
+    },
     /// Print the CPU and memory the namespace quota must allow: (limit) x (images) x (nodes), per set and in total.
     Quota {
         /// Number of nodes each set runs on.
@@ -59,6 +68,12 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RbacFormat {
+    Yaml,
     Json,
 }
 
@@ -223,6 +238,17 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// `rbac`: the permission table as Role and ClusterRole.
+pub fn rbac(format: RbacFormat, name: &str) -> Result<String, serde_json::Error> {
+    Ok(match format {
+        RbacFormat::Yaml => crate::rbac::manifests_yaml(name),
+        RbacFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&crate::rbac::manifests_json(name))?
+        ),
+    })
+}
+
 /// Loads the config named on the command line (or the env vars).
 pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
     config::load(path, &Env)
@@ -348,6 +374,14 @@ pub fn status_table(report: &crate::controller::StatusReport) -> String {
     }
     for s in &report.shortfalls {
         let _ = writeln!(out, "quota: {s}");
+    }
+    let p = &report.permissions;
+    let _ = writeln!(out, "write strategy: {}", p.write_strategy);
+    if let Some(need) = p.rolling_updates_need {
+        let _ = writeln!(out, "rolling updates need: {need}");
+    }
+    for m in &p.missing {
+        let _ = writeln!(out, "permission: {m}");
     }
     out
 }

@@ -1,9 +1,12 @@
-//! All Kubernetes I/O: DaemonSets (get, list, apply, replace, delete, restart), pods (paged list for health
-//! checks), the owner Deployment, OpenShift detection, and Events. Nothing else talks to the API.
+//! All Kubernetes I/O: DaemonSets (get, list, create, apply, replace, delete, delete-then-create,
+//! restart), pods (paged list for health checks), the owner Deployment, OpenShift detection, what this
+//! identity may do (SelfSubjectRulesReview), and Events. Nothing else talks to the API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -11,6 +14,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::rbac::Access;
 use crate::render::labels;
 
 /// Field manager of every apply; one owner for all the fields this tool sets.
@@ -39,6 +43,27 @@ pub enum KubeError {
 }
 
 impl KubeError {
+    /// Whether the API server refused this identity the call (RBAC).
+    pub fn is_forbidden(&self) -> bool {
+        let (Self::DaemonSet { source, .. } | Self::List { source, .. }) = self;
+        is_forbidden(source)
+    }
+
+    /// The RBAC verb and (group, resource) of the call that failed.
+    pub fn rbac(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::DaemonSet { verb, .. } => {
+                let verb = match *verb {
+                    "apply" | "restart" => "patch",
+                    "replace" => "update",
+                    other => other,
+                };
+                (verb, "apps", "daemonsets")
+            }
+            Self::List { what, .. } => ("list", if *what == "daemonsets" { "apps" } else { "" }, what),
+        }
+    }
+
     /// A short label for metrics: the HTTP status class or the transport.
     pub fn kind(&self) -> &'static str {
         let source = match self {
@@ -62,21 +87,57 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+pub fn is_forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403)
+}
+
+/// What this identity may do in `namespace`: a SelfSubjectRulesReview, which every authenticated user may
+/// create. Returns the rules and whether the server says the list may be incomplete.
+pub async fn rules_review(
+    client: &Client,
+    namespace: &str,
+) -> Result<(Vec<k8s_openapi::api::authorization::v1::ResourceRule>, bool), kube::Error> {
+    let api: Api<SelfSubjectRulesReview> = Api::all(client.clone());
+    let review = SelfSubjectRulesReview {
+        spec: SelfSubjectRulesReviewSpec {
+            namespace: Some(namespace.to_owned()),
+        },
+        ..SelfSubjectRulesReview::default()
+    };
+    let answer = api.create(&PostParams::default(), &review).await?;
+    let status = answer.status.unwrap_or_default();
+    // An evaluation error means some rules could not be read: treat the list as a lower bound.
+    let incomplete = status.incomplete || status.evaluation_error.is_some_and(|e| !e.is_empty());
+    Ok((status.resource_rules, incomplete))
+}
+
 /// The namespace the puller manages, reached through one client.
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
     namespace: String,
     daemonsets: Api<DaemonSet>,
+    access: Arc<Access>,
 }
 
 impl Cluster {
+    /// Without known permissions: every call is tried.
     pub fn new(client: Client, namespace: &str) -> Self {
+        Self::with_access(client, namespace, Arc::new(Access::default()))
+    }
+
+    pub fn with_access(client: Client, namespace: &str, access: Arc<Access>) -> Self {
         Self {
             daemonsets: Api::namespaced(client.clone(), namespace),
             client,
             namespace: namespace.to_owned(),
+            access,
         }
+    }
+
+    /// What this identity may do here, shared with the controller.
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
     }
 
     pub fn client(&self) -> &Client {
@@ -127,12 +188,50 @@ impl Cluster {
             })
     }
 
+    /// Creates a new DaemonSet (the upstream verb, for identities without `patch`).
+    pub async fn create(&self, ds: &DaemonSet) -> Result<DaemonSet> {
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        self.daemonsets
+            .create(&params, ds)
+            .await
+            .map_err(|source| KubeError::DaemonSet {
+                verb: "create",
+                name: ds.name_any(),
+                source,
+            })
+    }
+
+    /// Deletes the very object seen (uid precondition), then creates the desired one: how a DaemonSet is
+    /// changed with only the upstream verbs. Its pods restart on every node at once, as upstream's do.
+    pub async fn recreate(&self, desired: &DaemonSet, live: &DaemonSet) -> Result<DaemonSet> {
+        self.delete(&desired.name_any(), live.uid()).await?;
+        let mut fresh = desired.clone();
+        fresh.metadata.resource_version = None;
+        fresh.metadata.uid = None;
+        self.create(&fresh).await
+    }
+
     /// Replaces the whole object: the repair for fields another manager added (an extra container) that an
     /// apply cannot remove. The resourceVersion makes it fail rather than overwrite a concurrent change.
     pub async fn replace(&self, desired: &DaemonSet, live: &DaemonSet) -> Result<DaemonSet> {
         let name = desired.name_any();
         let mut object = desired.clone();
         object.metadata.resource_version = live.metadata.resource_version.clone();
+        // A replace drops what it does not name: keep the refresh annotation so the restart is not undone.
+        if let Some(at) = restarted_at(live) {
+            object
+                .spec
+                .as_mut()
+                .map(|s| s.template.metadata.get_or_insert_default())
+                .map(|m| {
+                    m.annotations
+                        .get_or_insert_default()
+                        .insert(labels::RESTARTED_AT.into(), at)
+                });
+        }
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
@@ -190,10 +289,15 @@ impl Cluster {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut params = ListParams::default().labels(selector).limit(POD_PAGE);
         loop {
-            let page = pods.list(&params).await.map_err(|source| KubeError::List {
-                what: "pods",
-                namespace: self.namespace.clone(),
-                source,
+            let page = pods.list(&params).await.map_err(|source| {
+                if is_forbidden(&source) {
+                    self.access.forbidden("list", "", "pods");
+                }
+                KubeError::List {
+                    what: "pods",
+                    namespace: self.namespace.clone(),
+                    source,
+                }
             })?;
             visit(&page.items);
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -219,6 +323,18 @@ impl Cluster {
     }
 }
 
+fn restarted_at(ds: &DaemonSet) -> Option<String> {
+    ds.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(labels::RESTARTED_AT)
+        .cloned()
+}
+
 /// OpenShift is recognised by its `route.openshift.io` API group, as upstream does.
 pub async fn is_openshift(client: &Client) -> Result<bool, kube::Error> {
     Ok(client
@@ -234,6 +350,7 @@ pub async fn is_openshift(client: &Client) -> Result<bool, kube::Error> {
 pub struct Events {
     recorder: Recorder,
     own_pod: Option<ObjectReference>,
+    access: Arc<Access>,
 }
 
 impl Events {
@@ -252,7 +369,14 @@ impl Events {
         Self {
             recorder: Recorder::new(client, reporter),
             own_pod,
+            access: Arc::new(Access::default()),
         }
+    }
+
+    /// Skips publishing while this identity may not create Events (announced once by [`Access`]).
+    pub fn with_access(mut self, access: Arc<Access>) -> Self {
+        self.access = access;
+        self
     }
 
     pub async fn on_daemonset(&self, ds: &DaemonSet, warning: bool, reason: &str, note: String) {
@@ -267,6 +391,9 @@ impl Events {
     }
 
     async fn publish(&self, regarding: &ObjectReference, warning: bool, reason: &str, mut note: String) {
+        if !self.access.allows("create", "events.k8s.io", "events") {
+            return;
+        }
         // The API refuses notes over 1 kB.
         if note.len() > 1000 {
             let cut = (0..=1000).rev().find(|i| note.is_char_boundary(*i)).unwrap_or(0);
@@ -282,6 +409,15 @@ impl Events {
         let publish = self.recorder.publish(&event, regarding);
         match tokio::time::timeout(Duration::from_secs(10), publish).await {
             Ok(Ok(())) => {}
+            Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
+                // The Recorder creates, or patches a repeat: either refusal turns Events off, announced once.
+                let verb = if s.message.contains("cannot patch") {
+                    "patch"
+                } else {
+                    "create"
+                };
+                self.access.forbidden(verb, "events.k8s.io", "events");
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, reason, "cannot record event"),
             Err(_) => tracing::warn!(reason, "recording an event timed out"),
         }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod k8s;
 pub mod metrics;
 pub mod quota;
+pub mod rbac;
 pub mod reconcile;
 pub mod reload;
 pub mod render;

@@ -67,6 +67,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::Write::write_all(&mut stdout, format!("{schema}\n").as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rbac { output, name } => {
+            let text = cli::rbac(output, &name)?;
+            std::io::Write::write_all(&mut stdout, text.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Quota { nodes, from_cluster } => {
             let config = cli::load_config(config_path.as_deref())?;
             let table = match nodes {

@@ -37,6 +37,18 @@ pub struct VerbLabel {
     pub verb: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PermissionLabel {
+    pub verb: String,
+    /// `resource.group` (`pods` for the core group).
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StrategyLabel {
+    pub strategy: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub nodes_desired: Family<SetLabel, Gauge>,
@@ -53,6 +65,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub config_valid: Gauge,
     pub last_good_config: Gauge<f64, AtomicU64>,
+    pub permission_denied: Family<PermissionLabel, Gauge>,
+    pub write_strategy: Family<StrategyLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -73,6 +87,8 @@ impl Default for Metrics {
             reloads: Family::default(),
             config_valid: Gauge::default(),
             last_good_config: Gauge::default(),
+            permission_denied: Family::default(),
+            write_strategy: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -127,6 +143,16 @@ impl Default for Metrics {
             "config_last_good_timestamp_seconds",
             "Unix time of the last config accepted",
             m.last_good_config.clone(),
+        );
+        registry.register(
+            "permission_denied",
+            "1 per verb and resource this identity lacks (the feature using it is off)",
+            m.permission_denied.clone(),
+        );
+        registry.register(
+            "write_strategy",
+            "1 for the DaemonSet write strategy in force (server-side-apply, update, delete-then-create)",
+            m.write_strategy.clone(),
         );
         Self { registry, ..m }
     }

@@ -4,6 +4,10 @@
 //! Safety rules, all enforced here: only objects labelled as this instance's are changed or deleted; a
 //! same-named object that is not ours is reported as a conflict and left alone; deletes carry a uid
 //! precondition; an API error on one set never leads to deleting anything.
+//!
+//! Writes follow the [`WriteStrategy`] the identity's verbs allow: server-side apply with `patch`; else a
+//! plain create for a new set, `update` (a rolling update) or delete-then-create (the upstream verbs) for a
+//! changed or hand-edited one.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::k8s::{Cluster, KubeError};
+use crate::rbac::WriteStrategy;
 use crate::render::labels;
 
 /// How a live object compares with the desired one.
@@ -175,14 +180,29 @@ pub async fn reconcile_cached(
     known: &HashSet<String>,
     verified: &mut Verified,
 ) -> PassReport {
+    let strategy = WriteStrategy::default();
+    reconcile_with(cluster, desired, owned, instance, known, verified, strategy).await
+}
+
+/// [`reconcile_cached`] writing the way `strategy` allows.
+pub async fn reconcile_with(
+    cluster: &Cluster,
+    desired: &[DaemonSet],
+    owned: &[Arc<DaemonSet>],
+    instance: &str,
+    known: &HashSet<String>,
+    verified: &mut Verified,
+    strategy: WriteStrategy,
+) -> PassReport {
     let mut report = PassReport::default();
     let wanted: BTreeSet<String> = desired.iter().map(|d| d.name_any()).collect();
 
     for d in desired {
         let name = d.name_any();
+        let known = known.contains(&name);
         match owned.iter().find(|l| l.name_any() == name && is_owned(l, instance)) {
-            Some(live) => update(cluster, d, live, verified, &mut report).await,
-            None => create(cluster, d, instance, known.contains(&name), &mut report).await,
+            Some(live) => update(cluster, d, live, verified, strategy, &mut report).await,
+            None => create(cluster, d, instance, known, verified, strategy, &mut report).await,
         }
     }
 
@@ -206,6 +226,7 @@ async fn update(
     desired: &DaemonSet,
     live: &Arc<DaemonSet>,
     verified: &mut Verified,
+    strategy: WriteStrategy,
     report: &mut PassReport,
 ) {
     let name = desired.name_any();
@@ -219,6 +240,28 @@ async fn update(
         verified.record(live, hash);
         report.unchanged.push(name);
         report.live.push(live.clone());
+        return;
+    }
+    if !strategy.apply {
+        // No patch: update in place when allowed (a rolling update), else delete-then-create.
+        let result = if strategy.update {
+            report.writes += 1;
+            cluster.replace(desired, live).await
+        } else {
+            report.writes += 2;
+            cluster.recreate(desired, live).await
+        };
+        match result {
+            Ok(written) => {
+                if drift == Drift::Changed {
+                    report.updated.push(name);
+                } else {
+                    report.repaired.push(name);
+                }
+                report.live.push(Arc::new(written));
+            }
+            Err(e) => report.errors.push(e),
+        }
         return;
     }
     report.writes += 1;
@@ -238,8 +281,14 @@ async fn update(
         report.live.push(Arc::new(applied));
         return;
     }
-    report.writes += 1;
-    match cluster.replace(desired, &applied).await {
+    let replaced = if strategy.update {
+        report.writes += 1;
+        cluster.replace(desired, &applied).await
+    } else {
+        report.writes += 2;
+        cluster.recreate(desired, &applied).await
+    };
+    match replaced {
         Ok(replaced) => {
             report.repaired.push(name);
             report.live.push(Arc::new(replaced));
@@ -248,7 +297,15 @@ async fn update(
     }
 }
 
-async fn create(cluster: &Cluster, desired: &DaemonSet, instance: &str, known: bool, report: &mut PassReport) {
+async fn create(
+    cluster: &Cluster,
+    desired: &DaemonSet,
+    instance: &str,
+    known: bool,
+    verified: &mut Verified,
+    strategy: WriteStrategy,
+    report: &mut PassReport,
+) {
     let name = desired.name_any();
     // Not among ours: check that the name is free before applying, so another's object is never taken over.
     report.reads += 1;
@@ -268,9 +325,18 @@ async fn create(cluster: &Cluster, desired: &DaemonSet, instance: &str, known: b
                 ),
             ));
         }
+        // Ours after all (the cache lags behind a write): compare with it like any owned object.
+        Ok(Some(ours)) if !strategy.apply => {
+            update(cluster, desired, &Arc::new(ours), verified, strategy, report).await;
+        }
         Ok(existing) => {
             report.writes += 1;
-            match cluster.apply(desired).await {
+            let written = if strategy.apply {
+                cluster.apply(desired).await
+            } else {
+                cluster.create(desired).await
+            };
+            match written {
                 Ok(applied) => {
                     if existing.is_some() || known {
                         report.repaired.push(name)

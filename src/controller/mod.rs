@@ -25,8 +25,9 @@ use tokio::sync::watch;
 
 use crate::config::{self, Config, VarSource};
 use crate::health::{self, SetHealth};
-use crate::k8s::{Cluster, Events};
+use crate::k8s::{Cluster, Events, KubeError};
 use crate::metrics::{KindLabel, Metrics, ResultLabel, VerbLabel};
+use crate::rbac::{Access, Feature};
 use crate::reconcile::{self, PassReport};
 use crate::reload;
 use crate::render::{self, RenderOptions, labels};
@@ -81,6 +82,10 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     events: Events,
+    /// What this identity may do in the namespace; decides the write strategy and the optional features.
+    access: Arc<Access>,
+    /// Ask the API server again what this identity may do (at start, after a new 403, failed review).
+    review_due: bool,
     /// Whether the cluster is OpenShift (the SCC then assigns user ids); None until the API answered.
     openshift: Option<bool>,
     /// The last good config; stays in force while a broken edit is rejected.
@@ -97,8 +102,6 @@ pub struct Controller {
     conflicts_seen: HashSet<String>,
     /// Quota shortfalls last reported, so each is announced once.
     shortfalls_seen: Vec<String>,
-    /// Listing nodes is optional (cluster-scoped); once forbidden, don't ask again.
-    nodes_forbidden: bool,
     /// Our writes, standing in for the watch cache until it catches up.
     overlay: reconcile::Overlay,
     /// Live objects already compared field by field, so steady-state passes skip the JSON comparison.
@@ -130,11 +133,17 @@ impl Controller {
                 None
             }
         };
+        let access = Arc::new(Access::new(
+            Access::default_features(settings.leader_elect),
+            metrics.permission_denied.clone(),
+            metrics.write_strategy.clone(),
+        ));
         let events = Events::new(
             client.clone(),
             settings.pod_name.clone(),
             settings.pod_namespace.clone(),
-        );
+        )
+        .with_access(access.clone());
         Self {
             client,
             settings,
@@ -142,6 +151,8 @@ impl Controller {
             metrics,
             ready,
             events,
+            access,
+            review_due: true,
             openshift,
             config: None,
             last_rejection: None,
@@ -151,7 +162,6 @@ impl Controller {
             healths: Vec::new(),
             conflicts_seen: HashSet::new(),
             shortfalls_seen: Vec::new(),
-            nodes_forbidden: false,
             overlay: reconcile::Overlay::default(),
             verified: reconcile::Verified::default(),
             desired_cache: None,
@@ -180,6 +190,10 @@ impl Controller {
                     for gone in old.sets.iter().filter(|o| !new.sets.iter().any(|n| n.name == o.name)) {
                         self.metrics.forget_set(&gone.name);
                     }
+                }
+                if self.review_due {
+                    // Before the first Event: whether Events may be written at all.
+                    self.review_permissions(&new.namespace).await;
                 }
                 let note = format!("config with {} set(s) in force: {}", sets.len(), sets.join(", "));
                 self.config = Some(Arc::new(new));
@@ -272,9 +286,45 @@ impl Controller {
         rendered
     }
 
+    /// The cluster API of `namespace`, sharing this controller's knowledge of its permissions.
+    fn cluster(&self, namespace: &str) -> Cluster {
+        Cluster::with_access(self.client.clone(), namespace, self.access.clone())
+    }
+
+    /// Asks the API server what this identity may do in `namespace` (a SelfSubjectRulesReview, allowed to
+    /// everyone). Without an answer every call is tried and 403s teach the rest; the review is tried again
+    /// at the next pass.
+    pub async fn review_permissions(&mut self, namespace: &str) {
+        match crate::k8s::rules_review(&self.client, namespace).await {
+            Ok((rules, incomplete)) => {
+                self.access.learn(rules, incomplete);
+                self.review_due = false;
+            }
+            Err(e) => {
+                if !self.review_due {
+                    tracing::info!(error = %e, "cannot ask what this identity may do; trying calls and learning from refusals");
+                }
+                self.review_due = true;
+            }
+        }
+    }
+
+    /// A 403 on a DaemonSet call: that verb is off until the next review, which is due at once.
+    fn learn_from(&mut self, errors: &[KubeError]) {
+        for e in errors.iter().filter(|e| e.is_forbidden()) {
+            let (verb, group, resource) = e.rbac();
+            if self.access.forbidden(verb, group, resource) {
+                self.review_due = true;
+            }
+        }
+    }
+
     /// One pass against `owned` (the watch cache, or a fresh list in `--once`).
     pub async fn pass(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> PassReport {
         let started = Instant::now();
+        if self.review_due {
+            self.review_permissions(cluster.namespace()).await;
+        }
         if self.openshift.is_none() {
             self.openshift = crate::k8s::is_openshift(cluster.client()).await.ok();
         }
@@ -292,8 +342,18 @@ impl Controller {
         if writing {
             self.check_quota(cluster, owned).await;
         }
-        let report =
-            reconcile::reconcile_cached(cluster, &desired, owned, &instance, &self.known, &mut self.verified).await;
+        let strategy = self.access.strategy();
+        let report = reconcile::reconcile_with(
+            cluster,
+            &desired,
+            owned,
+            &instance,
+            &self.known,
+            &mut self.verified,
+            strategy,
+        )
+        .await;
+        self.learn_from(&report.errors);
         self.metrics.reconciles.inc();
         self.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
         self.metrics
@@ -381,7 +441,7 @@ impl Controller {
             running_of.push(s.as_ref().map_or(0, |s| s.current_number_scheduled.max(0) as u64));
         }
         // New sets have no DaemonSet status yet: count the nodes they will run on, if allowed to.
-        if unknown && !self.nodes_forbidden {
+        if unknown && cluster.access().allows("list", "", "nodes") {
             match status::matching_nodes(cluster, &config).await {
                 Ok(counts) => {
                     for (i, set) in config.sets.iter().enumerate() {
@@ -391,13 +451,28 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    self.nodes_forbidden = matches!(&e, kube::Error::Api(s) if s.code == 403);
-                    tracing::info!(error = %e, "cannot count nodes for new sets; their quota check waits for their DaemonSet");
+                    if crate::k8s::is_forbidden(&e) {
+                        cluster.access().forbidden("list", "", "nodes");
+                    } else {
+                        tracing::info!(error = %e, "cannot count nodes for new sets; their quota check waits for their DaemonSet");
+                    }
                 }
             }
         }
+        if !cluster.access().feature_on(Feature::QuotaCheck) {
+            return Vec::new();
+        }
         let shortfalls = match status::quota_shortfalls(cluster, &config, &nodes_of, &running_of).await {
             Ok(list) => list,
+            Err(e) if crate::k8s::is_forbidden(&e) => {
+                let resource = if e.to_string().contains("limitranges") {
+                    "limitranges"
+                } else {
+                    "resourcequotas"
+                };
+                cluster.access().forbidden("list", "", resource);
+                return Vec::new();
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read ResourceQuotas/LimitRanges");
                 return Vec::new();
@@ -447,7 +522,7 @@ impl Controller {
                     self.events.on_daemonset(ds, true, "ImageNotCached", note).await;
                 }
                 if refresh && health::refresh_due(set, ds, h, Timestamp::now(), config.caching_interval_hours) {
-                    match cluster.restart(&set.name, &Timestamp::now().to_string()).await {
+                    match self.refresh(cluster, ds, &desired).await {
                         Ok(_) => {
                             self.metrics
                                 .api_writes
@@ -467,5 +542,29 @@ impl Controller {
         self.metrics.record_failures(&healths);
         self.healths = healths.clone();
         healths
+    }
+}
+
+impl Controller {
+    /// The periodic refresh of moving tags: a rolling restart with `patch`, else (the upstream verbs)
+    /// delete-then-create of the DaemonSet, which pulls every image again too.
+    async fn refresh(
+        &self,
+        cluster: &Cluster,
+        live: &DaemonSet,
+        desired: &[DaemonSet],
+    ) -> Result<DaemonSet, KubeError> {
+        let name = live.name_any();
+        let result = match desired.iter().find(|d| d.name_any() == name) {
+            Some(want) if !self.access.strategy().apply => cluster.recreate(want, live).await,
+            _ => cluster.restart(&name, &Timestamp::now().to_string()).await,
+        };
+        if let Err(e) = &result
+            && e.is_forbidden()
+        {
+            let (verb, group, resource) = e.rbac();
+            self.access.forbidden(verb, group, resource);
+        }
+        result
     }
 }

@@ -8,6 +8,8 @@ pub struct StatusReport {
     pub namespace: String,
     pub sets: Vec<SetHealth>,
     pub shortfalls: Vec<quota::Shortfall>,
+    /// The write strategy these permissions allow and the optional permissions missing.
+    pub permissions: crate::rbac::AccessReport,
 }
 
 impl StatusReport {
@@ -29,7 +31,8 @@ impl Controller {
     pub async fn status(&mut self) -> Result<StatusReport, StatusError> {
         let config = Arc::new(config::load(self.settings.config_path.as_deref(), self.env.as_ref())?);
         self.config = Some(config.clone());
-        let cluster = Cluster::new(self.client.clone(), &config.namespace);
+        let cluster = self.cluster(&config.namespace);
+        self.review_permissions(&config.namespace).await;
         let owned: Vec<Arc<DaemonSet>> = cluster
             .list_owned(&self.instance())
             .await?
@@ -44,6 +47,7 @@ impl Controller {
             namespace: config.namespace.clone(),
             sets,
             shortfalls,
+            permissions: self.access.report(),
         })
     }
 }
@@ -54,7 +58,7 @@ pub async fn run_once(mut controller: Controller) -> bool {
     let Some(config) = controller.config.clone() else {
         return false;
     };
-    let cluster = Cluster::new(controller.client.clone(), &config.namespace);
+    let cluster = controller.cluster(&config.namespace);
     let owned = match cluster.list_owned(&controller.instance()).await {
         Ok(list) => list.into_iter().map(Arc::new).collect::<Vec<_>>(),
         Err(e) => {

@@ -14,6 +14,10 @@ const PASS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Short wait after a watch event, so a burst of events (our own apply, a rollout) makes one pass.
 const EVENT_DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// How often a name taken by a DaemonSet not ours is looked at again. The watch is label-selected and never
+/// sees that object go (the upstream process deletes its own on SIGTERM): ours must follow within seconds.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(1);
+
 enum Exit {
     Shutdown,
     NamespaceChanged,
@@ -82,8 +86,9 @@ impl Controller {
         hangup: &mut Option<tokio::signal::unix::Signal>,
         reload_at: &mut Option<tokio::time::Instant>,
     ) -> Result<Exit, ControllerError> {
-        let cluster = Cluster::new(self.client.clone(), namespace);
+        let cluster = self.cluster(namespace);
         let instance = self.instance();
+        self.review_permissions(namespace).await;
         let (store, writer) = reflector::store::<DaemonSet>();
         let selector = labels::owned_selector(&instance);
         let stream = reflector::reflector(
@@ -96,7 +101,7 @@ impl Controller {
             .default_backoff(),
         );
         let mut stream = std::pin::pin!(stream);
-        let (mut leader, _always_leader) = self.leadership(namespace, &instance).await?;
+        let (mut leader, _always_leader) = self.leadership(namespace, &instance);
 
         let mut synced = false;
         let mut due: Option<tokio::time::Instant> = None;
@@ -104,6 +109,8 @@ impl Controller {
         let mut resync = tokio::time::interval(self.settings.resync);
         let mut interval = self.interval();
         let mut health_tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), interval);
+        let mut conflict_tick = tokio::time::interval(CONFLICT_RECHECK);
+        conflict_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             let is_leader = *leader.borrow();
@@ -189,7 +196,15 @@ impl Controller {
                     }
                 }
                 _ = resync.tick() => { if synced { due.get_or_insert_with(tokio::time::Instant::now); } }
+                _ = conflict_tick.tick(), if synced && is_leader && due.is_none() && !self.conflicts_seen.is_empty() => {
+                    if self.conflict_cleared(&cluster, &instance).await {
+                        tracing::info!("a conflicting DaemonSet is gone or ours now; reconciling");
+                        due = Some(tokio::time::Instant::now());
+                    }
+                }
                 _ = health_tick.tick(), if synced && is_leader => {
+                    // Optional features turned off by a missing permission are tried again here, not in a loop.
+                    self.review_permissions(namespace).await;
                     let owned = store.state();
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(Exit::Shutdown),
@@ -214,29 +229,86 @@ impl Controller {
         }
     }
 
+    /// Whether a name this instance wants and found taken by another's DaemonSet is free again (or ours):
+    /// one GET per conflicting name.
+    async fn conflict_cleared(&self, cluster: &Cluster, instance: &str) -> bool {
+        for name in &self.conflicts_seen {
+            match cluster.get(name).await {
+                Ok(None) => return true,
+                Ok(Some(ds)) if reconcile::is_owned(&ds, instance) => return true,
+                Ok(Some(_)) => {}
+                Err(e) => tracing::debug!(daemonset = %name, error = %e, "cannot look at a conflicting DaemonSet"),
+            }
+        }
+        false
+    }
+
     /// A receiver that is always true without leader election (the caller keeps the returned sender so
-    /// `changed()` stays pending); with it, true while this replica holds the Lease.
-    async fn leadership(
-        &self,
-        namespace: &str,
-        instance: &str,
-    ) -> Result<(watch::Receiver<bool>, Option<watch::Sender<bool>>), ControllerError> {
+    /// `changed()` stays pending); with it, true while this replica holds the Lease. The Lease manager is
+    /// built and watched in a task that retries with backoff while the API is unreachable or refuses:
+    /// meanwhile this replica is a standby (false) and /healthz stays up. The task ends, releasing the
+    /// Lease, when the receiver is dropped.
+    fn leadership(&self, namespace: &str, instance: &str) -> (watch::Receiver<bool>, Option<watch::Sender<bool>>) {
         if !self.settings.leader_elect {
             let (tx, rx) = watch::channel(true);
-            return Ok((rx, Some(tx)));
+            return (rx, Some(tx));
         }
         let identity = self
             .settings
             .pod_name
             .clone()
             .unwrap_or_else(|| format!("kip-{}", std::process::id()));
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(self.client.clone(), format!("{instance}-leader"))
-            .with_namespace(namespace)
-            .with_identity(identity)
-            .build()
-            .await?;
-        let (rx, _task) = manager.watch().await;
-        Ok((rx, None))
+        let (tx, rx) = watch::channel(false);
+        let client = self.client.clone();
+        let (namespace, lease) = (namespace.to_owned(), format!("{instance}-leader"));
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease.clone())
+                    .with_namespace(namespace.clone())
+                    .with_identity(identity.clone())
+                    .build();
+                let manager = tokio::select! {
+                    _ = tx.closed() => return,
+                    m = built => m,
+                };
+                let manager = match manager {
+                    Ok(m) => m,
+                    Err(e) => {
+                        failures += 1;
+                        let wait = backoff(failures);
+                        tracing::warn!(error = %e, retry_in = ?wait, "leader election: cannot reach the Lease; standby until it can");
+                        tokio::select! {
+                            _ = tx.closed() => return,
+                            _ = tokio::time::sleep(wait) => continue,
+                        }
+                    }
+                };
+                failures = 0;
+                let (mut lease_rx, task) = manager.watch().await;
+                let _ = tx.send(*lease_rx.borrow());
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => {
+                            // Dropping the receiver makes the manager release the Lease; wait briefly for it.
+                            drop(lease_rx);
+                            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+                            return;
+                        }
+                        changed = lease_rx.changed() => match changed {
+                            Ok(()) => { let _ = tx.send(*lease_rx.borrow()); }
+                            Err(_) => {
+                                // The manager's task ended: step down and build a new one.
+                                tracing::warn!("leader election: the Lease manager stopped; starting it again");
+                                let _ = tx.send(false);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        (rx, None)
     }
 }
 

@@ -6,6 +6,9 @@
 //! newline-delimited watch events), server-side apply with no-op detection, merge patch, replace with
 //! resourceVersion check, delete with uid precondition, Events, API discovery, and fault injection.
 //! Tests can also act as another user (create, edit, delete objects directly; watchers see the change).
+//! With [`FakeApi::authorize`] it enforces RBAC like the real server: every request must be granted by the
+//! given rules (verb from the method, as the real request-info resolver maps it), else a 403 with the real
+//! Status body and message; SelfSubjectRulesReviews are answered from the same rules.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -75,6 +78,8 @@ pub enum Match {
     Watch,
     /// DaemonSet lists (not watches).
     List,
+    /// SelfSubjectRulesReviews.
+    RulesReview,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +134,113 @@ struct State {
     leases: BTreeMap<(String, String), (Value, Option<String>)>,
     /// Serve the `route.openshift.io` group, as an OpenShift API server does.
     openshift: bool,
+    /// RBAC: None grants everything.
+    authz: Option<Authz>,
+}
+
+/// The PolicyRules bound to the client's identity: a Role's (namespaced requests only) and a ClusterRole's.
+#[derive(Debug, Clone)]
+struct Authz {
+    role: Vec<Value>,
+    cluster: Vec<Value>,
+    user: String,
+}
+
+/// What RBAC sees of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributes {
+    pub verb: &'static str,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The request-info resolver of the real server, for the paths the controller uses. None: a non-resource
+/// path (discovery), which every authenticated user may read.
+pub fn attributes(method: &Method, path: &str, query: &BTreeMap<String, String>) -> Option<Attributes> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", _version, rest @ ..] if !rest.is_empty() => ("", rest),
+        ["apis", group, _version, rest @ ..] if !rest.is_empty() => (*group, rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+        _ => (None, rest),
+    };
+    let (resource, name) = match rest {
+        [resource] => (*resource, None),
+        [resource, name, ..] => (*resource, Some((*name).to_owned())),
+        _ => return None,
+    };
+    let verb = match *method {
+        Method::GET if name.is_some() => "get",
+        Method::GET if query.get("watch").map(String::as_str) == Some("true") => "watch",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if name.is_some() => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "unknown",
+    };
+    Some(Attributes {
+        verb,
+        group: group.to_owned(),
+        resource: resource.to_owned(),
+        namespace,
+        name,
+    })
+}
+
+fn rule_grants(rule: &Value, a: &Attributes) -> bool {
+    let has = |field: &str, want: &str| {
+        rule[field]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x == "*" || x.as_str() == Some(want)))
+    };
+    let names_ok = match rule["resourceNames"].as_array() {
+        None => true,
+        Some(l) if l.is_empty() => true,
+        Some(l) => a
+            .name
+            .as_deref()
+            .is_some_and(|n| l.iter().any(|x| x.as_str() == Some(n))),
+    };
+    has("verbs", a.verb) && has("apiGroups", &a.group) && has("resources", &a.resource) && names_ok
+}
+
+impl Authz {
+    fn allows(&self, a: &Attributes) -> bool {
+        // A Role grants nothing cluster-scoped; a ClusterRole (bound cluster-wide) grants everywhere.
+        (a.namespace.is_some() && self.role.iter().any(|r| rule_grants(r, a)))
+            || self.cluster.iter().any(|r| rule_grants(r, a))
+    }
+
+    /// The real server's 403: `daemonsets.apps "x" is forbidden: User "…" cannot patch resource …`.
+    fn forbidden(&self, a: &Attributes) -> Value {
+        let qualified = if a.group.is_empty() {
+            a.resource.clone()
+        } else {
+            format!("{}.{}", a.resource, a.group)
+        };
+        let subject = match &a.name {
+            Some(n) => format!("{qualified} \"{n}\""),
+            None => qualified,
+        };
+        let scope = match &a.namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_owned(),
+        };
+        let message = format!(
+            "{subject} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
+            self.user, a.verb, a.resource, a.group
+        );
+        let mut body = status(403, "Forbidden", &message);
+        body["details"] = json!({"name": a.name.clone().unwrap_or_default(), "group": a.group, "kind": a.resource});
+        body
+    }
 }
 
 struct Inner {
@@ -200,7 +312,27 @@ impl FakeApi {
         let _ = self.inner.changes.send(Msg::DropWatches);
     }
 
+    /// Enforce RBAC from now on: the identity `system:serviceaccount:<namespace>:<sa>` is bound to a Role
+    /// with `role` rules (in every namespace, for simplicity) and a ClusterRole with `cluster` rules.
+    pub fn authorize(&self, role: Vec<Value>, cluster: Vec<Value>, namespace: &str, sa: &str) {
+        self.state().authz = Some(Authz {
+            role,
+            cluster,
+            user: format!("system:serviceaccount:{namespace}:{sa}"),
+        });
+    }
+
     // ---- inspection ----
+
+    /// Requests answered 403.
+    pub fn forbidden_requests(&self) -> Vec<Recorded> {
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.status == 403)
+            .cloned()
+            .collect()
+    }
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
@@ -372,20 +504,27 @@ impl FakeApi {
         }
 
         let fault = self.take_fault(&record);
-        let reply = match fault {
-            Some(Action::ConnectionError) => Reply::Connection,
-            Some(Action::Status(code)) => Reply::Json(code, status(code, reason(code), "injected fault")),
-            Some(Action::WatchGone) => {
-                let gone = status(410, "Expired", "too old resource version: 1 (2)");
-                let text = line("ERROR", &gone);
-                let stream = futures::stream::iter([Ok::<_, BoxError>(Frame::data(text))]);
-                Reply::Watch(StreamBody::new(stream).boxed_unsync())
-            }
-            Some(Action::Delay(d)) => {
-                tokio::time::sleep(d).await;
-                self.route(&method, &path, &query, body)
-            }
-            None => self.route(&method, &path, &query, body),
+        let denied = match fault {
+            Some(Action::ConnectionError) => None,
+            _ => self.authorize_request(&method, &path, &query),
+        };
+        let reply = match (denied, fault) {
+            (Some(reply), _) => reply,
+            (None, fault) => match fault {
+                Some(Action::ConnectionError) => Reply::Connection,
+                Some(Action::Status(code)) => Reply::Json(code, status(code, reason(code), "injected fault")),
+                Some(Action::WatchGone) => {
+                    let gone = status(410, "Expired", "too old resource version: 1 (2)");
+                    let text = line("ERROR", &gone);
+                    let stream = futures::stream::iter([Ok::<_, BoxError>(Frame::data(text))]);
+                    Reply::Watch(StreamBody::new(stream).boxed_unsync())
+                }
+                Some(Action::Delay(d)) => {
+                    tokio::time::sleep(d).await;
+                    self.route(&method, &path, &query, body)
+                }
+                None => self.route(&method, &path, &query, body),
+            },
         };
 
         match reply {
@@ -411,6 +550,43 @@ impl FakeApi {
         }
     }
 
+    /// A 403 when RBAC is on and no rule grants the request. Reviews of one's own rules are always allowed.
+    fn authorize_request(&self, method: &Method, path: &str, query: &BTreeMap<String, String>) -> Option<Reply> {
+        let st = self.state();
+        let authz = st.authz.as_ref()?;
+        let a = attributes(method, path, query)?;
+        if a.group == "authorization.k8s.io" && a.resource.starts_with("selfsubject") && a.verb == "create" {
+            return None;
+        }
+        (!authz.allows(&a)).then(|| Reply::Json(403, authz.forbidden(&a)))
+    }
+
+    /// A SelfSubjectRulesReview: the rules that apply in the asked namespace, as the real server lists them.
+    fn rules_review(&self, body: Value) -> Reply {
+        let st = self.state();
+        let basic = json!({"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
+                           "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]});
+        let mut rules = vec![basic];
+        match &st.authz {
+            Some(a) => rules.extend(a.role.iter().chain(&a.cluster).cloned()),
+            None => rules.push(json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})),
+        }
+        let rules: Vec<Value> = rules
+            .into_iter()
+            .map(|mut r| {
+                if let Some(m) = r.as_object_mut() {
+                    m.remove("nonResourceURLs");
+                }
+                r
+            })
+            .collect();
+        let mut review = body;
+        review["apiVersion"] = json!("authorization.k8s.io/v1");
+        review["kind"] = json!("SelfSubjectRulesReview");
+        review["status"] = json!({"resourceRules": rules, "nonResourceRules": [], "incomplete": false});
+        Reply::Json(201, review)
+    }
+
     fn take_fault(&self, r: &Recorded) -> Option<Action> {
         let mut st = self.state();
         if st.away_until.is_some_and(|t| Instant::now() < t) {
@@ -429,6 +605,9 @@ impl FakeApi {
         match (method, segs.as_slice()) {
             (&Method::GET, ["apis"]) => Reply::Json(200, api_groups(self.state().openshift)),
             (&Method::GET, ["api"]) => Reply::Json(200, json!({"kind": "APIVersions", "versions": ["v1"]})),
+            (&Method::POST, ["apis", "authorization.k8s.io", "v1", "selfsubjectrulesreviews"]) => {
+                self.rules_review(body)
+            }
             (_, ["apis", "apps", "v1", "namespaces", ns, "daemonsets"]) => match *method {
                 Method::GET if query.get("watch").map(String::as_str) == Some("true") => self.watch(ns, query),
                 Method::GET => self.list(ns, query),
@@ -1014,6 +1193,7 @@ fn matches(m: Match, r: &Recorded) -> bool {
         Match::DaemonSetWrites => r.is_daemonset_write(),
         Match::DaemonSetDeletes => r.is_daemonset_request() && r.method == Method::DELETE,
         Match::Watch => r.is_watch(),
+        Match::RulesReview => r.path.ends_with("/selfsubjectrulesreviews"),
         Match::List => {
             r.is_daemonset_request() && r.method == Method::GET && !r.is_watch() && r.path.ends_with("/daemonsets")
         }
@@ -1072,6 +1252,7 @@ fn api_groups(openshift: bool) -> Value {
     };
     let mut groups = vec![
         group("apps", "v1"),
+        group("authorization.k8s.io", "v1"),
         group("events.k8s.io", "v1"),
         group("coordination.k8s.io", "v1"),
     ];
