@@ -390,6 +390,11 @@ impl Events {
         }
     }
 
+    /// An Event about another object, such as the ConfigMap whose edit was rejected.
+    pub async fn on_object(&self, regarding: &ObjectReference, warning: bool, reason: &str, note: String) {
+        self.publish(regarding, warning, reason, note).await;
+    }
+
     async fn publish(&self, regarding: &ObjectReference, warning: bool, reason: &str, mut note: String) {
         if !self.access.allows("create", "events.k8s.io", "events") {
             return;

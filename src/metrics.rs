@@ -49,6 +49,13 @@ pub struct StrategyLabel {
     pub strategy: String,
 }
 
+/// The config in force: `configmap` with its resourceVersion, or `file`/`env` with a content hash.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigInfoLabel {
+    pub source: String,
+    pub version: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub nodes_desired: Family<SetLabel, Gauge>,
@@ -67,6 +74,7 @@ pub struct Metrics {
     pub last_good_config: Gauge<f64, AtomicU64>,
     pub permission_denied: Family<PermissionLabel, Gauge>,
     pub write_strategy: Family<StrategyLabel, Gauge>,
+    pub config_info: Family<ConfigInfoLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -89,6 +97,7 @@ impl Default for Metrics {
             last_good_config: Gauge::default(),
             permission_denied: Family::default(),
             write_strategy: Family::default(),
+            config_info: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -153,6 +162,11 @@ impl Default for Metrics {
             "write_strategy",
             "1 for the DaemonSet write strategy in force (server-side-apply, update, delete-then-create)",
             m.write_strategy.clone(),
+        );
+        registry.register(
+            "config_info",
+            "1 for the config version in force: source (configmap, file, env) and version (the ConfigMap's resourceVersion or a content hash)",
+            m.config_info.clone(),
         );
         Self { registry, ..m }
     }

@@ -10,6 +10,8 @@ pub struct StatusReport {
     pub shortfalls: Vec<quota::Shortfall>,
     /// The write strategy these permissions allow and the optional permissions missing.
     pub permissions: crate::rbac::AccessReport,
+    /// The config version this report was made with (the file's or variables' content hash).
+    pub config: Option<ConfigVersion>,
 }
 
 impl StatusReport {
@@ -30,6 +32,10 @@ impl Controller {
     /// The `status` command: reads the cluster, writes nothing.
     pub async fn status(&mut self) -> Result<StatusReport, StatusError> {
         let config = Arc::new(config::load(self.settings.config_path.as_deref(), self.env.as_ref())?);
+        self.set_in_force(config_map::file_version(
+            self.settings.config_path.as_deref(),
+            self.env.as_ref(),
+        ));
         self.config = Some(config.clone());
         let cluster = self.cluster(&config.namespace);
         self.review_permissions(&config.namespace).await;
@@ -48,6 +54,7 @@ impl Controller {
             sets,
             shortfalls,
             permissions: self.access.report(),
+            config: self.in_force.clone(),
         })
     }
 }
