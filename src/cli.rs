@@ -23,6 +23,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    pub config_map: ConfigMapArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +114,12 @@ pub struct RunArgs {
     #[arg(long, global = true, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=RELOAD_DEBOUNCE_MAX_MS))]
     pub reload_debounce_ms: Option<u64>,
+}
 
+/// The run-only option naming the ConfigMap read through the API (kept apart from [`RunArgs`], whose
+/// literal other code builds).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigMapArg {
     /// Read the config from this ConfigMap through the API (a watch on that one name in the pod's namespace):
     /// edits apply at once instead of after kubelet's sync of the mounted file, which stays the fallback.
     /// Needs get, list, watch on configmaps (resourceNames may restrict it to this name). [env:
@@ -252,10 +260,10 @@ impl RunArgs {
     }
 }
 
-impl RunArgs {
+impl ConfigMapArg {
     /// The ConfigMap to read the config from: `--config-map`, else `CONFIG_MAP_NAME` (empty counts as unset).
-    /// Run-only like the others: only `run` calls this.
-    pub fn config_map(&self, var: impl Fn(&str) -> Option<String>) -> Result<Option<String>, CliError> {
+    /// Run-only like [`RunArgs::resolve`]: only `run` calls this.
+    pub fn resolve(&self, var: impl Fn(&str) -> Option<String>) -> Result<Option<String>, CliError> {
         if let Some(name) = &self.config_map {
             return Ok(Some(name.clone()));
         }

@@ -124,8 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .run
                 .resolve(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))?;
             let config_map = cli
-                .run
-                .config_map(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))?;
+                .config_map
+                .resolve(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let result = runtime.block_on(run_controller(config_path, settings, config_map));
             // Whatever is still pending (an abandoned API call, a DNS lookup) must not hold the exit.

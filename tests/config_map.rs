@@ -480,3 +480,55 @@ fn ctl_configmap_requests(api: &FakeApi) -> Vec<String> {
         .map(ToString::to_string)
         .collect()
 }
+
+#[test]
+fn config_map_name_from_the_flag_or_the_env_and_bad_names_are_refused() {
+    use clap::Parser;
+    use kubernetes_image_puller::cli::Cli;
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    };
+    let cli = Cli::parse_from(["kip"]);
+    assert_eq!(cli.config_map.resolve(env(&[])).unwrap(), None);
+    assert_eq!(cli.config_map.resolve(env(&[("CONFIG_MAP_NAME", "")])).unwrap(), None);
+    assert_eq!(
+        cli.config_map
+            .resolve(env(&[("CONFIG_MAP_NAME", "k8s-image-puller")]))
+            .unwrap(),
+        Some("k8s-image-puller".to_owned())
+    );
+    let err = cli
+        .config_map
+        .resolve(env(&[("CONFIG_MAP_NAME", "My_Config")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("invalid environment variable CONFIG_MAP_NAME=\"My_Config\": expected a ConfigMap name"),
+        "{err}"
+    );
+    // The flag wins over the variable.
+    let cli = Cli::parse_from(["kip", "run", "--config-map", "puller.config"]);
+    assert_eq!(
+        cli.config_map.resolve(env(&[("CONFIG_MAP_NAME", "other")])).unwrap(),
+        Some("puller.config".to_owned())
+    );
+    let err = Cli::try_parse_from(["kip", "run", "--config-map", "Bad"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a ConfigMap name"), "{err}");
+}
+
+/// Offline commands never read CONFIG_MAP_NAME: a bad value does not break `check`.
+#[test]
+fn offline_commands_ignore_config_map_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, one_set()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubernetes-image-puller"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("CONFIG_MAP_NAME", "Not A Name")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
