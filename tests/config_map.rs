@@ -55,6 +55,11 @@ impl Write for Logs {
     }
 }
 
+/// The tests of this file run one at a time: tracing's per-callsite interest is global, so a callsite first
+/// hit by a test without a subscriber while another registers or drops its scoped one can be missed by
+/// the test counting log lines.
+static LOGGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Logs {
     fn install(&self) -> tracing::subscriber::DefaultGuard {
         let logs = self.clone();
@@ -188,6 +193,7 @@ fn without_configmaps(rules: Vec<Value>) -> Vec<Value> {
 
 #[tokio::test]
 async fn an_edit_adding_a_set_creates_its_daemonset_at_once() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     let first = api.put_configmap(NS, CM, &[("config.toml", &one_set())]);
     let ctl = run(api.clone(), client, &one_set()).await;
@@ -234,6 +240,7 @@ async fn an_edit_adding_a_set_creates_its_daemonset_at_once() {
 
 #[tokio::test]
 async fn a_broken_edit_leaves_an_event_on_the_configmap_and_changes_nothing() {
+    let _serial = LOGGING.lock().await;
     let logs = Logs::default();
     let _guard = logs.install();
     let (api, client) = FakeApi::start();
@@ -293,6 +300,7 @@ async fn a_broken_edit_leaves_an_event_on_the_configmap_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_deleted_configmap_deletes_nothing_and_is_read_again_when_back() {
+    let _serial = LOGGING.lock().await;
     let logs = Logs::default();
     let _guard = logs.install();
     let (api, client) = FakeApi::start();
@@ -319,6 +327,7 @@ async fn a_deleted_configmap_deletes_nothing_and_is_read_again_when_back() {
 
 #[tokio::test]
 async fn upstream_keys_in_the_configmap_are_read_with_the_same_rules() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     api.put_configmap(
         NS,
@@ -348,6 +357,7 @@ async fn upstream_keys_in_the_configmap_are_read_with_the_same_rules() {
 /// says so once, and never even asks for the ConfigMap.
 #[tokio::test]
 async fn configmaps_forbidden_runs_from_the_mounted_file_and_says_so_once() {
+    let _serial = LOGGING.lock().await;
     let logs = Logs::default();
     let _guard = logs.install();
     let (api, client) = FakeApi::start();
@@ -385,6 +395,7 @@ async fn configmaps_forbidden_runs_from_the_mounted_file_and_says_so_once() {
 /// The same without a rules review: the first list is refused, once; then the file, said once.
 #[tokio::test]
 async fn configmaps_forbidden_without_a_review_costs_one_403() {
+    let _serial = LOGGING.lock().await;
     let logs = Logs::default();
     let _guard = logs.install();
     let (api, client) = FakeApi::start();
@@ -408,6 +419,7 @@ async fn configmaps_forbidden_without_a_review_costs_one_403() {
 /// Under the chart's Role (configmaps get, list, watch on this name only) nothing is refused.
 #[tokio::test]
 async fn the_chart_role_by_resource_name_grants_the_watch() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     api.authorize(chart_role(), vec![], NS, "k8s-image-puller");
     let rule = chart_role()
@@ -429,6 +441,7 @@ async fn the_chart_role_by_resource_name_grants_the_watch() {
 /// version), catching up (the same version), or differing does not flip the config.
 #[tokio::test]
 async fn the_file_catching_up_later_does_not_flip_the_config() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     let version = api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
     // The mounted file is the older version (kubelet has not synced yet): the ConfigMap wins at start.
@@ -460,6 +473,7 @@ async fn the_file_catching_up_later_does_not_flip_the_config() {
 /// The API away at start: the mounted file is in force meanwhile; the ConfigMap takes over once read.
 #[tokio::test]
 async fn the_api_away_at_start_runs_from_the_file_until_the_configmap_is_read() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
     // Only the ConfigMap requests fail for a while (refused connections): the DaemonSets can be written.
@@ -531,4 +545,35 @@ fn offline_commands_ignore_config_map_name() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A ConfigMap already broken at start: the file (the version before the edit) is the last good config;
+/// the fixed edit then takes over, and the file catching up later does not flip it back.
+#[tokio::test]
+async fn a_configmap_broken_at_start_keeps_the_file_as_the_last_good_config() {
+    let _serial = LOGGING.lock().await;
+    let (api, client) = FakeApi::start();
+    let broken = format!("{}node_selecter = {{}}\n", one_set());
+    api.put_configmap(NS, CM, &[("config.toml", &broken)]);
+    let ctl = run(api.clone(), client, &one_set()).await;
+    wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
+    wait_for(&api, "the Event on the ConfigMap", SOON, || {
+        api.configmap_events(CM).len() == 1
+    })
+    .await;
+    let info = ctl.config_info();
+    assert!(info[0].contains("source=\"file\""), "{info:?}");
+    let fixed = api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
+    wait_for(&api, "the fixed edit", SOON, || ctl.names() == ["general", "gpu"]).await;
+    assert_eq!(
+        ctl.config_info(),
+        [format!("kip_config_info{{source=\"configmap\",version=\"{fixed}\"}} 1")]
+    );
+    let since = Instant::now();
+    ctl.write_file(&broken);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ctl.write_file(&one_set());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.daemonset_writes_since(since).is_empty());
+    ctl.stop().await;
 }

@@ -4,9 +4,11 @@
 //!
 //! Which source is in force: the ConfigMap once it has been read; before that (API unreachable, ConfigMap
 //! missing, `configmaps` forbidden) the mounted file or env, said once. Rule for the two: while the ConfigMap
-//! is the source, file changes are ignored. The mounted file is kubelet's copy of the same object, up to
-//! 60–90 s behind, so reading it could only bring back an older version (or the version just read); the
-//! file becomes the source again only when reading the ConfigMap is forbidden.
+//! is the source and a config is in force, file changes are ignored. The mounted file is kubelet's copy of
+//! the same object, up to 60–90 s behind, so reading it could only bring back an older version (or the
+//! version just read); the file becomes the source again only when reading the ConfigMap is forbidden.
+//! One exception: a ConfigMap rejected at start leaves no last good config, so the file (the version
+//! before the broken edit) is loaded as the last good one until a valid edit arrives.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -177,9 +177,9 @@ impl Controller {
     }
 
     /// Re-reads the config file (or env). Returns true when a new valid config took effect. Ignored while
-    /// the ConfigMap read through the API is the source (see `config_map`).
+    /// the ConfigMap read through the API is the source and a config is in force (see `config_map`).
     pub async fn reload(&mut self) -> bool {
-        if self.api.live {
+        if self.api.live && self.config.is_some() {
             tracing::debug!("config file changed or re-read: ignored, the ConfigMap read through the API is in force");
             return false;
         }
