@@ -577,3 +577,47 @@ async fn a_configmap_broken_at_start_keeps_the_file_as_the_last_good_config() {
     assert!(api.daemonset_writes_since(since).is_empty());
     ctl.stop().await;
 }
+
+/// `status` (table and JSON) names the config version it was made with.
+#[tokio::test]
+async fn status_shows_the_config_version() {
+    let _serial = LOGGING.lock().await;
+    let (_api, client) = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, one_set()).unwrap();
+    let settings = Settings {
+        config_path: Some(path.clone()),
+        reload_debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(3600),
+        leader_elect: false,
+        pod_name: None,
+        pod_namespace: None,
+    };
+    let mut controller = Controller::new(
+        client,
+        settings,
+        Box::new(Vars::default()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let report = controller.status().await.expect("status");
+    let version = report.config.clone().expect("a version");
+    assert_eq!(version.source, "file");
+    assert!(
+        version.version.starts_with("sha256:") && version.version.len() == 19,
+        "{version:?}"
+    );
+    let table = kubernetes_image_puller::cli::status_table(&report);
+    assert!(
+        table.contains(&format!("config: file version {}", version.version)),
+        "{table}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["config"], json!({"source": "file", "version": version.version}));
+    // Another content, another version.
+    std::fs::write(&path, two_sets()).unwrap();
+    let again = controller.status().await.expect("status").config.unwrap();
+    assert_ne!(again.version, version.version);
+}
