@@ -153,7 +153,9 @@ async fn run_controller(
     let ready = Arc::new(AtomicBool::new(false));
 
     if args.once {
-        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready).await;
+        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready)
+            .await
+            .with_config_map(config_map);
         let ok = controller::run_once(controller).await;
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }

@@ -621,3 +621,40 @@ async fn status_shows_the_config_version() {
     let again = controller.status().await.expect("status").config.unwrap();
     assert_ne!(again.version, version.version);
 }
+
+/// `run --once` reads the ConfigMap with one GET (allowed by the chart's Role by name), no watch.
+#[tokio::test]
+async fn once_reads_the_configmap_with_one_get() {
+    let _serial = LOGGING.lock().await;
+    let (api, client) = FakeApi::start();
+    api.authorize(chart_role(), vec![], NS, "k8s-image-puller");
+    api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, one_set()).unwrap();
+    let settings = Settings {
+        config_path: Some(path),
+        reload_debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(3600),
+        leader_elect: false,
+        pod_name: None,
+        pod_namespace: Some(NS.into()),
+    };
+    let controller = Controller::new(
+        client,
+        settings,
+        Box::new(Vars::default()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .with_config_map(Some(CM.into()));
+    assert!(kubernetes_image_puller::controller::run_once(controller).await);
+    assert_eq!(api.daemonset_names(NS), ["general", "gpu"]);
+    let reads = ctl_configmap_requests(&api);
+    assert_eq!(
+        reads,
+        [format!("GET /api/v1/namespaces/{NS}/configmaps/{CM} {{}} -> 200")]
+    );
+    assert!(api.forbidden_requests().is_empty(), "{:?}", api.forbidden_requests());
+}

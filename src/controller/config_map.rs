@@ -328,6 +328,31 @@ impl Controller {
         }
     }
 
+    /// `--once`: one GET of the ConfigMap (no watch); without it (missing, forbidden, unreachable) the
+    /// mounted file is used, as at the start of `run`.
+    pub(super) async fn read_config_map_once(&mut self) {
+        let Some(name) = self.api.name.clone() else { return };
+        let Some(namespace) = self.config_map_namespace() else {
+            return;
+        };
+        if self.review_due {
+            self.review_permissions(&namespace).await;
+        }
+        if !self.access.allows("get", "", "configmaps") {
+            self.fall_back("reading it is not allowed (configmaps get)");
+            return;
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+        let update = match tokio::time::timeout(FIRST_READ_WAIT, api.get_opt(&name)).await {
+            Ok(Ok(Some(cm))) => content(cm),
+            Ok(Ok(None)) => Update::Missing,
+            Ok(Err(e)) if crate::k8s::is_forbidden(&e) => Update::Forbidden { verb: "get" },
+            Ok(Err(e)) => Update::Failed(e.to_string()),
+            Err(_) => Update::Failed(format!("no answer within {FIRST_READ_WAIT:?}")),
+        };
+        self.on_config_map(update).await;
+    }
+
     /// Waits up to [`FIRST_READ_WAIT`] for the ConfigMap at start. Returns false at shutdown.
     pub(super) async fn first_config_map_read(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
         if self.settings.pod_namespace.is_none() || !self.ensure_config_map_watch().await {

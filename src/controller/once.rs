@@ -61,6 +61,7 @@ impl Controller {
 
 /// `--once`: load, one pass against a fresh list, a health summary, and an exit status.
 pub async fn run_once(mut controller: Controller) -> bool {
+    controller.read_config_map_once().await;
     controller.reload().await;
     let Some(config) = controller.config.clone() else {
         return false;
