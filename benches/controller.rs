@@ -7,7 +7,9 @@
 //!    (creates), a steady-state pass and a health check (paged pod scan): time, API calls, and the
 //!    controller's extra heap at its peak during the health check (flat as nodes grow: pods are read one
 //!    page at a time and only a bounded summary is kept);
-//! 4. resident memory of this process.
+//! 4. resident memory of this process;
+//! 5. ConfigMap edit → DaemonSet create: `--config-map`, an edit adding a set accepted by the API → the
+//!    create (apply) request of its DaemonSet (no debounce: one watch event per edit).
 //!
 //! Run: `cargo bench --bench controller`.
 
@@ -185,6 +187,70 @@ async fn reload_latency() {
     let _ = task.await;
 }
 
+/// `--config-map`: each edit adds one set; time from the API accepting the edit to the create (apply)
+/// request of the new set's DaemonSet reaching the server.
+async fn config_map_latency() {
+    const CM: &str = "k8s-image-puller";
+    let (api, client) = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    write(&path, &sets_config(1, 5, 0));
+    api.put_configmap(NS, CM, &[("config.toml", &sets_config(1, 5, 0))]);
+    let controller = Controller::new(
+        client,
+        settings(&path, Duration::from_millis(200)),
+        Box::new(support::Vars::default()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .with_config_map(Some(CM.into()));
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(controller.run(rx));
+    let t0 = Instant::now();
+    while api.daemonset(NS, "set0").is_none() && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut samples = Vec::new();
+    for sets in 2..=21 {
+        let name = format!("set{}", sets - 1);
+        let accepted = tokio::time::Instant::now();
+        api.put_configmap(NS, CM, &[("config.toml", &sets_config(sets, 5, 0))]);
+        let t0 = Instant::now();
+        let create = loop {
+            let found = api
+                .daemonset_writes_since(accepted)
+                .into_iter()
+                .find(|r| r.path.ends_with(&format!("/daemonsets/{name}")));
+            if found.is_some() || t0.elapsed() > Duration::from_secs(5) {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if let Some(r) = create {
+            samples.push(r.at - accepted);
+        }
+        while api.daemonset(NS, &name).is_none() && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    samples.sort();
+    println!(
+        "ConfigMap edit accepted -> DaemonSet create request ({} edits, each adding a set of 5 images): median {:?}, p90 {:?}, max {:?}; goal <= 100 ms: {}",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.9),
+        samples.last().unwrap(),
+        if samples.len() == 20 && *samples.last().unwrap() <= Duration::from_millis(100) {
+            "MET"
+        } else {
+            "MISSED"
+        }
+    );
+    let _ = stop.send(true);
+    let _ = task.await;
+}
+
 fn pods(sets: usize, nodes: usize) -> Vec<serde_json::Value> {
     let mut out = Vec::with_capacity(sets * nodes);
     for s in 0..sets {
@@ -298,6 +364,7 @@ fn main() {
     runtime.block_on(async {
         println!("resident memory at start: {:.1} MiB", rss_mib());
         reload_latency().await;
+        config_map_latency().await;
         scale().await;
         println!(
             "resident memory at the end (includes the fake server and its pods): {:.1} MiB",

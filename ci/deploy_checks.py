@@ -234,6 +234,7 @@ EXPECTED_ROLE = {
     ("coordination.k8s.io", "leases"): {"get", "create", "patch"},
     ("", "resourcequotas"): {"list"},
     ("", "limitranges"): {"list"},
+    ("", "configmaps"): {"get", "list", "watch"},
 }
 
 
@@ -304,6 +305,12 @@ def check_common(docs, ns, name, configmap="k8s-image-puller", sa="k8s-image-pul
            "Service selector does not select the controller pods")
     cm = one(docs, "ConfigMap")
     expect(cm["metadata"]["name"] == configmap, "ConfigMap name")
+    # The config is also read through the API: one ConfigMap, granted by name only.
+    cm_rules = [r for r in role["rules"] if "configmaps" in r["resources"]]
+    expect([r.get("resourceNames") for r in cm_rules] == [[configmap]],
+           f"configmaps must be granted on {configmap} only (resourceNames): {cm_rules}")
+    env = env_of(dep["spec"]["template"]["spec"]["containers"][0])
+    expect(env.get("CONFIG_MAP_NAME", {}).get("value") == configmap, "CONFIG_MAP_NAME is not the ConfigMap's name")
     for d in docs:
         md = d["metadata"]
         if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):

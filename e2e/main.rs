@@ -54,6 +54,9 @@ macro_rules! client_or_skip {
     };
 }
 
+// After the macro: the module uses `client_or_skip!`.
+mod config_map;
+
 /// A namespace enforcing Pod Security "restricted", deleted on drop.
 struct TempNamespace {
     client: Client,

@@ -23,6 +23,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    pub config_map: ConfigMapArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +114,37 @@ pub struct RunArgs {
     #[arg(long, global = true, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=RELOAD_DEBOUNCE_MAX_MS))]
     pub reload_debounce_ms: Option<u64>,
+}
+
+/// The run-only option naming the ConfigMap read through the API (kept apart from [`RunArgs`], whose
+/// literal other code builds).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigMapArg {
+    /// Read the config from this ConfigMap through the API (a watch on that one name in the pod's namespace):
+    /// edits apply at once instead of after kubelet's sync of the mounted file, which stays the fallback.
+    /// Needs get, list, watch on configmaps (resourceNames may restrict it to this name). [env:
+    /// CONFIG_MAP_NAME]
+    #[arg(long, global = true, value_name = "NAME", value_parser = parse_config_map_name)]
+    pub config_map: Option<String>,
+}
+
+/// A ConfigMap name: a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters,
+/// starting and ending with a letter or digit), as the API server requires.
+fn parse_config_map_name(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a ConfigMap name: expected lowercase letters, digits, '-' and '.', at most 253, starting and ending with a letter or digit"
+        ))
+    }
 }
 
 /// Upper bound of `--reload-debounce-ms`: a longer wait would only delay a reload (SIGTERM never waits for
@@ -223,6 +257,26 @@ impl RunArgs {
             once: self.once,
             reload_debounce: std::time::Duration::from_millis(reload_debounce_ms),
         })
+    }
+}
+
+impl ConfigMapArg {
+    /// The ConfigMap to read the config from: `--config-map`, else `CONFIG_MAP_NAME` (empty counts as unset).
+    /// Run-only like [`RunArgs::resolve`]: only `run` calls this.
+    pub fn resolve(&self, var: impl Fn(&str) -> Option<String>) -> Result<Option<String>, CliError> {
+        if let Some(name) = &self.config_map {
+            return Ok(Some(name.clone()));
+        }
+        let Some(value) = var("CONFIG_MAP_NAME").filter(|v| !v.trim().is_empty()) else {
+            return Ok(None);
+        };
+        parse_config_map_name(value.trim())
+            .map(Some)
+            .map_err(|_| CliError::Env {
+                name: "CONFIG_MAP_NAME",
+                value,
+                expected: "a ConfigMap name: lowercase letters, digits, '-' and '.', at most 253, starting and ending with a letter or digit",
+            })
     }
 }
 
@@ -388,6 +442,9 @@ pub fn status_table(report: &crate::controller::StatusReport) -> String {
     }
     for t in &report.quota_totals {
         let _ = writeln!(out, "quota: {t}");
+    }
+    if let Some(v) = &report.config {
+        let _ = writeln!(out, "config: {} version {}", v.source, v.version);
     }
     let p = &report.permissions;
     let unknown = if p.reviewed {

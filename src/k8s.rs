@@ -515,6 +515,11 @@ impl Events {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// An Event about another object, such as the ConfigMap whose edit was rejected.
+    pub async fn on_object(&self, regarding: &ObjectReference, warning: bool, reason: &str, note: String) {
+        self.publish(regarding, warning, reason, note).await;
+    }
+
     async fn publish(&self, regarding: &ObjectReference, warning: bool, reason: &str, note: String) {
         if !self.access.allows("create", "events.k8s.io", "events") {
             return;

@@ -123,8 +123,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = cli
                 .run
                 .resolve(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))?;
+            let config_map = cli
+                .config_map
+                .resolve(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let result = runtime.block_on(run_controller(config_path, settings));
+            let result = runtime.block_on(run_controller(config_path, settings, config_map));
             // Whatever is still pending (an abandoned API call, a DNS lookup) must not hold the exit.
             runtime.shutdown_timeout(RUNTIME_TEARDOWN);
             result
@@ -139,14 +142,20 @@ async fn client() -> anyhow::Result<kube::Client> {
         .context("cannot set up the Kubernetes client (no in-cluster config and no usable kubeconfig)")
 }
 
-async fn run_controller(config_path: Option<std::path::PathBuf>, args: RunSettings) -> anyhow::Result<ExitCode> {
+async fn run_controller(
+    config_path: Option<std::path::PathBuf>,
+    args: RunSettings,
+    config_map: Option<String>,
+) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
     let settings = |path| Settings::from_env(path, args.reload_debounce, args.leader_elect);
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
 
     if args.once {
-        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready).await;
+        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready)
+            .await
+            .with_config_map(config_map);
         let ok = controller::run_once(controller).await;
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
@@ -170,7 +179,9 @@ async fn run_controller(config_path: Option<std::path::PathBuf>, args: RunSettin
 
     let controller_stop = stop.clone();
     let controller = async move {
-        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready).await;
+        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready)
+            .await
+            .with_config_map(config_map);
         controller.run(controller_stop).await?;
         anyhow::Ok(())
     };

@@ -64,6 +64,13 @@ pub struct StrategyLabel {
     pub strategy: String,
 }
 
+/// The config in force: `configmap` with its resourceVersion, or `file`/`env` with a content hash.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigInfoLabel {
+    pub source: String,
+    pub version: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub nodes_desired: Family<SetLabel, Gauge>,
@@ -85,6 +92,7 @@ pub struct Metrics {
     pub nodes_without_pod: Family<NotCreatedLabel, Gauge>,
     pub quota_needed: Family<QuotaLabel, Gauge<f64, AtomicU64>>,
     pub quota_available: Family<QuotaLabel, Gauge<f64, AtomicU64>>,
+    pub config_info: Family<ConfigInfoLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -110,6 +118,7 @@ impl Default for Metrics {
             nodes_without_pod: Family::default(),
             quota_needed: Family::default(),
             quota_available: Family::default(),
+            config_info: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -194,6 +203,11 @@ impl Default for Metrics {
             "quota_shortfall_available",
             "What is free for that set (quota) or the bound it breaks (LimitRange), in the same unit",
             m.quota_available.clone(),
+        );
+        registry.register(
+            "config_info",
+            "1 for the config version in force: source (configmap, file, env) and version (the ConfigMap's resourceVersion or a content hash)",
+            m.config_info.clone(),
         );
         Self { registry, ..m }
     }

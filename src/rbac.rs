@@ -35,6 +35,8 @@ pub enum Feature {
     QuotaCheck,
     NodeCount,
     LeaderElection,
+    /// Reading the config from the API (`--config-map`): edits apply at once, not after kubelet's sync.
+    ConfigMap,
 }
 
 /// One row of the table.
@@ -48,6 +50,8 @@ pub struct Permission {
     pub required: bool,
     pub scope: Scope,
     pub feature: Feature,
+    /// Granted by name only (`resourceNames`): the one ConfigMap named at deploy time, never all of them.
+    pub named: bool,
 }
 
 const fn row(
@@ -69,8 +73,12 @@ const fn row(
             Scope::Namespaced
         },
         feature,
+        named: matches!(feature, Feature::ConfigMap),
     }
 }
+
+/// The ConfigMap name the `rbac` command puts in `resourceNames` (the chart's and template's default).
+pub const DEFAULT_CONFIG_MAP: &str = "k8s-image-puller";
 
 /// Every permission the code uses. Required rows are exactly the upstream Role (what the upstream chart,
 /// OpenShift template and the Che operator grant), so upstream users keep working with no change.
@@ -147,6 +155,13 @@ pub const TABLE: &[Permission] = &[
     ),
     row(
         "",
+        "configmaps",
+        &["get", "list", "watch"],
+        "the config read from the API (--config-map), restricted by resourceNames to that one ConfigMap: edits apply at once (without it: the mounted file, after kubelet's sync)",
+        Feature::ConfigMap,
+    ),
+    row(
+        "",
         "nodes",
         &["list"],
         "node counts of new sets for the quota check (cluster-scoped; optional ClusterRole)",
@@ -170,7 +185,14 @@ pub fn rules(scope: Scope) -> Vec<Value> {
         }
     }
     out.into_iter()
-        .map(|(g, r, v)| json!({"apiGroups": [g], "resources": [r], "verbs": v}))
+        .map(|(g, r, v)| {
+            let named = TABLE.iter().any(|p| p.named && p.group == g && p.resource == r);
+            if named {
+                json!({"apiGroups": [g], "resources": [r], "resourceNames": [DEFAULT_CONFIG_MAP], "verbs": v})
+            } else {
+                json!({"apiGroups": [g], "resources": [r], "verbs": v})
+            }
+        })
         .collect()
 }
 
@@ -208,9 +230,13 @@ pub fn manifests_yaml(name: &str) -> String {
                 out.push_str(&format!("  # {} ({need}): {}\n", p.verbs.join(", "), p.purpose));
             }
             out.push_str(&format!(
-                "  - apiGroups: {}\n    resources: {}\n    verbs: {}\n",
-                rule["apiGroups"], rule["resources"], rule["verbs"]
+                "  - apiGroups: {}\n    resources: {}\n",
+                rule["apiGroups"], rule["resources"]
             ));
+            if let Some(names) = rule.get("resourceNames") {
+                out.push_str(&format!("    resourceNames: {names}\n"));
+            }
+            out.push_str(&format!("    verbs: {}\n", rule["verbs"]));
         }
     }
     out
@@ -292,6 +318,9 @@ struct Inner {
     active: BTreeSet<Feature>,
     /// The strategy last announced.
     strategy: Option<WriteStrategy>,
+    /// The ConfigMap read through the API: a rule restricted by `resourceNames` grants `configmaps` only
+    /// when it names this one.
+    config_map: Option<String>,
 }
 
 /// The permissions of this identity in one namespace, shared by the API adapters and the controller.
@@ -341,6 +370,13 @@ impl Access {
         f
     }
 
+    /// Turns on the ConfigMap feature for the ConfigMap `name` (its permission is then checked by name).
+    pub fn watch_config_map(&self, name: &str) {
+        let mut inner = self.lock();
+        inner.config_map = Some(name.to_owned());
+        inner.active.insert(Feature::ConfigMap);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -352,7 +388,9 @@ impl Access {
         }
         let Some(rules) = &inner.rules else { return true };
         let granted = rules.iter().any(|r| {
-            r.resource_names.as_ref().is_none_or(Vec::is_empty)
+            let names = r.resource_names.as_deref().unwrap_or_default();
+            (names.is_empty()
+                || (resource == "configmaps" && inner.config_map.as_ref().is_some_and(|n| names.contains(n))))
                 && r.verbs.iter().any(|v| v == "*" || v == verb)
                 && matches_any(&r.api_groups, group)
                 && matches_any(&r.resources, resource)
@@ -622,5 +660,37 @@ mod tests {
         // An incomplete review proves no absence: everything not forbidden is tried.
         a.learn(upstream(), true);
         assert!(a.allows("list", "", "pods"));
+    }
+
+    #[test]
+    fn configmaps_are_granted_by_the_name_of_the_one_config_map() {
+        let a = access();
+        // Not turned on: a missing configmaps rule is not announced.
+        a.learn(upstream(), false);
+        assert!(!a.report().missing.iter().any(|m| m.resource == "configmaps"));
+        a.watch_config_map("kip");
+        let by_name = |name: &str| {
+            let mut r = rule(&[""], &["configmaps"], &["get", "list", "watch"]);
+            r.resource_names = Some(vec![name.to_owned()]);
+            r
+        };
+        a.learn(vec![by_name("kip")], false);
+        assert!(a.feature_on(Feature::ConfigMap));
+        assert!(!a.report().missing.iter().any(|m| m.resource == "configmaps"));
+        a.learn(vec![by_name("other")], false);
+        assert!(!a.feature_on(Feature::ConfigMap));
+        assert!(
+            a.report()
+                .missing
+                .iter()
+                .any(|m| m.resource == "configmaps" && m.verb == "watch")
+        );
+        let role = rules(Scope::Namespaced);
+        let rule = role
+            .iter()
+            .find(|r| r["resources"][0] == "configmaps")
+            .expect("configmaps rule");
+        assert_eq!(rule["resourceNames"], json!([DEFAULT_CONFIG_MAP]));
+        assert_eq!(rule["verbs"], json!(["get", "list", "watch"]));
     }
 }

@@ -165,3 +165,51 @@ fn already_reported(p: &FieldProblem, reported: &[Problem], vars: &dyn VarSource
     let label = vars.label(var_for(&p.path));
     reported.iter().any(|r| r.location == label)
 }
+
+/// The `data` of a ConfigMap read through the API, as variables (`IMAGES`, ...), falling back to the env;
+/// errors name the key as `configmap/<name>:<key>`.
+struct MapVars<'a> {
+    data: &'a std::collections::BTreeMap<String, String>,
+    origin: &'a str,
+    env: &'a dyn VarSource,
+}
+
+impl MapVars<'_> {
+    fn value(&self, name: &str) -> Option<String> {
+        let text = self.data.get(name)?.trim();
+        (!text.is_empty()).then(|| text.to_owned())
+    }
+}
+
+impl VarSource for MapVars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.value(name).or_else(|| self.env.get(name))
+    }
+    fn label(&self, name: &str) -> String {
+        if self.value(name).is_some() {
+            format!("{}:{name}", self.origin)
+        } else {
+            self.env.label(name)
+        }
+    }
+}
+
+/// Loads and checks a config from a ConfigMap's `data` as the API returns it: its `config.toml` key, else
+/// the upstream-style keys, exactly as a mounted ConfigMap directory is read. Problems read
+/// `configmap/<name>:config.toml:12:5: ...` (or `configmap/<name>:IMAGES: ...`).
+pub fn load_config_map(
+    name: &str,
+    data: &std::collections::BTreeMap<String, String>,
+    env: &dyn VarSource,
+) -> Result<Config, ConfigError> {
+    let origin = format!("configmap/{name}");
+    if let Some(text) = data.get(CONFIG_FILE_KEY) {
+        return load_toml_str(text, &format!("{origin}:{CONFIG_FILE_KEY}"), env);
+    }
+    let vars = MapVars {
+        data,
+        origin: &origin,
+        env,
+    };
+    load_from_vars(&vars, &origin)
+}

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{Affinity, Toleration};
 
 pub use env::{UPSTREAM_VARS, VarSource, parse_images};
+pub use load::load_config_map;
 pub use load::{CONFIG_FILE_KEY, Env, load, load_from_vars, load_toml_str};
 pub use model::{Refresh, json_schema};
 

@@ -33,9 +33,11 @@ use crate::reload;
 use crate::render::{self, RenderOptions, labels};
 use crate::{quota, status};
 
+mod config_map;
 mod once;
 mod run;
 
+pub use config_map::ConfigVersion;
 pub use once::{StatusError, StatusReport, run_once};
 
 /// Longest wait for the SelfSubjectRulesReview; without an answer calls are tried and 403s teach the rest.
@@ -116,6 +118,10 @@ pub struct Controller {
     /// Live objects already compared field by field, so steady-state passes skip the JSON comparison.
     verified: reconcile::Verified,
     desired_cache: Option<DesiredCache>,
+    /// The config read through the API (`--config-map`), and which source is in force.
+    api: config_map::ApiConfig,
+    /// The version of the config in force (ConfigMap resourceVersion or content hash).
+    in_force: Option<ConfigVersion>,
 }
 
 /// The rendered DaemonSets of the config in force, with the owner and platform they were rendered for.
@@ -177,66 +183,82 @@ impl Controller {
             overlay: reconcile::Overlay::default(),
             verified: reconcile::Verified::default(),
             desired_cache: None,
+            api: config_map::ApiConfig::default(),
+            in_force: None,
         }
     }
 
-    /// Re-reads the config. Returns true when a new valid config took effect.
+    /// Re-reads the config file (or env). Returns true when a new valid config took effect. Ignored while
+    /// the ConfigMap read through the API is the source and a config is in force (see `config_map`).
     pub async fn reload(&mut self) -> bool {
-        match config::load(self.settings.config_path.as_deref(), self.env.as_ref()) {
-            Ok(new) => {
-                self.metrics.config_valid.set(1);
-                self.last_rejection = None;
-                if self.config.as_deref() == Some(&new) {
-                    return false;
-                }
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabel { result: "ok".into() })
-                    .inc();
-                self.metrics
-                    .last_good_config
-                    .set(Timestamp::now().as_millisecond() as f64 / 1000.0);
-                let sets: Vec<&str> = new.sets.iter().map(|s| s.name.as_str()).collect();
-                tracing::info!(namespace = %new.namespace, sets = ?sets, "config loaded");
-                if let Some(old) = &self.config {
-                    for gone in old.sets.iter().filter(|o| !new.sets.iter().any(|n| n.name == o.name)) {
-                        self.metrics.forget_set(&gone.name);
-                    }
-                }
-                if self.review_due {
-                    // Before the first Event: whether Events may be written at all.
-                    self.review_permissions(&new.namespace).await;
-                }
-                let note = format!("config with {} set(s) in force: {}", sets.len(), sets.join(", "));
-                self.config = Some(Arc::new(new));
-                self.events.on_self(false, "ConfigLoaded", note).await;
-                true
-            }
-            Err(e) => {
-                self.metrics.config_valid.set(0);
-                let text = e.to_string();
-                if self.last_rejection.as_deref() == Some(&text) {
-                    return false;
-                }
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabel {
-                        result: "failed".into(),
-                    })
-                    .inc();
-                let keeping = if self.config.is_some() {
-                    "keeping the last good config"
-                } else {
-                    "no config in force"
-                };
-                tracing::error!(error = %text, "config rejected; {keeping}, nothing deleted");
-                self.events
-                    .on_self(true, "ConfigRejected", format!("{text}\n({keeping})"))
-                    .await;
-                self.last_rejection = Some(text);
-                false
+        if self.api.live && self.config.is_some() {
+            tracing::debug!("config file changed or re-read: ignored, the ConfigMap read through the API is in force");
+            return false;
+        }
+        let loaded = config::load(self.settings.config_path.as_deref(), self.env.as_ref());
+        let version = config_map::file_version(self.settings.config_path.as_deref(), self.env.as_ref());
+        self.take(loaded, version, None).await
+    }
+
+    /// A valid config: in force from now on (unless it equals the one in force).
+    async fn accept(&mut self, new: Config, version: ConfigVersion) -> bool {
+        self.metrics.config_valid.set(1);
+        self.last_rejection = None;
+        // Also for an edit that changes nothing (a comment): the version shown is the one read last.
+        self.set_in_force(version.clone());
+        if self.config.as_deref() == Some(&new) {
+            return false;
+        }
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabel { result: "ok".into() })
+            .inc();
+        self.metrics
+            .last_good_config
+            .set(Timestamp::now().as_millisecond() as f64 / 1000.0);
+        let sets: Vec<&str> = new.sets.iter().map(|s| s.name.as_str()).collect();
+        tracing::info!(namespace = %new.namespace, sets = ?sets, %version, "config loaded");
+        if let Some(old) = &self.config {
+            for gone in old.sets.iter().filter(|o| !new.sets.iter().any(|n| n.name == o.name)) {
+                self.metrics.forget_set(&gone.name);
             }
         }
+        if self.review_due {
+            // Before the first Event: whether Events may be written at all.
+            self.review_permissions(&new.namespace).await;
+        }
+        let note = format!(
+            "config with {} set(s) in force ({version}): {}",
+            sets.len(),
+            sets.join(", ")
+        );
+        self.config = Some(Arc::new(new));
+        self.events.on_self(false, "ConfigLoaded", note).await;
+        true
+    }
+
+    /// A rejected config: the last good one stays in force; each distinct rejection is reported once.
+    async fn reject(&mut self, text: String) {
+        self.metrics.config_valid.set(0);
+        if self.last_rejection.as_deref() == Some(&text) {
+            return;
+        }
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabel {
+                result: "failed".into(),
+            })
+            .inc();
+        let keeping = if self.config.is_some() {
+            "keeping the last good config"
+        } else {
+            "no config in force"
+        };
+        tracing::error!(error = %text, "config rejected; {keeping}, nothing deleted");
+        self.events
+            .on_self(true, "ConfigRejected", format!("{text}\n({keeping})"))
+            .await;
+        self.last_rejection = Some(text);
     }
 
     fn interval(&self) -> Duration {

@@ -11,6 +11,8 @@ pub struct StatusReport {
     /// The write strategy these permissions allow and the optional permissions missing.
     pub permissions: crate::rbac::AccessReport,
     pub quota_totals: Vec<quota::QuotaTotal>,
+    /// The config version this report was made with (the file's or variables' content hash).
+    pub config: Option<ConfigVersion>,
 }
 
 impl StatusReport {
@@ -33,6 +35,10 @@ impl Controller {
     /// local `deployment_name` the instance is read from the live DaemonSets of the config's sets.
     pub async fn status(&mut self) -> Result<StatusReport, StatusError> {
         let mut config = config::load(self.settings.config_path.as_deref(), self.env.as_ref())?;
+        self.set_in_force(config_map::file_version(
+            self.settings.config_path.as_deref(),
+            self.env.as_ref(),
+        ));
         let cluster = self.cluster(&config.namespace);
         self.review_permissions(&config.namespace).await;
         let managed = cluster.list_managed().await?;
@@ -56,12 +62,14 @@ impl Controller {
             permissions: self.access.report(),
             shortfalls: quota.shortfalls,
             quota_totals: quota.totals,
+            config: self.in_force.clone(),
         })
     }
 }
 
 /// `--once`: load, one pass against a fresh list, a health summary, and an exit status.
 pub async fn run_once(mut controller: Controller) -> bool {
+    controller.read_config_map_once().await;
     controller.reload().await;
     let Some(config) = controller.config.clone() else {
         return false;

@@ -45,9 +45,15 @@ impl Controller {
         // A file change schedules a reload at this deadline (edits until then are batched); the loops select
         // on it next to shutdown, so a long debounce never delays SIGTERM.
         let mut reload_at: Option<tokio::time::Instant> = None;
+        // The ConfigMap first, when it is configured: the mounted file may not have the latest edit yet.
+        if !self.first_config_map_read(&mut shutdown).await {
+            return Ok(());
+        }
         self.reload().await;
 
         loop {
+            // Without POD_NAMESPACE the ConfigMap's namespace is the config's: known once one is loaded.
+            self.ensure_config_map_watch().await;
             // Without a valid config there is nothing to do but wait for one.
             let Some(namespace) = self.config.as_ref().map(|c| c.namespace.clone()) else {
                 tokio::select! {
@@ -61,6 +67,7 @@ impl Controller {
                         self.reload().await;
                     }
                     Some(()) = hup(&mut hangup) => { self.reload().await; }
+                    Some(update) = config_map::next(&mut self.api.watch) => { self.on_config_map(update).await; }
                 }
                 continue;
             };
@@ -157,6 +164,20 @@ impl Controller {
                         }
                     }
                 }
+                // A ConfigMap edit is one atomic event: applied at once, no debounce.
+                Some(update) = config_map::next(&mut self.api.watch) => {
+                    if self.on_config_map(update).await {
+                        if self.config.as_ref().map(|c| c.namespace.as_str()) != Some(namespace) || self.instance() != instance {
+                            return Ok(Exit::NamespaceChanged);
+                        }
+                        due = Some(tokio::time::Instant::now());
+                        failures = 0;
+                        if self.interval() != interval {
+                            interval = self.interval();
+                            health_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                        }
+                    }
+                }
                 Some(()) = hup(hangup) => {
                     tracing::info!("SIGHUP: re-reading the config");
                     if self.reload().await {
@@ -236,6 +257,7 @@ impl Controller {
                     // Optional features turned off by a missing permission are tried again here, not in a loop.
                     self.access.retry();
                     self.review_permissions(namespace).await;
+                    self.ensure_config_map_watch().await;
                     let owned = store.state();
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(Exit::Shutdown),

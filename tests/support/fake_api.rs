@@ -28,6 +28,8 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tower_test::mock::{self, SendResponse};
 
+mod configmaps;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ResBody = UnsyncBoxBody<Bytes, BoxError>;
 type Send_ = SendResponse<Response<ResBody>>;
@@ -138,6 +140,8 @@ struct State {
     authz: Option<Authz>,
     /// What other controllers and users put in the cluster (see `model`).
     model: Model,
+    /// ConfigMaps (tests/support/fake_api/configmaps.rs).
+    configmaps: configmaps::ConfigMapStore,
 }
 
 /// The PolicyRules bound to the client's identity: a Role's (namespaced requests only) and a ClusterRole's.
@@ -171,7 +175,7 @@ pub fn attributes(method: &Method, path: &str, query: &BTreeMap<String, String>)
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
         _ => (None, rest),
     };
-    let (resource, name) = match rest {
+    let (resource, mut name) = match rest {
         [resource] => (*resource, None),
         [resource, name, ..] => (*resource, Some((*name).to_owned())),
         _ => return None,
@@ -187,6 +191,15 @@ pub fn attributes(method: &Method, path: &str, query: &BTreeMap<String, String>)
         Method::DELETE => "deletecollection",
         _ => "unknown",
     };
+    // A list or watch selecting one name by `metadata.name` is authorized for that name (resourceNames),
+    // as the real request-info resolver does.
+    if name.is_none() && *method == Method::GET {
+        name = query
+            .get("fieldSelector")
+            .and_then(|s| s.strip_prefix("metadata.name="))
+            .filter(|n| !n.is_empty() && !n.contains([',', '=', '/']))
+            .map(str::to_owned);
+    }
     Some(Attributes {
         verb,
         group: group.to_owned(),
@@ -662,6 +675,9 @@ impl FakeApi {
                     rest @ ..,
                 ],
             ) => self.lease(method, ns, rest.first().copied(), query, body),
+            (_, ["api", "v1", "namespaces", ns, "configmaps", rest @ ..]) => {
+                self.configmaps(method, ns, rest.first().copied(), query)
+            }
             (&Method::GET, ["api", "v1", "nodes"]) => Reply::Json(200, empty_list("NodeList")),
             (&Method::GET, ["api", "v1", "namespaces", _, "resourcequotas"]) => {
                 Reply::Json(200, empty_list("ResourceQuotaList"))
