@@ -59,6 +59,13 @@ const TERMINATION_GRACE_SECONDS: i64 = 5;
 /// one runs, so a refresh never leaves a node without its cache pod.
 const MAX_SURGE: &str = "10%";
 
+/// The largest DaemonSet (as the JSON sent to the API server) a config may describe; `config::load` refuses
+/// a set above it, naming the set. etcd refuses a write over its `--max-request-bytes` (1.5 MiB by default),
+/// and what is stored is more than what is sent: server-side apply adds managedFields (every field path
+/// again), and the DaemonSet controller copies the pod template into a ControllerRevision. 1 MiB as sent
+/// leaves room for both.
+pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
+
 /// What render needs beside the config; all of it comes from the caller, so render stays pure.
 #[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
@@ -136,6 +143,73 @@ pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> D
         .get_or_insert_with(BTreeMap::new)
         .insert(labels::SPEC_HASH.into(), hash);
     ds
+}
+
+/// The length of the JSON of `render_set(config, set, &RenderOptions::default())`, without rendering it
+/// whole: the set rendered without images, plus each image's container (the same for every image but for its
+/// name, reference and pull policy). Cheap enough for every load: a few small objects per set.
+pub fn encoded_len(config: &Config, set: &ImageSet) -> usize {
+    let bare = ImageSet {
+        name: set.name.clone(),
+        images: Vec::new(),
+        resources: set.resources.clone(),
+        node_selector: set.node_selector.clone(),
+        tolerations: set.tolerations.clone(),
+        affinity: set.affinity.clone(),
+        image_pull_secrets: set.image_pull_secrets.clone(),
+        priority_class_name: set.priority_class_name.clone(),
+        annotations: set.annotations.clone(),
+        refresh: set.refresh,
+    };
+    let base = json_len(&render_set(config, &bare, &RenderOptions::default()));
+    let resources = resource_requirements(&set.resources);
+    // An empty name and reference ("@" marks a pinned one: one byte more).
+    let template = |reference: &str| {
+        let image = Image {
+            name: String::new(),
+            reference: reference.to_owned(),
+        };
+        json_len(&cache_container(&image, &resources)) - reference.len()
+    };
+    let (tagged, pinned) = (template(""), template("@"));
+    let containers: usize = set
+        .images
+        .iter()
+        .map(|i| {
+            let template = if i.is_pinned() { pinned } else { tagged };
+            template + json_escaped_len(&i.name) + json_escaped_len(&i.reference)
+        })
+        .sum();
+    // Commas between the containers.
+    base + containers + set.images.len().saturating_sub(1)
+}
+
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing k8s-openapi types cannot fail (see spec_hash).
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Bytes of `s` inside a JSON string as serde_json writes it.
+fn json_escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Hex SHA-256 (first 16 bytes) of the object as rendered, before the hash annotation is added.
@@ -261,4 +335,56 @@ fn container_security_context() -> SecurityContext {
 
 fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
     (!map.is_empty()).then(|| map.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Refresh;
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_rendered_json() {
+        let image = |name: &str, reference: &str| Image {
+            name: name.into(),
+            reference: reference.into(),
+        };
+        let mut set = ImageSet {
+            name: "s".into(),
+            images: vec![],
+            resources: Resources::default(),
+            node_selector: BTreeMap::from([("pool".into(), "a".into())]),
+            tolerations: vec![],
+            affinity: None,
+            image_pull_secrets: vec!["regcred".into()],
+            priority_class_name: None,
+            annotations: BTreeMap::from([("note".into(), "quote \" and \\ and \n é".into())]),
+            refresh: Refresh::Interval,
+        };
+        let config = Config {
+            namespace: "ns".into(),
+            caching_interval_hours: 1,
+            kip_image: "quay.io/x/kip:1".into(),
+            deployment_name: Some("kip".into()),
+            sets: vec![],
+        };
+        for images in [
+            vec![],
+            vec![image("a", "busybox")],
+            vec![
+                image("a", "busybox:1.36"),
+                image("b", &format!("quay.io/x/y@sha256:{}", "0".repeat(64))),
+                image("c", "registry.example.com:5000/team/app:v1.2.3"),
+            ],
+        ] {
+            set.images = images;
+            let rendered = serde_json::to_vec(&render_set(&config, &set, &RenderOptions::default())).unwrap();
+            assert_eq!(
+                encoded_len(&config, &set),
+                rendered.len(),
+                "{} images",
+                set.images.len()
+            );
+        }
+        assert_eq!(json_escaped_len("a\"\\\u{1}é"), 1 + 2 + 2 + 6 + 2);
+    }
 }

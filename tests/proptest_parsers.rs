@@ -20,7 +20,7 @@ fn assert_explained(e: &ConfigError) -> Result<(), TestCaseError> {
                 prop_assert!(!p.location.is_empty(), "no location in {}", e);
             }
         }
-        ConfigError::Read { .. } => prop_assert!(false, "unexpected read error: {}", e),
+        ConfigError::Read { .. } | ConfigError::Input { .. } => prop_assert!(false, "unexpected read error: {}", e),
     }
     Ok(())
 }

@@ -9,8 +9,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::Problem;
-use super::model::{RawConfig, json_schema};
+use super::model::{RawConfig, RawSet, json_schema};
 use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields, key};
+use super::rules::QUOTE_MAX_CHARS;
 
 /// A parsed document kept for locating fields.
 pub struct TomlDoc<'t> {
@@ -28,87 +29,130 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// What parsing found: the raw config (every part that deserialized), the problems located so far (unknown
+/// keys, type errors, fields Kubernetes would drop) and the paths those problems concern, which were left
+/// out of `raw` (what the later checks say about them, or about their absence, is a consequence).
+pub struct Parsed<'t> {
+    pub doc: TomlDoc<'t>,
+    pub raw: RawConfig,
+    pub problems: Vec<(usize, Problem)>,
+    pub tainted: Vec<FieldPath>,
+}
+
+/// Type errors reported per part (the top-level fields, or one set) before giving up on it: each costs one
+/// more deserialization of the part.
+const MAX_TYPE_ERRORS_PER_PART: usize = 16;
+
 impl<'t> TomlDoc<'t> {
-    /// Parses the text, reporting every syntax error and unknown key; then deserializes it.
-    pub fn parse(text: &'t str, origin: &'t str) -> Result<(Self, RawConfig), Vec<Problem>> {
+    /// Parses the text: syntax errors are reported alone; otherwise every unknown key and type error (each
+    /// set deserialized on its own, a wrong field left out and the rest tried again), then the raw config.
+    pub fn parse(text: &'t str, origin: &'t str) -> Result<Parsed<'t>, Vec<Problem>> {
         let (root, errors) = DeTable::parse_recoverable(text);
         let doc = TomlDoc { text, origin, root };
         if !errors.is_empty() {
             return Err(errors.iter().map(|e| doc.toml_error(e)).collect());
         }
-        // (byte offset, problem): reported in file order, not in the order the tables are walked.
+        // (byte offset, problem): sorted into file order by the caller.
         let mut problems: Vec<(usize, Problem)> = Vec::new();
-        let in_file_order = |mut problems: Vec<(usize, Problem)>| {
-            problems.sort_by_key(|(offset, _)| *offset);
-            problems.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
-        };
+        let mut unknown: Vec<(FieldPath, Option<String>)> = Vec::new();
         let schema = schema();
-        check_keys(schema, schema, doc.root.get_ref(), &mut Vec::new(), &doc, &mut problems);
-        if !problems.is_empty() {
-            return Err(in_file_order(problems));
-        }
+        check_keys(
+            schema,
+            schema,
+            doc.root.get_ref(),
+            &mut Vec::new(),
+            &doc,
+            &mut problems,
+            &mut unknown,
+        );
+        let mut tainted = Vec::new();
         // Deserialize from the tree already parsed (its strings borrow the text) instead of parsing again.
-        let tree = Spanned::new(doc.root.span(), DeValue::Table(doc.root.get_ref().clone()));
-        let raw = match <RawConfig as serde::Deserialize>::deserialize(toml::de::ValueDeserializer::from(tree)) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let mut problem = doc.toml_error(&e);
-                if let Some(span) = e.span() {
-                    problem.field = dotted(&doc.field_at(span.start));
-                }
-                return Err(vec![problem]);
+        let mut tree = Spanned::new(doc.root.span(), DeValue::Table(doc.root.get_ref().clone()));
+        for (path, suggestion) in unknown {
+            remove_key(&mut tree, &path);
+            // A misspelt key also explains what its intended sibling lacks ("image" → no `images`).
+            if let Some(s) = suggestion {
+                let mut sibling = path.clone();
+                sibling.pop();
+                sibling.push(Seg::Key(s));
+                tainted.push(sibling);
             }
-        };
-        doc.check_affinities(&raw, &mut problems);
-        if !problems.is_empty() {
-            return Err(in_file_order(problems));
+            tainted.push(path);
         }
-        Ok((doc, raw))
+        let sets = match tree.get_mut() {
+            DeValue::Table(t) => t.remove("sets"),
+            _ => None,
+        };
+        let mut raw: RawConfig = doc
+            .deserialize_lenient(tree, &Vec::new(), &mut problems, &mut tainted)
+            .unwrap_or_default();
+        if let Some(sets) = sets {
+            let span = sets.span();
+            match sets.into_inner() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.into_iter().enumerate() {
+                        let base = vec![key("sets"), Seg::Index(i)];
+                        let set = doc.deserialize_lenient(item, &base, &mut problems, &mut tainted);
+                        raw.sets.push(set.unwrap_or_else(|| {
+                            // Keeps the numbering of the sets after it; nothing more is said about it.
+                            tainted.push(base);
+                            RawSet::default()
+                        }));
+                    }
+                }
+                other => {
+                    // Not a list: deserializing it as one gives the error to report.
+                    let base = vec![key("sets")];
+                    let wrong = Spanned::new(span, other);
+                    let sets: Option<Vec<RawSet>> = doc.deserialize_lenient(wrong, &base, &mut problems, &mut tainted);
+                    raw.sets = sets.unwrap_or_default();
+                    tainted.push(base);
+                }
+            }
+        }
+        doc.check_affinities(&raw, &mut problems, &mut tainted);
+        Ok(Parsed {
+            doc,
+            raw,
+            problems,
+            tainted,
+        })
     }
 
-    /// The path of the deepest key or value whose span holds `offset` (where a type error points). Every
-    /// node is visited: the span of an array of tables covers only its first `[[header]]`.
-    fn field_at(&self, offset: usize) -> FieldPath {
-        fn walk(value: &DeValue<'_>, offset: usize, path: &mut FieldPath, best: &mut FieldPath) {
-            let contains = |span: std::ops::Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
-            let mut visit = |seg: Seg, spans: [std::ops::Range<usize>; 2], child: &DeValue<'_>| {
-                path.push(seg);
-                if spans.into_iter().any(contains) && path.len() > best.len() {
-                    *best = path.clone();
-                }
-                walk(child, offset, path, best);
-                path.pop();
+    /// Deserializes one part of the document (`base` is its path). On a type error the problem is recorded,
+    /// the field holding it is left out and the rest is tried again; None when the part itself is wrong.
+    fn deserialize_lenient<T: serde::de::DeserializeOwned>(
+        &self,
+        mut value: Spanned<DeValue<'t>>,
+        base: &FieldPath,
+        problems: &mut Vec<(usize, Problem)>,
+        tainted: &mut Vec<FieldPath>,
+    ) -> Option<T> {
+        for _ in 0..MAX_TYPE_ERRORS_PER_PART {
+            let e = match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+                Ok(parsed) => return Some(parsed),
+                Err(e) => e,
             };
-            match value {
-                DeValue::Table(t) => {
-                    for (k, v) in t {
-                        visit(Seg::Key(k.get_ref().to_string()), [k.span(), v.span()], v.get_ref());
-                    }
-                }
-                DeValue::Array(a) => {
-                    for (i, v) in a.iter().enumerate() {
-                        visit(Seg::Index(i), [v.span(), v.span()], v.get_ref());
-                    }
-                }
-                _ => {}
+            let offset = e.span().map_or(0, |s| s.start);
+            let rel = e.span().map(|s| path_at(value.get_ref(), s.start)).unwrap_or_default();
+            let mut full = base.clone();
+            full.extend(rel.iter().cloned());
+            let mut problem = self.toml_error(&e);
+            problem.field = dotted(&full);
+            problems.push((offset, problem));
+            tainted.push(full);
+            // Leave out the innermost keyed field that holds the error (an item of an array cannot be taken
+            // out without renumbering the items after it), then try again.
+            let last_key = rel.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
+            if !remove_key(&mut value, &rel[..=last_key]) {
+                return None;
             }
         }
-        let mut best = Vec::new();
-        for (k, v) in self.root.get_ref() {
-            let mut path = vec![Seg::Key(k.get_ref().to_string())];
-            let span_hit = [k.span(), v.span()]
-                .into_iter()
-                .any(|s| s.start <= offset && offset < s.end.max(s.start + 1));
-            if span_hit && best.is_empty() {
-                best = path.clone();
-            }
-            walk(v.get_ref(), offset, &mut path, &mut best);
-        }
-        best
+        None
     }
 
     /// Kubernetes' own types ignore unknown fields: report the ones an `affinity` would lose.
-    fn check_affinities(&self, raw: &RawConfig, out: &mut Vec<(usize, Problem)>) {
+    fn check_affinities(&self, raw: &RawConfig, out: &mut Vec<(usize, Problem)>, tainted: &mut Vec<FieldPath>) {
         let mut written: Vec<(FieldPath, Option<&Affinity>)> =
             vec![(vec![key("defaults"), key("affinity")], raw.defaults.affinity.as_ref())];
         for (i, set) in raw.sets.iter().enumerate() {
@@ -144,6 +188,7 @@ impl<'t> TomlDoc<'t> {
                         message: dropped_field_message(&dropped),
                     },
                 ));
+                tainted.push(full);
             }
         }
     }
@@ -223,6 +268,7 @@ fn check_keys(
     path: &mut FieldPath,
     doc: &TomlDoc<'_>,
     out: &mut Vec<(usize, Problem)>,
+    unknown: &mut Vec<(FieldPath, Option<String>)>,
 ) {
     let schema = resolve(root, schema);
     let props = schema.get("properties").and_then(Schema::as_object);
@@ -235,9 +281,8 @@ fn check_keys(
                 let allowed: Vec<&str> = props
                     .map(|p| p.keys().map(String::as_str).collect())
                     .unwrap_or_default();
-                let hint = closest(name, &allowed)
-                    .map(|c| format!("did you mean `{c}`? "))
-                    .unwrap_or_default();
+                let suggestion = closest(name, &allowed);
+                let hint = suggestion.map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
                 let mut field = path.clone();
                 field.push(Seg::Key(name.to_owned()));
                 out.push((
@@ -245,16 +290,21 @@ fn check_keys(
                     Problem {
                         location: doc.at(k.span().start),
                         field: dotted(&field),
-                        message: format!("unknown field `{name}`; {hint}allowed here: {}", allowed.join(", ")),
+                        message: format!(
+                            "unknown field `{}`; {hint}allowed here: {}",
+                            short(name),
+                            allowed.join(", ")
+                        ),
                     },
                 ));
+                unknown.push((field, suggestion.map(str::to_owned)));
                 continue;
             }
             (None, Some(s)) if s.is_object() => s,
             _ => continue,
         };
         path.push(Seg::Key(name.to_owned()));
-        check_value(root, sub, v.get_ref(), path, doc, out);
+        check_value(root, sub, v.get_ref(), path, doc, out, unknown);
         path.pop();
     }
 }
@@ -266,20 +316,82 @@ fn check_value(
     path: &mut FieldPath,
     doc: &TomlDoc<'_>,
     out: &mut Vec<(usize, Problem)>,
+    unknown: &mut Vec<(FieldPath, Option<String>)>,
 ) {
     match value {
-        DeValue::Table(t) => check_keys(root, schema, t, path, doc, out),
+        DeValue::Table(t) => check_keys(root, schema, t, path, doc, out, unknown),
         DeValue::Array(items) => {
             let schema = resolve(root, schema);
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     path.push(Seg::Index(i));
-                    check_value(root, item_schema, item.get_ref(), path, doc, out);
+                    check_value(root, item_schema, item.get_ref(), path, doc, out, unknown);
                     path.pop();
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// A key as quoted in a message: keys can be as long as values.
+fn short(name: &str) -> String {
+    match name.char_indices().nth(QUOTE_MAX_CHARS) {
+        None => name.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &name[..cut], name.len()),
+    }
+}
+
+/// The path of the deepest key or value under `value` whose span holds `offset` (where a type error
+/// points). Every node is visited: the span of an array of tables covers only its first `[[header]]`.
+fn path_at(value: &DeValue<'_>, offset: usize) -> FieldPath {
+    fn walk(value: &DeValue<'_>, offset: usize, path: &mut FieldPath, best: &mut FieldPath) {
+        let contains = |span: std::ops::Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
+        let mut visit = |seg: Seg, spans: [std::ops::Range<usize>; 2], child: &DeValue<'_>| {
+            path.push(seg);
+            if spans.into_iter().any(contains) && path.len() > best.len() {
+                *best = path.clone();
+            }
+            walk(child, offset, path, best);
+            path.pop();
+        };
+        match value {
+            DeValue::Table(t) => {
+                for (k, v) in t {
+                    visit(Seg::Key(k.get_ref().to_string()), [k.span(), v.span()], v.get_ref());
+                }
+            }
+            DeValue::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    visit(Seg::Index(i), [v.span(), v.span()], v.get_ref());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut best = Vec::new();
+    walk(value, offset, &mut Vec::new(), &mut best);
+    best
+}
+
+/// Removes the key at the end of `path` from the table it leads to; false when there is none.
+fn remove_key(value: &mut Spanned<DeValue<'_>>, path: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parents)) = path.split_last() else {
+        return false;
+    };
+    let mut current = value.get_mut();
+    for seg in parents {
+        let next = match (seg, current) {
+            (Seg::Key(k), DeValue::Table(t)) => t.get_mut(k.as_str()),
+            (Seg::Index(i), DeValue::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        current = next.get_mut();
+    }
+    match current {
+        DeValue::Table(t) => t.remove(last.as_str()).is_some(),
+        _ => false,
     }
 }
 
