@@ -62,6 +62,7 @@ pub fn describe(path: &[Seg], raw: &RawConfig) -> String {
         Some(name) => {
             let head = dotted(&path[..2]);
             let rest = dotted(&path[2..]);
+            let name = rules::short(name);
             if rest.is_empty() {
                 format!("{head} ({name})")
             } else {
@@ -113,7 +114,7 @@ pub fn dotted(path: &[Seg]) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(k);
+                out.push_str(&rules::short(k));
             }
             Seg::Index(i) => out.push_str(&format!("[{i}]")),
         }

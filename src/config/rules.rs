@@ -30,6 +30,14 @@ impl std::fmt::Display for Quoted<'_> {
     }
 }
 
+/// A name as a path or message shows it, unquoted: cut like [`Quoted`].
+pub fn short(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(QUOTE_MAX_CHARS) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..cut], s.len())),
+    }
+}
+
 /// A message cut to [`MESSAGE_MAX_CHARS`] characters (with its full length), or None when it is short.
 pub fn shorten_message(m: &str) -> Option<String> {
     let (cut, _) = m.char_indices().nth(MESSAGE_MAX_CHARS)?;
@@ -297,7 +305,6 @@ pub fn label_map(map: &BTreeMap<String, String>) -> Result<(), ValidationError> 
 /// The puller's Deployment name: an object name (DNS-1123 subdomain) that also becomes the value of the
 /// `app.kubernetes.io/instance` label, so at most 63 characters (Kubernetes `IsValidLabelValue`).
 pub fn deployment_name(s: &str) -> Result<(), ValidationError> {
-    dns_subdomain(s)?;
     if s.len() > 63 {
         return Err(invalid(
             "label_value",
@@ -308,7 +315,7 @@ pub fn deployment_name(s: &str) -> Result<(), ValidationError> {
             ),
         ));
     }
-    Ok(())
+    dns_subdomain(s)
 }
 
 pub fn annotation_map(map: &BTreeMap<String, String>) -> Result<(), ValidationError> {

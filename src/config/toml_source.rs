@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue};
 use super::Problem;
 use super::model::{RawConfig, RawSet, json_schema};
 use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields, key};
-use super::rules::QUOTE_MAX_CHARS;
+use super::rules::short;
 
 /// A parsed document kept for locating fields.
 pub struct TomlDoc<'t> {
@@ -331,14 +331,6 @@ fn check_value(
             }
         }
         _ => {}
-    }
-}
-
-/// A key as quoted in a message: keys can be as long as values.
-fn short(name: &str) -> String {
-    match name.char_indices().nth(QUOTE_MAX_CHARS) {
-        None => name.to_owned(),
-        Some((cut, _)) => format!("{}… ({} bytes)", &name[..cut], name.len()),
     }
 }
 
