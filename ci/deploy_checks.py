@@ -9,6 +9,8 @@ Subcommands (each exits 0 on success, 1 with messages on stderr otherwise):
   assert-chart SCENARIO MANIFESTS     scenario-specific assertions on `helm template` output
   toml-roundtrip MANIFESTS JSON       config.toml in the ConfigMap parses to the sets in JSON
   elf-interp FILE                     print the ELF program interpreter (empty if static)
+  doc-values OUTDIR MARKDOWN...       write each ```yaml block of the docs that is Helm values (not a
+                                      manifest) to OUTDIR/<doc>-L<line>.yaml; print the paths
 """
 import json
 import os
@@ -405,6 +407,37 @@ def cmd_elf_interp(path):
     print("")
 
 
+# --- doc-values ----------------------------------------------------------------
+
+def cmd_doc_values(outdir, *markdown):
+    """The docs' Helm values snippets, so that each is rendered with `helm template` and its config checked."""
+    os.makedirs(outdir, exist_ok=True)
+    written = []
+    for doc in markdown:
+        with open(doc) as f:
+            lines = f.read().split("\n")
+        start = None
+        for n, line in enumerate(lines, 1):
+            if start is None and line.strip() == "```yaml":
+                start, block = n, []
+            elif start is not None and line.strip() == "```":
+                try:
+                    values = yaml.safe_load("\n".join(block))
+                except yaml.YAMLError as e:
+                    raise CheckError(f"{doc}:{start}: YAML block does not parse: {e}")
+                # Manifests (apiVersion/kind) are not values for the chart.
+                if isinstance(values, dict) and "kind" not in values and "apiVersion" not in values:
+                    path = os.path.join(outdir, f"{os.path.basename(doc)}-L{start}.yaml")
+                    with open(path, "w") as f:
+                        f.write("\n".join(block) + "\n")
+                    written.append(path)
+                start = None
+            elif start is not None:
+                block.append(line)
+    expect(written, f"no Helm values snippet in {' '.join(markdown)}")
+    print("\n".join(written))
+
+
 COMMANDS = {
     "configmap-dir": cmd_configmap_dir,
     "oc-process": cmd_oc_process,
@@ -413,6 +446,7 @@ COMMANDS = {
     "assert-chart": cmd_assert_chart,
     "toml-roundtrip": cmd_toml_roundtrip,
     "elf-interp": cmd_elf_interp,
+    "doc-values": cmd_doc_values,
 }
 
 

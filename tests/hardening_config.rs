@@ -440,6 +440,28 @@ imagez = { e = "busybox" }
 }
 
 #[test]
+fn a_type_error_is_reported_once_not_with_its_consequences() {
+    // Leaving out the wrong `weight` makes its term lack a required field: that is not reported again.
+    let text = format!(
+        "{MINIMAL_SET}[[sets.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution]]\nweight = \"heavy\"\npreference = {{}}\n"
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(
+        (p[0].location.as_str(), p[0].field.as_str(), p[0].message.as_str()),
+        (
+            "test.toml:5:10",
+            "sets[0].affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+            "invalid type: string \"heavy\", expected i32"
+        )
+    );
+    // A set whose `images` has the wrong type: no "has no images" besides.
+    let p = problems("[[sets]]\nname = \"s\"\nimages = 5\n");
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(p[0].field, "sets[0].images");
+}
+
+#[test]
 fn a_syntax_error_stands_alone() {
     // An unknown key and an invalid value besides: only the syntax error is reported.
     let text = format!("namespac = \"x\"\n{MINIMAL_SET}memory_limit = \"lots\"\ncpu_limit = \n");
@@ -472,7 +494,7 @@ fn label_valued_fields_are_at_most_63_characters() {
         ),
         (
             format!("[[sets]]\nname = \"{}\"\nimages = {{ a = \"busybox\" }}\n", name(64)),
-            &"sets[0] (dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd).name",
+            "sets[0] (dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd).name",
             format!("\"{}\" is not a valid name: use 1 to 63 lowercase letters", name(64)),
         ),
         (

@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::Problem;
 use super::model::{RawConfig, RawSet, json_schema};
-use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields, key};
+use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields, key, overlaps};
 use super::rules::short;
 
 /// A parsed document kept for locating fields.
@@ -128,6 +128,7 @@ impl<'t> TomlDoc<'t> {
         problems: &mut Vec<(usize, Problem)>,
         tainted: &mut Vec<FieldPath>,
     ) -> Option<T> {
+        let first_taint = tainted.len();
         for _ in 0..MAX_TYPE_ERRORS_PER_PART {
             let e = match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
                 Ok(parsed) => return Some(parsed),
@@ -137,9 +138,12 @@ impl<'t> TomlDoc<'t> {
             let rel = e.span().map(|s| path_at(value.get_ref(), s.start)).unwrap_or_default();
             let mut full = base.clone();
             full.extend(rel.iter().cloned());
-            let mut problem = self.toml_error(&e);
-            problem.field = dotted(&full);
-            problems.push((offset, problem));
+            // "missing field" where a wrong field was just left out is no news.
+            if !tainted[first_taint..].iter().any(|t| overlaps(t, &full)) {
+                let mut problem = self.toml_error(&e);
+                problem.field = dotted(&full);
+                problems.push((offset, problem));
+            }
             tainted.push(full);
             // Leave out the innermost keyed field that holds the error (an item of an array cannot be taken
             // out without renumbering the items after it), then try again.
