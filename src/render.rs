@@ -6,6 +6,7 @@
 //! use", safe from the kubelet's image garbage collection. Pods meet the Pod Security "restricted" profile.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{
@@ -99,13 +100,24 @@ pub fn selector_labels(set: &ImageSet) -> BTreeMap<String, String> {
 }
 
 pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> DaemonSet {
+    let mut ds = render_unhashed(config, set, options);
+    let hash = spec_hash(&ds);
+    ds.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(labels::SPEC_HASH.into(), hash);
+    ds
+}
+
+/// The DaemonSet without its spec-hash annotation (what the hash is computed over).
+fn render_unhashed(config: &Config, set: &ImageSet, options: &RenderOptions) -> DaemonSet {
     let selector = selector_labels(set);
     let mut object_labels = selector.clone();
     object_labels.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
     object_labels.insert(labels::PART_OF.into(), labels::MANAGER.into());
     object_labels.insert(labels::INSTANCE.into(), instance(config).into());
 
-    let mut ds = DaemonSet {
+    DaemonSet {
         metadata: ObjectMeta {
             name: Some(set.name.clone()),
             namespace: Some(config.namespace.clone()),
@@ -136,19 +148,27 @@ pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> D
             ..DaemonSetSpec::default()
         }),
         status: None,
-    };
-    let hash = spec_hash(&ds);
-    ds.metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(labels::SPEC_HASH.into(), hash);
-    ds
+    }
 }
 
-/// The length of the JSON of `render_set(config, set, &RenderOptions::default())`, without rendering it
-/// whole: the set rendered without images, plus each image's container (the same for every image but for its
-/// name, reference and pull policy). Cheap enough for every load: a few small objects per set.
+/// The size of `render_set(config, set, &RenderOptions::default())` as JSON when it is over `limit`, else
+/// None. Cheap for every load: an upper bound first (no rendering), the exact size only near the limit.
+pub fn size_if_over(config: &Config, set: &ImageSet, limit: usize) -> Option<usize> {
+    let images = images_len(set);
+    if bare_bound(config, set).saturating_add(images) <= limit {
+        return None;
+    }
+    Some(encoded_len(config, set)).filter(|size| *size > limit)
+}
+
+/// The length of the JSON of `render_set(config, set, &RenderOptions::default())`, exact, without rendering
+/// the containers: the set rendered without images, plus each image's container.
 pub fn encoded_len(config: &Config, set: &ImageSet) -> usize {
+    bare_len(config, set) + images_len(set)
+}
+
+/// The set rendered without images (and without hashing: the hash annotation has a fixed length).
+fn bare_len(config: &Config, set: &ImageSet) -> usize {
     let bare = ImageSet {
         name: set.name.clone(),
         images: Vec::new(),
@@ -161,27 +181,76 @@ pub fn encoded_len(config: &Config, set: &ImageSet) -> usize {
         annotations: set.annotations.clone(),
         refresh: set.refresh,
     };
-    let base = json_len(&render_set(config, &bare, &RenderOptions::default()));
-    let resources = resource_requirements(&set.resources);
-    // An empty name and reference ("@" marks a pinned one: one byte more).
-    let template = |reference: &str| {
-        let image = Image {
-            name: String::new(),
-            reference: reference.to_owned(),
+    let len = json_len(&render_unhashed(config, &bare, &RenderOptions::default()));
+    let entry = |value_len: usize| json_escaped_len(labels::SPEC_HASH) + value_len + 5; // "k":"v"
+    match set.annotations.get(labels::SPEC_HASH) {
+        // A user's annotation of that name is replaced.
+        Some(v) => len - entry(json_escaped_len(v)) + entry(32),
+        // One more entry, after a comma when there are others.
+        None => len + entry(32) + usize::from(!set.annotations.is_empty()),
+    }
+}
+
+/// More than all the fixed parts of a DaemonSet without images (keys, constant labels, security contexts,
+/// the volume, the init container): about 2.5 KiB (a test holds the bound).
+const SKELETON_BOUND: usize = 16 * 1024;
+
+/// An upper bound of [`bare_len`] from the lengths of what varies, without rendering.
+fn bare_bound(config: &Config, set: &ImageSet) -> usize {
+    let e = json_escaped_len;
+    let r = &set.resources;
+    SKELETON_BOUND
+        // The set's name: the object's name and the set label of the object, the template and the selector.
+        + 4 * e(&set.name)
+        + 2 * e(instance(config))
+        + e(&config.namespace)
+        + e(&config.kip_image)
+        + e(&r.cpu_request)
+        + e(&r.cpu_limit)
+        + e(&r.memory_request)
+        + e(&r.memory_limit)
+        + json_len(&set.node_selector)
+        + json_len(&set.tolerations)
+        + json_len(&set.affinity)
+        + json_len(&set.annotations)
+        + set.image_pull_secrets.iter().map(|s| e(s) + 16).sum::<usize>()
+        + set.priority_class_name.as_deref().map_or(0, e)
+}
+
+/// The containers of the images, exact: each is a fixed template (by pull policy) holding its name, its
+/// reference and the four resource quantities once each.
+fn images_len(set: &ImageSet) -> usize {
+    static TEMPLATES: OnceLock<(usize, usize)> = OnceLock::new();
+    let (tagged, pinned) = *TEMPLATES.get_or_init(|| {
+        let empty = resource_requirements(&Resources {
+            cpu_request: String::new(),
+            cpu_limit: String::new(),
+            memory_request: String::new(),
+            memory_limit: String::new(),
+        });
+        // "@" marks a reference as pinned; it is one byte of the reference.
+        let len = |reference: &str| {
+            let image = Image {
+                name: String::new(),
+                reference: reference.to_owned(),
+            };
+            json_len(&cache_container(&image, &empty)) - reference.len()
         };
-        json_len(&cache_container(&image, &resources)) - reference.len()
-    };
-    let (tagged, pinned) = (template(""), template("@"));
+        (len(""), len("@"))
+    });
+    let e = json_escaped_len;
+    let r = &set.resources;
+    let resources = e(&r.cpu_request) + e(&r.cpu_limit) + e(&r.memory_request) + e(&r.memory_limit);
     let containers: usize = set
         .images
         .iter()
         .map(|i| {
             let template = if i.is_pinned() { pinned } else { tagged };
-            template + json_escaped_len(&i.name) + json_escaped_len(&i.reference)
+            template + resources + e(&i.name) + e(&i.reference)
         })
         .sum();
     // Commas between the containers.
-    base + containers + set.images.len().saturating_sub(1)
+    containers + set.images.len().saturating_sub(1)
 }
 
 fn json_len(value: &impl serde::Serialize) -> usize {
@@ -367,6 +436,32 @@ mod tests {
             deployment_name: Some("kip".into()),
             sets: vec![],
         };
+        for (images, annotations) in [
+            (vec![], BTreeMap::new()),
+            (
+                vec![],
+                BTreeMap::from([(labels::SPEC_HASH.to_owned(), "mine".to_owned())]),
+            ),
+            (vec![image("a", "busybox")], set.annotations.clone()),
+            (
+                vec![
+                    image("a", "busybox:1.36"),
+                    image("b", &format!("quay.io/x/y@sha256:{}", "0".repeat(64))),
+                    image("c", "registry.example.com:5000/team/app:v1.2.3"),
+                ],
+                set.annotations.clone(),
+            ),
+        ] {
+            set.images = images;
+            set.annotations = annotations;
+            let rendered = serde_json::to_vec(&render_set(&config, &set, &RenderOptions::default())).unwrap();
+            assert_eq!(
+                encoded_len(&config, &set),
+                rendered.len(),
+                "{} images",
+                set.images.len()
+            );
+        }
         for images in [
             vec![],
             vec![image("a", "busybox")],
@@ -384,6 +479,30 @@ mod tests {
                 "{} images",
                 set.images.len()
             );
+        }
+        // The bound holds, with everything set and with nothing set.
+        set.tolerations = vec![k8s_openapi::api::core::v1::Toleration {
+            key: Some("k".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }];
+        set.priority_class_name = Some("low".into());
+        for s in [
+            set.clone(),
+            ImageSet {
+                annotations: BTreeMap::new(),
+                node_selector: BTreeMap::new(),
+                tolerations: vec![],
+                image_pull_secrets: vec![],
+                priority_class_name: None,
+                ..set.clone()
+            },
+        ] {
+            let exact = bare_len(&config, &s);
+            assert!(exact < bare_bound(&config, &s), "{exact} {}", bare_bound(&config, &s));
+            assert!(exact < SKELETON_BOUND / 4, "the bound is far above a bare set: {exact}");
+            assert_eq!(size_if_over(&config, &s, 0), Some(encoded_len(&config, &s)));
+            assert_eq!(size_if_over(&config, &s, MAX_OBJECT_BYTES), None);
         }
         assert_eq!(json_escaped_len("a\"\\\u{1}é"), 1 + 2 + 2 + 6 + 2);
     }

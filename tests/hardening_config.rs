@@ -889,3 +889,21 @@ fn every_toml_snippet_of_the_docs_passes_check() {
     }
     assert!(checked >= 1, "no TOML snippet found in {docs:?}");
 }
+
+#[test]
+fn a_non_utf8_variable_is_an_error_not_unset() {
+    use std::os::unix::ffi::OsStrExt;
+    let value = std::ffi::OsStr::from_bytes(b"a=busybox;b=alpine\xff");
+    let out = Command::new(PULLER)
+        .arg("check")
+        .env_clear()
+        .env("IMAGES", value)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("  - IMAGES: \"alpine\u{fffd}\" is not an image reference"),
+        "{stdout}"
+    );
+}

@@ -24,7 +24,9 @@ pub struct Env;
 
 impl VarSource for Env {
     fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        // A value that is not UTF-8 is not taken for unset: its bad bytes show as U+FFFD and fail its check.
+        let value = std::env::var_os(name)?.to_string_lossy().into_owned();
+        (!value.trim().is_empty()).then_some(value)
     }
     fn label(&self, name: &str) -> String {
         name.to_owned()

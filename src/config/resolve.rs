@@ -221,8 +221,7 @@ const SPEC_HASH_ANNOTATION_BYTES: usize = crate::render::labels::SPEC_HASH.len()
 /// nearly all of it.
 fn check_rendered_size(config: &Config, problems: &mut Vec<FieldProblem>) {
     for (i, set) in config.sets.iter().enumerate() {
-        let size = crate::render::encoded_len(config, set);
-        if size > MAX_OBJECT_BYTES {
+        if let Some(size) = crate::render::size_if_over(config, set, MAX_OBJECT_BYTES) {
             problems.push(problem(
                 vec![key("sets"), Seg::Index(i), key("images")],
                 format!(
