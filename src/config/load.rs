@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::env::{UPSTREAM_VARS, VarSource, raw_from_vars, var_for};
 use super::model::RawConfig;
-use super::resolve::{FieldPath, FieldProblem, Seg, describe, key, overlaps, resolve};
+use super::resolve::{FieldPath, FieldProblem, Seg, Tainted, describe, key, resolve};
 use super::rules::shorten_message;
 use super::toml_source::{TomlDoc, line_col};
 use super::{Config, ConfigError, InputReason, Problem};
@@ -233,10 +233,8 @@ pub fn load_toml_str(text: &str, origin: &str, env: &dyn VarSource) -> Result<Co
     };
     // A field already reported as unknown or of the wrong type was left out: what resolve then says about
     // it (or its absence) is a consequence, not another problem.
-    for p in more
-        .into_iter()
-        .filter(|p| !tainted.iter().any(|t| overlaps(t, &p.path)))
-    {
+    let tainted = Tainted::new(tainted);
+    for p in more.into_iter().filter(|p| !tainted.covers(&p.path)) {
         let top = match p.path.first() {
             Some(Seg::Key(k)) => k.as_str(),
             _ => "",

@@ -13,7 +13,7 @@ use super::{Config, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet, Resou
 use crate::render::MAX_OBJECT_BYTES;
 
 /// One step of a path into the config document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Seg {
     Key(String),
     Index(usize),
@@ -37,6 +37,29 @@ pub fn key(k: &str) -> Seg {
 pub fn overlaps(a: &[Seg], b: &[Seg]) -> bool {
     let n = a.len().min(b.len());
     a[..n] == b[..n]
+}
+
+/// Paths of fields already reported and left out; see [`overlaps`]. Ordered, so that a lookup costs a few
+/// searches, not a scan: a file can hold thousands of problems.
+#[derive(Debug, Default)]
+pub struct Tainted(std::collections::BTreeSet<FieldPath>);
+
+impl Tainted {
+    pub fn new(paths: Vec<FieldPath>) -> Self {
+        Self(paths.into_iter().collect())
+    }
+
+    /// Whether `path` overlaps a tainted path: one of them leads into the other.
+    pub fn covers(&self, path: &[Seg]) -> bool {
+        // A tainted path holding this one: one of its prefixes.
+        let held = (0..=path.len()).any(|n| self.0.contains(&path[..n]));
+        // A tainted path inside this one: sorted right after it.
+        held || self
+            .0
+            .range::<[Seg], _>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded))
+            .next()
+            .is_some_and(|t| t.starts_with(path))
+    }
 }
 
 /// The most bytes of annotations (keys and values together) the API server accepts on an object:

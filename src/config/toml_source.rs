@@ -1,6 +1,7 @@
 //! The TOML file: syntax errors and unknown keys (all of them, with line and column), then deserialization,
 //! and the mapping from a field path back to where it is written in the file.
 
+use std::cell::OnceCell;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::Affinity;
@@ -18,6 +19,9 @@ pub struct TomlDoc<'t> {
     text: &'t str,
     origin: &'t str,
     root: Spanned<DeTable<'t>>,
+    /// Byte offset of each line's start, built on the first location asked for: thousands of problems must not
+    /// each count the newlines from the top.
+    line_starts: OnceCell<Vec<usize>>,
 }
 
 /// 1-based line and column of a byte offset.
@@ -48,7 +52,12 @@ impl<'t> TomlDoc<'t> {
     /// set deserialized on its own, a wrong field left out and the rest tried again), then the raw config.
     pub fn parse(text: &'t str, origin: &'t str) -> Result<Parsed<'t>, Vec<Problem>> {
         let (root, errors) = DeTable::parse_recoverable(text);
-        let doc = TomlDoc { text, origin, root };
+        let doc = TomlDoc {
+            text,
+            origin,
+            root,
+            line_starts: OnceCell::new(),
+        };
         if !errors.is_empty() {
             return Err(errors.iter().map(|e| doc.toml_error(e)).collect());
         }
@@ -198,7 +207,16 @@ impl<'t> TomlDoc<'t> {
     }
 
     fn at(&self, offset: usize) -> String {
-        let (line, col) = line_col(self.text, offset);
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let offset = offset.min(self.text.len());
+        // The last line starting at or before the offset.
+        let line = starts.partition_point(|start| *start <= offset);
+        let start = starts[line.saturating_sub(1)];
+        let col = self.text.get(start..offset).map_or(0, |l| l.chars().count()) + 1;
         format!("{}:{line}:{col}", self.origin)
     }
 
@@ -392,6 +410,10 @@ fn remove_key(value: &mut Spanned<DeValue<'_>>, path: &[Seg]) -> bool {
 }
 
 fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    // A key far longer than any allowed is no misspelling (and comparing a huge one costs time).
+    if name.len() > 64 {
+        return None;
+    }
     allowed
         .iter()
         .map(|c| (strsim::jaro_winkler(name, c), *c))
