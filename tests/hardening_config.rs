@@ -206,7 +206,12 @@ fn unreadable_key_files_are_errors_not_env_fallbacks() {
         ("CACHING_MEMORY_LIMIT", "30Mi"),
     ]);
     type Make = fn(&Path);
-    let cases: [(&str, Make, &str); 6] = [
+    let cases: [(&str, Make, &str); 7] = [
+        (
+            "IMAGES",
+            |p| std::fs::File::create(p).unwrap().set_len(2 * 1024 * 1024).unwrap(),
+            "it is 2097152 bytes, over the limit of 1048576 bytes (1 MiB, the most a ConfigMap can hold)",
+        ),
         (
             "IMAGES",
             |p| std::fs::create_dir(p).unwrap(),
