@@ -577,8 +577,8 @@ fn affinity_keys_operators_and_values_follow_the_api() {
             vec![(format!("{base}.values"), "operator Exists takes no values")],
         ),
         (
-            node("{ key = \"cores\", operator = \"Gt\", values = [\"many\"] }"),
-            vec![(format!("{base}.values"), "operator Gt takes exactly one value, a whole number")],
+            node("{ key = \"cores\", operator = \"Gt\", values = [\"1\", \"2\"] }"),
+            vec![(format!("{base}.values"), "operator Gt takes exactly one value (a whole number)")],
         ),
         (
             format!("{MINIMAL_SET}[sets.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution]\nnodeSelectorTerms = []\n"),

@@ -78,9 +78,10 @@ impl Walk<'_> {
             "Exists" | "DoesNotExist" if !values.is_empty() => {
                 self.report("values", format!("operator {} takes no values", r.operator))
             }
-            "Gt" | "Lt" if values.len() != 1 || values[0].parse::<i64>().is_err() => self.report(
+            // The scheduler reads the value as a whole number, but the API only counts it: so does this.
+            "Gt" | "Lt" if values.len() != 1 => self.report(
                 "values",
-                format!("operator {} takes exactly one value, a whole number", r.operator),
+                format!("operator {} takes exactly one value (a whole number)", r.operator),
             ),
             "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
             other => self.report(
