@@ -77,6 +77,7 @@ impl<'t> TomlDoc<'t> {
         let mut tainted = Vec::new();
         // Deserialize from the tree already parsed (its strings borrow the text) instead of parsing again.
         let mut tree = Spanned::new(doc.root.span(), DeValue::Table(doc.root.get_ref().clone()));
+        let mut left_out = Vec::new();
         for (path, suggestion) in unknown {
             remove_key(&mut tree, &path);
             // A misspelt key also explains what its intended sibling lacks ("image" → no `images`).
@@ -86,14 +87,15 @@ impl<'t> TomlDoc<'t> {
                 sibling.push(Seg::Key(s));
                 tainted.push(sibling);
             }
-            tainted.push(path);
+            tainted.push(path.clone());
+            left_out.push(path);
         }
         let sets = match tree.get_mut() {
             DeValue::Table(t) => t.remove("sets"),
             _ => None,
         };
         let mut raw: RawConfig = doc
-            .deserialize_lenient(tree, &Vec::new(), &mut problems, &mut tainted)
+            .deserialize_lenient(tree, &Vec::new(), &left_out, &mut problems, &mut tainted)
             .unwrap_or_default();
         if let Some(sets) = sets {
             let span = sets.span();
@@ -101,7 +103,7 @@ impl<'t> TomlDoc<'t> {
                 DeValue::Array(items) => {
                     for (i, item) in items.into_iter().enumerate() {
                         let base = vec![key("sets"), Seg::Index(i)];
-                        let set = doc.deserialize_lenient(item, &base, &mut problems, &mut tainted);
+                        let set = doc.deserialize_lenient(item, &base, &left_out, &mut problems, &mut tainted);
                         raw.sets.push(set.unwrap_or_else(|| {
                             // Keeps the numbering of the sets after it; nothing more is said about it.
                             tainted.push(base);
@@ -113,7 +115,8 @@ impl<'t> TomlDoc<'t> {
                     // Not a list: deserializing it as one gives the error to report.
                     let base = vec![key("sets")];
                     let wrong = Spanned::new(span, other);
-                    let sets: Option<Vec<RawSet>> = doc.deserialize_lenient(wrong, &base, &mut problems, &mut tainted);
+                    let sets: Option<Vec<RawSet>> =
+                        doc.deserialize_lenient(wrong, &base, &left_out, &mut problems, &mut tainted);
                     raw.sets = sets.unwrap_or_default();
                     tainted.push(base);
                 }
@@ -128,21 +131,31 @@ impl<'t> TomlDoc<'t> {
         })
     }
 
-    /// Deserializes one part of the document (`base` is its path). On a type error the problem is recorded,
-    /// the field holding it is left out and the rest is tried again; None when the part itself is wrong.
+    /// Deserializes one part of the document (`base` is its path; `value` is that part with the `left_out`
+    /// keys removed). On a type error the problem is recorded, the field holding it is left out and the part
+    /// is tried again; None when the part itself is wrong. The first try takes `value` itself: a copy is made
+    /// only after an error.
     fn deserialize_lenient<T: serde::de::DeserializeOwned>(
         &self,
-        mut value: Spanned<DeValue<'t>>,
+        value: Spanned<DeValue<'t>>,
         base: &FieldPath,
+        left_out: &[FieldPath],
         problems: &mut Vec<(usize, Problem)>,
         tainted: &mut Vec<FieldPath>,
     ) -> Option<T> {
         let first_taint = tainted.len();
+        // Keys left out of this part because of its own type errors, relative to it.
+        let mut wrong: Vec<FieldPath> = Vec::new();
+        let mut attempt = value;
         for _ in 0..MAX_TYPE_ERRORS_PER_PART {
-            let e = match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            let e = match T::deserialize(toml::de::ValueDeserializer::from(attempt)) {
                 Ok(parsed) => return Some(parsed),
                 Err(e) => e,
             };
+            let mut value = self.part(base, left_out)?;
+            for w in &wrong {
+                remove_key(&mut value, w);
+            }
             let offset = e.span().map_or(0, |s| s.start);
             let rel = e.span().map(|s| path_at(value.get_ref(), s.start)).unwrap_or_default();
             let mut full = base.clone();
@@ -160,8 +173,44 @@ impl<'t> TomlDoc<'t> {
             if !remove_key(&mut value, &rel[..=last_key]) {
                 return None;
             }
+            wrong.push(rel[..=last_key].to_vec());
+            attempt = value;
         }
         None
+    }
+
+    /// A fresh copy of the part of the document at `base` (the whole document without `sets` when `base` is
+    /// empty), with the `left_out` keys under it removed.
+    fn part(&self, base: &FieldPath, left_out: &[FieldPath]) -> Option<Spanned<DeValue<'t>>> {
+        let mut value = match base.split_first() {
+            None => {
+                let mut rest = DeTable::new();
+                for (k, v) in self.root.get_ref() {
+                    if k.get_ref() != "sets" {
+                        rest.insert(k.clone(), v.clone());
+                    }
+                }
+                Spanned::new(self.root.span(), DeValue::Table(rest))
+            }
+            Some((Seg::Key(first), more)) => {
+                let mut node = self.root.get_ref().get(first.as_str())?;
+                for seg in more {
+                    node = match (seg, node.get_ref()) {
+                        (Seg::Key(k), DeValue::Table(t)) => t.get(k.as_str())?,
+                        (Seg::Index(i), DeValue::Array(a)) => a.get(*i)?,
+                        _ => return None,
+                    };
+                }
+                node.clone()
+            }
+            Some((Seg::Index(_), _)) => return None,
+        };
+        for path in left_out {
+            if let Some(rel) = path.strip_prefix(base.as_slice()) {
+                remove_key(&mut value, rel);
+            }
+        }
+        Some(value)
     }
 
     /// Kubernetes' own types ignore unknown fields: report the ones an `affinity` would lose.
