@@ -387,6 +387,19 @@ if [[ $HAVE_BIN -eq 1 ]]; then
     "$KIP_BIN" check --config "$WORK/bad.toml"
   }
   check_fails "kubernetes-image-puller check rejects an invalid config.toml" "." bad_toml
+  # Every Helm values snippet of README.md and docs/*.md renders, and `check` accepts the config it makes.
+  doc_values() { # VALUES
+    local name
+    name=$(basename "$1" .yaml)
+    helm_template "$OUT/doc-$name.yaml" -f "$1" && kip_check_configmap "$OUT/doc-$name.yaml" "$WORK/cm-doc-$name"
+  }
+  if DOC_VALUES=$("${HELPER[@]}" doc-values "$WORK/doc-values" README.md docs/*.md 2>"$WORK/log.doc-values"); then
+    for values in $DOC_VALUES; do
+      check "docs: Helm values snippet $(basename "$values" .yaml) renders and passes check" doc_values "$values"
+    done
+  else
+    fail "docs: extract the Helm values snippets of README.md and docs/*.md" "$WORK/log.doc-values"
+  fi
 
   render() { # NAME CONFIG [--openshift]
     local name=$1 cfg=$2

@@ -14,6 +14,8 @@ Subcommands (each exits 0 on success, 1 with messages on stderr otherwise):
   set-namespace IN OUT NS             namespace for objects naming none (as `oc apply -n NS`)
   netpol-covers POLICIES RENDERED...  every rendered pod template is under a deny-all NetworkPolicy
   assert-controller-netpol MANIFESTS CIDR PORT...  the controller's optional NetworkPolicy
+  doc-values OUTDIR MARKDOWN...       write each ```yaml block of the docs that is Helm values (not a
+                                      manifest) to OUTDIR/<doc>-L<line>.yaml; print the paths
 """
 import json
 import os
@@ -531,6 +533,35 @@ def cmd_assert_controller_netpol(manifests, cidr, *api_ports):
                                  "app.kubernetes.io/managed-by": "kubernetes-image-puller"}),
            "the controller's policy also selects cache pods")
     print(f"NetworkPolicy/{mine[0]['metadata']['name']}: ingress http, egress {cidr} {got} and DNS")
+# --- doc-values ----------------------------------------------------------------
+
+def cmd_doc_values(outdir, *markdown):
+    """The docs' Helm values snippets, so that each is rendered with `helm template` and its config checked."""
+    os.makedirs(outdir, exist_ok=True)
+    written = []
+    for doc in markdown:
+        with open(doc) as f:
+            lines = f.read().split("\n")
+        start = None
+        for n, line in enumerate(lines, 1):
+            if start is None and line.strip() == "```yaml":
+                start, block = n, []
+            elif start is not None and line.strip() == "```":
+                try:
+                    values = yaml.safe_load("\n".join(block))
+                except yaml.YAMLError as e:
+                    raise CheckError(f"{doc}:{start}: YAML block does not parse: {e}")
+                # Manifests (apiVersion/kind) are not values for the chart.
+                if isinstance(values, dict) and "kind" not in values and "apiVersion" not in values:
+                    path = os.path.join(outdir, f"{os.path.basename(doc)}-L{start}.yaml")
+                    with open(path, "w") as f:
+                        f.write("\n".join(block) + "\n")
+                    written.append(path)
+                start = None
+            elif start is not None:
+                block.append(line)
+    expect(written, f"no Helm values snippet in {' '.join(markdown)}")
+    print("\n".join(written))
 
 
 COMMANDS = {
@@ -546,6 +577,7 @@ COMMANDS = {
     "set-namespace": cmd_set_namespace,
     "netpol-covers": cmd_netpol_covers,
     "assert-controller-netpol": cmd_assert_controller_netpol,
+    "doc-values": cmd_doc_values,
 }
 
 

@@ -6,6 +6,7 @@
 //! use", safe from the kubelet's image garbage collection. Pods meet the Pod Security "restricted" profile.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{
@@ -90,6 +91,12 @@ pub const CHECKOV_SKIP_OPENSHIFT: (&str, &str) = (
     "checkov.io/skip6",
     "CKV_K8S_40=OpenShift's SCC assigns a high user id from the project's range",
 );
+/// The largest DaemonSet (as the JSON sent to the API server) a config may describe; `config::load` refuses
+/// a set above it, naming the set. etcd refuses a write over its `--max-request-bytes` (1.5 MiB by default),
+/// and what is stored is more than what is sent: server-side apply adds managedFields (every field path
+/// again), and the DaemonSet controller copies the pod template into a ControllerRevision. 1 MiB as sent
+/// leaves room for both.
+pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
 
 /// What render needs beside the config; all of it comes from the caller, so render stays pure.
 #[derive(Debug, Clone, Default)]
@@ -124,13 +131,28 @@ pub fn selector_labels(set: &ImageSet) -> BTreeMap<String, String> {
 }
 
 pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> DaemonSet {
+    let mut ds = render_unhashed(config, set, options);
+    // The owner reference is left out of the hash: it depends on where the render runs (the controller
+    // knows its Deployment, `status` on a laptop does not), and "up to date" must not. The controller
+    // compares the owner reference field by field instead.
+    let hash = spec_hash(&ds);
+    ds.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(labels::SPEC_HASH.into(), hash);
+    ds.metadata.owner_references = options.owner.clone().map(|o| vec![o]);
+    ds
+}
+
+/// The DaemonSet without its spec-hash annotation (what the hash is computed over).
+fn render_unhashed(config: &Config, set: &ImageSet, options: &RenderOptions) -> DaemonSet {
     let selector = selector_labels(set);
     let mut object_labels = selector.clone();
     object_labels.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
     object_labels.insert(labels::PART_OF.into(), labels::MANAGER.into());
     object_labels.insert(labels::INSTANCE.into(), instance(config).into());
 
-    let mut ds = DaemonSet {
+    DaemonSet {
         metadata: ObjectMeta {
             name: Some(set.name.clone()),
             namespace: Some(config.namespace.clone()),
@@ -160,17 +182,139 @@ pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> D
             ..DaemonSetSpec::default()
         }),
         status: None,
+    }
+}
+
+/// The size of `render_set(config, set, &RenderOptions::default())` as JSON when it is over `limit`, else
+/// None. Cheap for every load: an upper bound first (no rendering), the exact size only near the limit.
+pub fn size_if_over(config: &Config, set: &ImageSet, limit: usize) -> Option<usize> {
+    let images = images_len(set);
+    if bare_bound(config, set).saturating_add(images) <= limit {
+        return None;
+    }
+    Some(encoded_len(config, set)).filter(|size| *size > limit)
+}
+
+/// The length of the JSON of `render_set(config, set, &RenderOptions::default())`, exact, without rendering
+/// the containers: the set rendered without images, plus each image's container.
+pub fn encoded_len(config: &Config, set: &ImageSet) -> usize {
+    bare_len(config, set) + images_len(set)
+}
+
+/// The set rendered without images (and without hashing: the hash annotation has a fixed length).
+fn bare_len(config: &Config, set: &ImageSet) -> usize {
+    let bare = ImageSet {
+        name: set.name.clone(),
+        images: Vec::new(),
+        resources: set.resources.clone(),
+        node_selector: set.node_selector.clone(),
+        tolerations: set.tolerations.clone(),
+        affinity: set.affinity.clone(),
+        image_pull_secrets: set.image_pull_secrets.clone(),
+        priority_class_name: set.priority_class_name.clone(),
+        annotations: set.annotations.clone(),
+        refresh: set.refresh,
     };
-    // The owner reference is left out of the hash: it depends on where the render runs (the controller
-    // knows its Deployment, `status` on a laptop does not), and "up to date" must not. The controller
-    // compares the owner reference field by field instead.
-    let hash = spec_hash(&ds);
-    ds.metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(labels::SPEC_HASH.into(), hash);
-    ds.metadata.owner_references = options.owner.clone().map(|o| vec![o]);
-    ds
+    let rendered = render_unhashed(config, &bare, &RenderOptions::default());
+    let len = json_len(&rendered);
+    let others = rendered.metadata.annotations.as_ref().is_some_and(|a| !a.is_empty());
+    let entry = |value_len: usize| json_escaped_len(labels::SPEC_HASH) + value_len + 5; // "k":"v"
+    match set.annotations.get(labels::SPEC_HASH) {
+        // A user's annotation of that name is replaced.
+        Some(v) => len - entry(json_escaped_len(v)) + entry(32),
+        // One more entry, after a comma when there are others (the scanner notes always are).
+        None => len + entry(32) + usize::from(others),
+    }
+}
+
+/// More than all the fixed parts of a DaemonSet without images (keys, constant labels, security contexts,
+/// the volume, the init container): about 2.5 KiB (a test holds the bound).
+const SKELETON_BOUND: usize = 16 * 1024;
+
+/// An upper bound of [`bare_len`] from the lengths of what varies, without rendering.
+fn bare_bound(config: &Config, set: &ImageSet) -> usize {
+    let e = json_escaped_len;
+    let r = &set.resources;
+    SKELETON_BOUND
+        // The set's name: the object's name and the set label of the object, the template and the selector.
+        + 4 * e(&set.name)
+        + 2 * e(instance(config))
+        + e(&config.namespace)
+        + e(&config.kip_image)
+        + e(&r.cpu_request)
+        + e(&r.cpu_limit)
+        + e(&r.memory_request)
+        + e(&r.memory_limit)
+        + json_len(&set.node_selector)
+        + json_len(&set.tolerations)
+        + json_len(&set.affinity)
+        + json_len(&set.annotations)
+        + set.image_pull_secrets.iter().map(|s| e(s) + 16).sum::<usize>()
+        + set.priority_class_name.as_deref().map_or(0, e)
+}
+
+/// The containers of the images, exact: each is a fixed template (by pull policy) holding its name, its
+/// reference and the four resource quantities once each.
+fn images_len(set: &ImageSet) -> usize {
+    static TEMPLATES: OnceLock<(usize, usize)> = OnceLock::new();
+    let (tagged, pinned) = *TEMPLATES.get_or_init(|| {
+        let empty = resource_requirements(&Resources {
+            cpu_request: String::new(),
+            cpu_limit: String::new(),
+            memory_request: String::new(),
+            memory_limit: String::new(),
+        });
+        // "@" marks a reference as pinned; it is one byte of the reference.
+        let len = |reference: &str| {
+            let image = Image {
+                name: String::new(),
+                reference: reference.to_owned(),
+            };
+            json_len(&cache_container(&image, &empty)) - reference.len()
+        };
+        (len(""), len("@"))
+    });
+    let e = json_escaped_len;
+    let r = &set.resources;
+    let resources = e(&r.cpu_request) + e(&r.cpu_limit) + e(&r.memory_request) + e(&r.memory_limit);
+    let containers: usize = set
+        .images
+        .iter()
+        .map(|i| {
+            let template = if i.is_pinned() { pinned } else { tagged };
+            template + resources + e(&i.name) + e(&i.reference)
+        })
+        .sum();
+    // Commas between the containers.
+    containers + set.images.len().saturating_sub(1)
+}
+
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing k8s-openapi types cannot fail (see spec_hash).
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Bytes of `s` inside a JSON string as serde_json writes it.
+fn json_escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// The DaemonSet's annotations: the by-design scanner findings, then the set's own (which win on a clash).
@@ -309,4 +453,106 @@ fn container_security_context() -> SecurityContext {
 
 fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
     (!map.is_empty()).then(|| map.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Refresh;
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_rendered_json() {
+        let image = |name: &str, reference: &str| Image {
+            name: name.into(),
+            reference: reference.into(),
+        };
+        let mut set = ImageSet {
+            name: "s".into(),
+            images: vec![],
+            resources: Resources::default(),
+            node_selector: BTreeMap::from([("pool".into(), "a".into())]),
+            tolerations: vec![],
+            affinity: None,
+            image_pull_secrets: vec!["regcred".into()],
+            priority_class_name: None,
+            annotations: BTreeMap::from([("note".into(), "quote \" and \\ and \n é".into())]),
+            refresh: Refresh::Interval,
+        };
+        let config = Config {
+            namespace: "ns".into(),
+            caching_interval_hours: 1,
+            kip_image: "quay.io/x/kip:1".into(),
+            deployment_name: Some("kip".into()),
+            sets: vec![],
+        };
+        for (images, annotations) in [
+            (vec![], BTreeMap::new()),
+            (
+                vec![],
+                BTreeMap::from([(labels::SPEC_HASH.to_owned(), "mine".to_owned())]),
+            ),
+            (vec![image("a", "busybox")], set.annotations.clone()),
+            (
+                vec![
+                    image("a", "busybox:1.36"),
+                    image("b", &format!("quay.io/x/y@sha256:{}", "0".repeat(64))),
+                    image("c", "registry.example.com:5000/team/app:v1.2.3"),
+                ],
+                set.annotations.clone(),
+            ),
+        ] {
+            set.images = images;
+            set.annotations = annotations;
+            let rendered = serde_json::to_vec(&render_set(&config, &set, &RenderOptions::default())).unwrap();
+            assert_eq!(
+                encoded_len(&config, &set),
+                rendered.len(),
+                "{} images",
+                set.images.len()
+            );
+        }
+        for images in [
+            vec![],
+            vec![image("a", "busybox")],
+            vec![
+                image("a", "busybox:1.36"),
+                image("b", &format!("quay.io/x/y@sha256:{}", "0".repeat(64))),
+                image("c", "registry.example.com:5000/team/app:v1.2.3"),
+            ],
+        ] {
+            set.images = images;
+            let rendered = serde_json::to_vec(&render_set(&config, &set, &RenderOptions::default())).unwrap();
+            assert_eq!(
+                encoded_len(&config, &set),
+                rendered.len(),
+                "{} images",
+                set.images.len()
+            );
+        }
+        // The bound holds, with everything set and with nothing set.
+        set.tolerations = vec![k8s_openapi::api::core::v1::Toleration {
+            key: Some("k".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }];
+        set.priority_class_name = Some("low".into());
+        for s in [
+            set.clone(),
+            ImageSet {
+                annotations: BTreeMap::new(),
+                node_selector: BTreeMap::new(),
+                tolerations: vec![],
+                image_pull_secrets: vec![],
+                priority_class_name: None,
+                ..set.clone()
+            },
+        ] {
+            let exact = bare_len(&config, &s);
+            assert!(exact < bare_bound(&config, &s), "{exact} {}", bare_bound(&config, &s));
+            assert!(exact < SKELETON_BOUND / 4, "the bound is far above a bare set: {exact}");
+            assert_eq!(size_if_over(&config, &s, 0), Some(encoded_len(&config, &s)));
+            assert_eq!(size_if_over(&config, &s, MAX_OBJECT_BYTES), None);
+        }
+        assert_eq!(json_escaped_len("a\"\\\u{1}é"), 1 + 2 + 2 + 6 + 2);
+    }
 }

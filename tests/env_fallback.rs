@@ -211,10 +211,14 @@ fn malformed_images_entries_are_errors_not_skipped() {
 #[test]
 fn repeated_image_names_are_an_error() {
     // A real config used one name for two digests; upstream silently kept one of them.
+    let (d1, d2) = (
+        format!("busybox@sha256:{}", "1".repeat(64)),
+        format!("busybox@sha256:{}", "2".repeat(64)),
+    );
     only_problem(
-        &[("IMAGES", "a=busybox@sha256:1111;b=alpine;a=busybox@sha256:2222")],
+        &[("IMAGES", &format!("a={d1};b=alpine;a={d2}"))],
         "IMAGES",
-        "entry 3: name \"a\" is given twice (\"busybox@sha256:1111\" and \"busybox@sha256:2222\")",
+        &format!("entry 3: name \"a\" is given twice (\"{d1}\" and \"{d2}\")"),
     );
 }
 

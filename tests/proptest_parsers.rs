@@ -20,7 +20,7 @@ fn assert_explained(e: &ConfigError) -> Result<(), TestCaseError> {
                 prop_assert!(!p.location.is_empty(), "no location in {}", e);
             }
         }
-        ConfigError::Read { .. } => prop_assert!(false, "unexpected read error: {}", e),
+        ConfigError::Read { .. } | ConfigError::Input { .. } => prop_assert!(false, "unexpected read error: {}", e),
     }
     Ok(())
 }
@@ -290,6 +290,54 @@ proptest! {
     fn image_references_never_panic(s in ".{0,80}") {
         if let Err(message) = rules::check_image_reference(&s) {
             prop_assert!(!message.is_empty());
+        }
+    }
+}
+
+/// One fault a set may carry, each worth exactly one problem: an unknown key, a type error, an invalid value
+/// (field rule, image, affinity, toleration variant). 0 is none.
+const SET_FAULTS: [&str; 7] = [
+    "",
+    "memory_limt = \"1Mi\"\n",
+    "memory_limit = 5\n",
+    "memory_limit = \"lots\"\n",
+    "images = { b = \"Not An Image\" }\n",
+    "affinity = { nodeAffinity = { requiredDuringSchedulingIgnoredDuringExecution = { nodeSelectorTerms = [{ matchExpressions = [{ key = \"k\", operator = \"Sometimes\" }] }] } } }\n",
+    "tolerations = [{ key = \"k\", operator = \"Maybe\" }]\n",
+];
+const TOP_FAULTS: [&str; 4] = [
+    "",
+    "namespac = \"x\"\n",
+    "caching_interval_hours = \"x\"\n",
+    "caching_interval_hours = 0\n",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_fault_is_reported_once_whatever_else_is_wrong(
+        top in 0..TOP_FAULTS.len(),
+        faults in proptest::collection::vec(0..SET_FAULTS.len(), 1..6),
+    ) {
+        let mut text = TOP_FAULTS[top].to_owned();
+        for (i, f) in faults.iter().enumerate() {
+            text.push_str(&format!("[[sets]]\nname = \"s{i}\"\n{}", SET_FAULTS[*f]));
+            if *f != 4 {
+                text.push_str("images = { a = \"busybox\" }\n");
+            }
+        }
+        let expected = usize::from(top != 0) + faults.iter().filter(|f| **f != 0).count();
+        match config::load_toml_str(&text, "prop.toml", &Vars::none()) {
+            Ok(_) => prop_assert_eq!(expected, 0, "{}", text),
+            Err(e) => {
+                let p = e.problems();
+                prop_assert_eq!(p.len(), expected, "{}\n{}", text, e);
+                for (i, f) in faults.iter().enumerate() {
+                    let about = p.iter().filter(|p| p.field.starts_with(&format!("sets[{i}]"))).count();
+                    prop_assert_eq!(about, usize::from(*f != 0), "sets[{}] in\n{}\n{}", i, text, e);
+                }
+            }
         }
     }
 }

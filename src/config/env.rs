@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::model::{RawConfig, RawDefaults, RawSet, Toleration};
 use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields};
+use super::rules::q;
 use super::{DEFAULT_DAEMONSET_NAME, Problem};
 
 /// Every variable the fallback reads, in the order the upstream README lists them (then the newer ones).
@@ -34,6 +35,13 @@ pub const UPSTREAM_VARS: &[&str] = &[
 /// Parses `name=image;name=image;...`: whitespace around parts and empty entries (a trailing `;`) are fine;
 /// an entry without exactly one `=`, an empty side, or a repeated name is an error (upstream dropped them).
 pub fn parse_images(value: &str) -> Result<BTreeMap<String, String>, Vec<String>> {
+    let (images, errors) = parse_images_partial(value);
+    if errors.is_empty() { Ok(images) } else { Err(errors) }
+}
+
+/// As [`parse_images`], but keeps the entries that parsed beside the errors, so that one malformed entry
+/// does not hide the checks of the others.
+fn parse_images_partial(value: &str) -> (BTreeMap<String, String>, Vec<String>) {
     let mut images = BTreeMap::new();
     let mut errors = Vec::new();
     for (n, entry) in value
@@ -43,23 +51,30 @@ pub fn parse_images(value: &str) -> Result<BTreeMap<String, String>, Vec<String>
         .filter(|(_, e)| !e.is_empty())
     {
         let n = n + 1;
-        let parts: Vec<&str> = entry.split('=').map(str::trim).collect();
-        match parts.as_slice() {
-            [name, image] if !name.is_empty() && !image.is_empty() => {
-                if let Some(previous) = images.insert((*name).to_owned(), (*image).to_owned()) {
+        let mut parts = entry.splitn(3, '=').map(str::trim);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(name), Some(image), None) if !name.is_empty() && !image.is_empty() => {
+                if let Some(previous) = images.insert(name.to_owned(), image.to_owned()) {
                     errors.push(format!(
-                        "entry {n}: name {name:?} is given twice ({previous:?} and {image:?}); each name must be unique"
+                        "entry {n}: name {} is given twice ({} and {}); each name must be unique",
+                        q(name),
+                        q(&previous),
+                        q(image)
                     ));
                 }
             }
-            [_] => errors.push(format!("entry {n} {entry:?} has no '=': write name=image")),
-            [_, _] => errors.push(format!(
-                "entry {n} {entry:?} has an empty name or image: write name=image"
+            (_, None, _) => errors.push(format!("entry {n} {} has no '=': write name=image", q(entry))),
+            (_, Some(_), None) => errors.push(format!(
+                "entry {n} {} has an empty name or image: write name=image",
+                q(entry)
             )),
-            _ => errors.push(format!("entry {n} {entry:?} has more than one '=': write name=image")),
+            _ => errors.push(format!(
+                "entry {n} {} has more than one '=': write name=image",
+                q(entry)
+            )),
         }
     }
-    if errors.is_empty() { Ok(images) } else { Err(errors) }
+    (images, errors)
 }
 
 /// A source of variable values and where each came from (an env var, or a file of a mounted ConfigMap).
@@ -118,12 +133,13 @@ pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
             );
             BTreeMap::new()
         }
-        Some(v) => parse_images(&v).unwrap_or_else(|errors| {
+        Some(v) => {
+            let (images, errors) = parse_images_partial(&v);
             for e in errors {
                 report("IMAGES", e);
             }
-            BTreeMap::new()
-        }),
+            images
+        }
     };
     let caching_interval_hours = vars
         .get("CACHING_INTERVAL_HOURS")
@@ -132,7 +148,7 @@ pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
             Err(_) => {
                 report(
                     "CACHING_INTERVAL_HOURS",
-                    format!("{v:?} is not a whole number of hours (1 to 8760)"),
+                    format!("{} is not a whole number of hours (1 to 8760)", q(&v)),
                 );
                 None
             }

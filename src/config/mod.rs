@@ -3,6 +3,7 @@
 //!
 //! `load` is the one entry point: source → raw (`model`) → checked and resolved (`resolve`) → [`Config`].
 
+mod affinity;
 mod env;
 mod load;
 pub mod model;
@@ -18,7 +19,7 @@ use k8s_openapi::api::core::v1::{Affinity, Toleration};
 
 pub use env::{UPSTREAM_VARS, VarSource, parse_images};
 pub use load::load_config_map;
-pub use load::{CONFIG_FILE_KEY, Env, load, load_from_vars, load_toml_str};
+pub use load::{CONFIG_FILE_KEY, Env, MAX_CONFIG_BYTES, load, load_from_vars, load_toml_str};
 pub use model::{Refresh, json_schema};
 
 /// Namespace used when neither the file nor NAMESPACE names one (the upstream README's default).
@@ -125,8 +126,51 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The path exists but is not something to read a config from (a FIFO, a device, too large, not text).
+    #[error("cannot read config {path}: {reason}")]
+    Input { path: PathBuf, reason: InputReason },
     #[error("{origin}: {} problem{}:\n{}", problems.len(), if problems.len() == 1 { "" } else { "s" }, list(problems))]
     Invalid { origin: String, problems: Vec<Problem> },
+}
+
+/// Why a file was refused before parsing. Also the message of a problem naming a ConfigMap key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputReason {
+    /// A FIFO, socket, device or directory: `kind` says which.
+    NotRegular { kind: &'static str },
+    /// `size` is the file's length, or the bytes read when it grew past the limit while being read.
+    TooLarge { size: u64, limit: u64 },
+    /// The first byte that is not UTF-8: 1-based line and column (in characters), 0-based byte offset.
+    NotUtf8 {
+        byte: u8,
+        line: usize,
+        column: usize,
+        offset: usize,
+    },
+}
+
+impl fmt::Display for InputReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotRegular { kind } => write!(
+                f,
+                "it is {kind}, not a regular file: give a TOML file or a mounted ConfigMap directory"
+            ),
+            Self::TooLarge { size, limit } => write!(
+                f,
+                "it is {size} bytes, over the limit of {limit} bytes (1 MiB, the most a ConfigMap can hold)"
+            ),
+            Self::NotUtf8 {
+                byte,
+                line,
+                column,
+                offset,
+            } => write!(
+                f,
+                "not UTF-8 text: byte 0x{byte:02X} at line {line}, column {column} (byte offset {offset}); save the file as UTF-8"
+            ),
+        }
+    }
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -141,7 +185,7 @@ impl ConfigError {
     pub fn problems(&self) -> &[Problem] {
         match self {
             Self::Invalid { problems, .. } => problems,
-            Self::Read { .. } => &[],
+            Self::Read { .. } | Self::Input { .. } => &[],
         }
     }
 }

@@ -36,8 +36,9 @@ pub struct RawConfig {
     pub kip_image: Option<String>,
 
     /// Name of the puller's own Deployment: the DaemonSets' owner, so that uninstalling removes them.
-    /// Default: the DEPLOYMENT_NAME environment variable; none when unset.
-    #[validate(custom(function = "rules::dns_subdomain"))]
+    /// Default: the DEPLOYMENT_NAME environment variable; none when unset. At most 63 characters: it is also
+    /// the value of the app.kubernetes.io/instance label.
+    #[validate(custom(function = "rules::deployment_name"))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment_name: Option<String>,
 
@@ -177,13 +178,13 @@ pub struct Toleration {
     #[validate(custom(function = "rules::label_key"))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// "Equal" (default) or "Exists".
+    /// "Equal" (default; "" means Equal too) or "Exists".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<TolerationOperator>,
     /// Taint value for operator Equal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    /// "NoSchedule", "PreferNoSchedule" or "NoExecute"; empty matches all effects.
+    /// "NoSchedule", "PreferNoSchedule" or "NoExecute"; "" (or none) matches all effects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effect: Option<TaintEffect>,
     /// For NoExecute only: seconds the pod stays bound after the taint appears.
@@ -191,17 +192,55 @@ pub struct Toleration {
     pub toleration_seconds: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum TolerationOperator {
     Exists,
     Equal,
+    /// "": the API takes it for Equal.
+    #[serde(rename = "")]
+    Empty,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum TaintEffect {
     NoSchedule,
     PreferNoSchedule,
     NoExecute,
+    /// "": the API takes it for every effect.
+    #[serde(rename = "")]
+    All,
+}
+
+// By hand, for a message that explains "" (serde's would list it as ``).
+impl<'de> Deserialize<'de> for TolerationOperator {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "Exists" => Ok(Self::Exists),
+            "Equal" => Ok(Self::Equal),
+            "" => Ok(Self::Empty),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown variant `{}`, expected `Exists` or `Equal` (or \"\", which means Equal)",
+                rules::q(other).to_string().trim_matches('"')
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TaintEffect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "NoSchedule" => Ok(Self::NoSchedule),
+            "PreferNoSchedule" => Ok(Self::PreferNoSchedule),
+            "NoExecute" => Ok(Self::NoExecute),
+            "" => Ok(Self::All),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown variant `{}`, expected one of `NoSchedule`, `PreferNoSchedule`, `NoExecute` (or \"\", which means all effects)",
+                rules::q(other).to_string().trim_matches('"')
+            ))),
+        }
+    }
 }
 
 impl TolerationOperator {
@@ -209,6 +248,7 @@ impl TolerationOperator {
         match self {
             Self::Exists => "Exists",
             Self::Equal => "Equal",
+            Self::Empty => "",
         }
     }
 }
@@ -219,6 +259,7 @@ impl TaintEffect {
             Self::NoSchedule => "NoSchedule",
             Self::PreferNoSchedule => "PreferNoSchedule",
             Self::NoExecute => "NoExecute",
+            Self::All => "",
         }
     }
 }

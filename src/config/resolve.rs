@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1::Toleration as K8sToleration;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
+use super::affinity;
 use super::model::{RawConfig, RawSet, Toleration};
-use super::rules::{self, quantity_nanos};
+use super::rules::{self, q, quantity_nanos};
 use super::{Config, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet, Resources, SLEEPER_INIT_CONTAINER};
+use crate::render::MAX_OBJECT_BYTES;
 
 /// One step of a path into the config document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Seg {
     Key(String),
     Index(usize),
@@ -29,6 +31,41 @@ pub struct FieldProblem {
 pub fn key(k: &str) -> Seg {
     Seg::Key(k.to_owned())
 }
+
+/// True when one path leads into the other: a problem about a field that was left out, or about what
+/// holds it, is a consequence of the problem that left it out.
+pub fn overlaps(a: &[Seg], b: &[Seg]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+/// Paths of fields already reported and left out; see [`overlaps`]. Ordered, so that a lookup costs a few
+/// searches, not a scan: a file can hold thousands of problems.
+#[derive(Debug, Default)]
+pub struct Tainted(std::collections::BTreeSet<FieldPath>);
+
+impl Tainted {
+    pub fn new(paths: Vec<FieldPath>) -> Self {
+        Self(paths.into_iter().collect())
+    }
+
+    /// Whether `path` overlaps a tainted path: one of them leads into the other.
+    pub fn covers(&self, path: &[Seg]) -> bool {
+        // A tainted path holding this one: one of its prefixes.
+        let held = (0..=path.len()).any(|n| self.0.contains(&path[..n]));
+        // A tainted path inside this one: sorted right after it.
+        held || self
+            .0
+            .range::<[Seg], _>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded))
+            .next()
+            .is_some_and(|t| t.starts_with(path))
+    }
+}
+
+/// The most bytes of annotations (keys and values together) the API server accepts on an object:
+/// `TotalAnnotationSizeLimitB` = 256 KiB in Kubernetes `ValidateAnnotationsSize`
+/// (apimachinery pkg/api/validation/objectmeta.go).
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
 fn problem(path: FieldPath, message: impl Into<String>) -> FieldProblem {
     FieldProblem {
@@ -48,6 +85,7 @@ pub fn describe(path: &[Seg], raw: &RawConfig) -> String {
         Some(name) => {
             let head = dotted(&path[..2]);
             let rest = dotted(&path[2..]);
+            let name = rules::short(name);
             if rest.is_empty() {
                 format!("{head} ({name})")
             } else {
@@ -99,7 +137,7 @@ pub fn dotted(path: &[Seg]) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(k);
+                out.push_str(&rules::short(k));
             }
             Seg::Index(i) => out.push_str(&format!("[{i}]")),
         }
@@ -136,12 +174,25 @@ pub fn resolve(raw: &RawConfig) -> Result<Config, Vec<FieldProblem>> {
             first_use.insert(&set.name, prev);
             problems.push(problem(
                 vec![key("sets"), Seg::Index(i), key("name")],
-                format!("set name {:?} is already used by sets[{prev}]: each set needs its own name (it names the DaemonSet)", set.name),
+                format!(
+                    "set name {} is already used by sets[{prev}]: each set needs its own name (it names the DaemonSet)",
+                    q(&set.name)
+                ),
             ));
         }
         check_images(i, set, &mut problems);
         check_request_within_limit(raw, i, &mut problems);
+        check_annotation_size(raw, i, &mut problems);
+        if let Some(a) = &set.affinity {
+            affinity::check(a, vec![key("sets"), Seg::Index(i), key("affinity")], &mut problems);
+        }
     }
+    if let Some(a) = &raw.defaults.affinity {
+        affinity::check(a, vec![key("defaults"), key("affinity")], &mut problems);
+    }
+    // Built even when problems were found, so that the size of each DaemonSet is checked too.
+    let config = build(raw);
+    check_rendered_size(&config, &mut problems);
     // Validation problems come out of hash maps: sort for a stable, document-ordered report.
     problems.sort_by(|a, b| {
         path_order(&a.path)
@@ -152,7 +203,70 @@ pub fn resolve(raw: &RawConfig) -> Result<Config, Vec<FieldProblem>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(build(raw))
+    Ok(config)
+}
+
+/// The annotations of each DaemonSet (the defaults merged with the set's, and the puller's own spec hash)
+/// must fit in [`MAX_ANNOTATION_BYTES`]. Reported at the annotations the user wrote.
+fn check_annotation_size(raw: &RawConfig, i: usize, problems: &mut Vec<FieldProblem>) {
+    let set = &raw.sets[i];
+    let empty = BTreeMap::new();
+    let own = set.annotations.as_ref().unwrap_or(&empty);
+    let defaults = raw.defaults.annotations.as_ref().unwrap_or(&empty);
+    let size = |(k, v): (&String, &String)| k.len() + v.len();
+    let total: usize = own.iter().map(size).sum::<usize>()
+        + defaults
+            .iter()
+            .filter(|(k, _)| !own.contains_key(*k))
+            .map(size)
+            .sum::<usize>()
+        + SPEC_HASH_ANNOTATION_BYTES
+        + scanner_notes_bytes(|k| own.contains_key(k) || defaults.contains_key(k));
+    if total <= MAX_ANNOTATION_BYTES {
+        return;
+    }
+    let path = if set.annotations.is_some() {
+        vec![key("sets"), Seg::Index(i), key("annotations")]
+    } else {
+        vec![key("defaults"), key("annotations")]
+    };
+    problems.push(problem(
+        path,
+        format!(
+            "the annotations take {total} bytes (keys and values, with the defaults' and the puller's own): the API server allows at most {MAX_ANNOTATION_BYTES} bytes (256 KiB) of annotations on an object"
+        ),
+    ));
+}
+
+/// Keys and values of the scanner notes render adds (OpenShift's too, whatever the platform), but for those a
+/// user annotation replaces.
+fn scanner_notes_bytes(replaced: impl Fn(&str) -> bool) -> usize {
+    crate::render::CHECKOV_SKIPS
+        .iter()
+        .copied()
+        .chain([crate::render::CHECKOV_SKIP_OPENSHIFT])
+        .filter(|(k, _)| !replaced(k))
+        .map(|(k, v)| k.len() + v.len())
+        .sum()
+}
+
+/// Key and value of the spec-hash annotation render adds (32 hex digits).
+const SPEC_HASH_ANNOTATION_BYTES: usize = crate::render::labels::SPEC_HASH.len() + 32;
+
+/// Each DaemonSet as rendered must fit in [`MAX_OBJECT_BYTES`]; reported at the set's images, which make up
+/// nearly all of it.
+fn check_rendered_size(config: &Config, problems: &mut Vec<FieldProblem>) {
+    for (i, set) in config.sets.iter().enumerate() {
+        if let Some(size) = crate::render::size_if_over(config, set, MAX_OBJECT_BYTES) {
+            problems.push(problem(
+                vec![key("sets"), Seg::Index(i), key("images")],
+                format!(
+                    "the DaemonSet of this set would be {size} bytes ({} images): over the limit of {MAX_OBJECT_BYTES} bytes (1 MiB) for one object; split the images over several sets",
+                    set.images.len()
+                ),
+            ));
+        }
+    }
 }
 
 fn path_order(path: &[Seg]) -> Vec<(usize, String)> {
@@ -208,8 +322,8 @@ fn check_images(i: usize, set: &RawSet, problems: &mut Vec<FieldProblem>) {
         problems.push(problem(
             at(None),
             format!(
-                "set {:?} has no images: add images = {{ name = \"registry/image:tag\" }}",
-                set.name
+                "set {} has no images: add images = {{ name = \"registry/image:tag\" }}",
+                q(&set.name)
             ),
         ));
     }
@@ -217,7 +331,10 @@ fn check_images(i: usize, set: &RawSet, problems: &mut Vec<FieldProblem>) {
         if name == SLEEPER_INIT_CONTAINER {
             problems.push(problem(
                 at(Some(name)),
-                format!("container name {name:?} is reserved for the sleeper's init container"),
+                format!(
+                    "container name {} is reserved for the sleeper's init container",
+                    q(name)
+                ),
             ));
         } else if let Err(e) = rules::dns_label(name) {
             let why = e.message.map(|m| m.to_string()).unwrap_or_default();
@@ -277,14 +394,19 @@ fn check_request_within_limit(raw: &RawConfig, i: usize, problems: &mut Vec<Fiel
             problems.push(problem(
                 path,
                 format!(
-                    "{limit_field} of set {:?} is 0: a cache container needs a limit above 0",
-                    set.name
+                    "{limit_field} of set {} is 0: a cache container needs a limit above 0",
+                    q(&set.name)
                 ),
             ));
         } else if rq > lq {
             problems.push(problem(
                 path,
-                format!("{what} request {req:?} is above the limit {lim:?} in set {:?}: the request must not exceed the limit", set.name),
+                format!(
+                    "{what} request {} is above the limit {} in set {}: the request must not exceed the limit",
+                    q(req),
+                    q(lim),
+                    q(&set.name)
+                ),
             ));
         }
     }
@@ -354,9 +476,18 @@ fn build(raw: &RawConfig) -> Config {
 fn to_k8s_toleration(t: &Toleration) -> K8sToleration {
     K8sToleration {
         key: t.key.clone(),
-        operator: t.operator.map(|o| o.as_str().to_owned()),
+        // "" is left out: the API stores it as absent (omitempty), so the live object would never match it.
+        operator: t
+            .operator
+            .map(|o| o.as_str())
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned),
         value: t.value.clone(),
-        effect: t.effect.map(|e| e.as_str().to_owned()),
+        effect: t
+            .effect
+            .map(|e| e.as_str())
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned),
         toleration_seconds: t.toleration_seconds,
     }
 }

@@ -8,6 +8,42 @@ use validator::ValidationError;
 
 use super::model::{TaintEffect, Toleration, TolerationOperator};
 
+/// How many characters of a value an error quotes: a 50 MB value must not come back whole in a message,
+/// and a digest-pinned image reference (about 100 characters) should.
+pub const QUOTE_MAX_CHARS: usize = 120;
+/// The longest message kept whole (messages of serde and toml quote values themselves).
+pub const MESSAGE_MAX_CHARS: usize = 400;
+
+/// A value as errors quote it: `"abc"`, or the first [`QUOTE_MAX_CHARS`] characters then `… (N bytes)`.
+pub struct Quoted<'a>(&'a str);
+
+pub fn q(s: &str) -> Quoted<'_> {
+    Quoted(s)
+}
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(QUOTE_MAX_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
+/// A name as a path or message shows it, unquoted: cut like [`Quoted`].
+pub fn short(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(QUOTE_MAX_CHARS) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..cut], s.len())),
+    }
+}
+
+/// A message cut to [`MESSAGE_MAX_CHARS`] characters (with its full length), or None when it is short.
+pub fn shorten_message(m: &str) -> Option<String> {
+    let (cut, _) = m.char_indices().nth(MESSAGE_MAX_CHARS)?;
+    Some(format!("{}… (message of {} bytes shortened)", &m[..cut], m.len()))
+}
+
 fn invalid(code: &'static str, message: String) -> ValidationError {
     ValidationError::new(code).with_message(Cow::Owned(message))
 }
@@ -60,7 +96,8 @@ pub fn dns_label(s: &str) -> Result<(), ValidationError> {
     Err(invalid(
         "dns_label",
         format!(
-            "{s:?} is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            "{s_q} is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit",
+            s_q = q(s)
         ),
     ))
 }
@@ -72,7 +109,8 @@ pub fn dns_subdomain(s: &str) -> Result<(), ValidationError> {
     Err(invalid(
         "dns_subdomain",
         format!(
-            "{s:?} is not a valid object name: use lowercase letters, digits, '-' and '.', at most 253 characters, each dot-separated part starting and ending with a letter or digit"
+            "{s_q} is not a valid object name: use lowercase letters, digits, '-' and '.', at most 253 characters, each dot-separated part starting and ending with a letter or digit",
+            s_q = q(s)
         ),
     ))
 }
@@ -81,7 +119,7 @@ pub fn dns_subdomain_list(names: &[String]) -> Result<(), ValidationError> {
     let bad: Vec<String> = names
         .iter()
         .filter(|n| !is_dns_subdomain(n))
-        .map(|n| format!("{n:?}"))
+        .map(|n| format!("{n_q}", n_q = q(n)))
         .collect();
     if bad.is_empty() {
         return Ok(());
@@ -100,7 +138,10 @@ const MAX_UNITS: i128 = i64::MAX as i128;
 const NANOS_PER_UNIT: i128 = 1_000_000_000;
 
 fn not_a_quantity(s: &str) -> String {
-    format!("{s:?} is not a quantity: use e.g. \"10Mi\", \"1Gi\", \"50m\" or \".05\"")
+    format!(
+        "{s_q} is not a quantity: use e.g. \"10Mi\", \"1Gi\", \"50m\" or \".05\"",
+        s_q = q(s)
+    )
 }
 
 /// The value of a Kubernetes quantity in nano-units (1e-9 of the unit), exact, rounded up below 1n as the API
@@ -176,10 +217,15 @@ pub fn quantity_nanos(s: &str) -> Result<i128, String> {
             .checked_mul(10)
             .and_then(|m| m.checked_add(u128::from(c - b'0')))
             .filter(|m| *m < 1 << 64)
-            .ok_or_else(|| format!("{s:?} has too many digits for a resource quantity"))?;
+            .ok_or_else(|| format!("{s_q} has too many digits for a resource quantity", s_q = q(s)))?;
     }
     exp10 -= frac.len() as i64;
-    let too_large = || format!("{s:?} is too large for a resource quantity (at most {MAX_UNITS})");
+    let too_large = || {
+        format!(
+            "{s_q} is too large for a resource quantity (at most {MAX_UNITS})",
+            s_q = q(s)
+        )
+    };
     // mantissa < 2^64 and exp2 <= 60, so this fits in u128.
     let scaled = mantissa << exp2;
     let shift = exp10 + 9; // to nano-units
@@ -202,7 +248,10 @@ pub fn quantity_nanos(s: &str) -> Result<i128, String> {
         .filter(|n| *n <= MAX_UNITS * NANOS_PER_UNIT)
         .ok_or_else(too_large)?;
     if negative && nanos > 0 {
-        return Err(format!("{s:?} is negative: a resource quantity must be 0 or more"));
+        return Err(format!(
+            "{s_q} is negative: a resource quantity must be 0 or more",
+            s_q = q(s)
+        ));
     }
     Ok(nanos)
 }
@@ -219,19 +268,31 @@ pub fn quantity(s: &str) -> Result<(), ValidationError> {
     quantity_nanos(s).map(|_| ()).map_err(|m| invalid("quantity", m))
 }
 
+/// Why `v` is not a label value (to follow the quoted value), or None. Kubernetes `IsValidLabelValue`
+/// (apimachinery pkg/util/validation): at most 63 characters (`LabelValueMaxLength`), matching
+/// `(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?`.
+pub fn label_value_problem(v: &str) -> Option<String> {
+    if is_label_value(v) {
+        None
+    } else if v.len() > 63 {
+        Some(format!("is {} characters: a label value is at most 63", v.len()))
+    } else {
+        Some("is not a valid label value (0-63 of letters, digits, '-', '_', '.', alphanumeric at both ends)".into())
+    }
+}
+
 /// Node selector maps: label keys and values.
 pub fn label_map(map: &BTreeMap<String, String>) -> Result<(), ValidationError> {
     let mut bad = Vec::new();
     for (k, v) in map {
         if !is_label_key(k) {
             bad.push(format!(
-                "key {k:?} is not a valid label key (optional DNS prefix and '/', then 1-63 of letters, digits, '-', '_', '.')"
+                "key {} is not a valid label key (optional DNS prefix and '/', then 1-63 of letters, digits, '-', '_', '.')",
+                q(k)
             ));
         }
-        if !is_label_value(v) {
-            bad.push(format!(
-                "value {v:?} of {k:?} is not a valid label value (0-63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
-            ));
+        if let Some(why) = label_value_problem(v) {
+            bad.push(format!("value {} of {} {why}", q(v), q(k)));
         }
     }
     if bad.is_empty() {
@@ -241,11 +302,27 @@ pub fn label_map(map: &BTreeMap<String, String>) -> Result<(), ValidationError> 
     }
 }
 
+/// The puller's Deployment name: an object name (DNS-1123 subdomain) that also becomes the value of the
+/// `app.kubernetes.io/instance` label, so at most 63 characters (Kubernetes `IsValidLabelValue`).
+pub fn deployment_name(s: &str) -> Result<(), ValidationError> {
+    if s.len() > 63 {
+        return Err(invalid(
+            "label_value",
+            format!(
+                "{} is {} characters: it becomes the value of the label app.kubernetes.io/instance, and a label value is at most 63 characters",
+                q(s),
+                s.len()
+            ),
+        ));
+    }
+    dns_subdomain(s)
+}
+
 pub fn annotation_map(map: &BTreeMap<String, String>) -> Result<(), ValidationError> {
     let bad: Vec<String> = map
         .keys()
         .filter(|k| !is_label_key(k))
-        .map(|k| format!("{k:?}"))
+        .map(|k| format!("{k_q}", k_q = q(k)))
         .collect();
     if bad.is_empty() {
         return Ok(());
@@ -265,7 +342,10 @@ pub fn label_key(s: &str) -> Result<(), ValidationError> {
     }
     Err(invalid(
         "label_key",
-        format!("{s:?} is not a valid taint key (optional DNS prefix and '/', then a name)"),
+        format!(
+            "{s_q} is not a valid taint key (optional DNS prefix and '/', then a name)",
+            s_q = q(s)
+        ),
     ))
 }
 
@@ -360,13 +440,15 @@ pub fn check_image_reference(s: &str) -> Result<(), String> {
     let has_space = s.chars().any(char::is_whitespace);
     if s.is_empty() || has_space {
         return Err(format!(
-            "{s:?} is not an image reference: give e.g. \"quay.io/org/image:tag\" with no spaces"
+            "{s_q} is not an image reference: give e.g. \"quay.io/org/image:tag\" with no spaces",
+            s_q = q(s)
         ));
     }
     // oci-spec's pattern matches tags with `\w`, which in Rust regexes takes any Unicode letter.
     if !s.is_ascii() {
         return Err(format!(
-            "{s:?} is not an image reference: only ASCII letters, digits and `/:@._-` are allowed"
+            "{s_q} is not an image reference: only ASCII letters, digits and `/:@._-` are allowed",
+            s_q = q(s)
         ));
     }
     // oci-spec takes any first component before a '/' for a registry; like Docker, only one with a '.' or
@@ -376,12 +458,15 @@ pub fn check_image_reference(s: &str) -> Result<(), String> {
         && first.bytes().any(|c| c.is_ascii_uppercase())
     {
         return Err(format!(
-            "{s:?} is not an image reference: the repository name {first:?} must be lowercase"
+            "{s_q} is not an image reference: the repository name {first_q} must be lowercase",
+            s_q = q(s),
+            first_q = q(first)
         ));
     }
     s.parse::<oci_spec::distribution::Reference>().map(|_| ()).map_err(|e| {
         format!(
-            "{s:?} is not an image reference ({e}): give e.g. \"quay.io/org/image:tag\" or \"image@sha256:<64 hex>\""
+            "{s_q} is not an image reference ({e}): give e.g. \"quay.io/org/image:tag\" or \"image@sha256:<64 hex>\"",
+            s_q = q(s)
         )
     })
 }
@@ -390,7 +475,9 @@ pub fn image_reference(s: &str) -> Result<(), ValidationError> {
     check_image_reference(s).map_err(|m| invalid("image", m))
 }
 
-/// The API server's own toleration rules, checked up front so that apply never fails on them.
+/// The API server's own toleration rules (Kubernetes `validateTolerations`, pkg/apis/core/validation), checked
+/// up front so that apply never fails on them. An empty operator means Equal and an empty effect means every
+/// effect, as there.
 pub fn toleration(t: &Toleration) -> Result<(), ValidationError> {
     let key_empty = t.key.as_deref().unwrap_or("").is_empty();
     let exists = t.operator == Some(TolerationOperator::Exists);
@@ -406,8 +493,12 @@ pub fn toleration(t: &Toleration) -> Result<(), ValidationError> {
             "a toleration with operator \"Exists\" must not have a value".into(),
         ));
     }
-    if let Some(v) = t.value.as_deref().filter(|v| !is_label_value(v)) {
-        return Err(invalid("toleration", format!("value {v:?} is not a valid taint value")));
+    if let Some(v) = t.value.as_deref()
+        && let Some(why) = label_value_problem(v)
+    {
+        let why = why.replace("a label value", "a taint value");
+        let why = why.replace("valid label value", "valid taint value");
+        return Err(invalid("toleration", format!("value {} {why}", q(v))));
     }
     if t.toleration_seconds.is_some() && t.effect != Some(TaintEffect::NoExecute) {
         return Err(invalid(

@@ -1,6 +1,7 @@
 //! The TOML file: syntax errors and unknown keys (all of them, with line and column), then deserialization,
 //! and the mapping from a field path back to where it is written in the file.
 
+use std::cell::OnceCell;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::Affinity;
@@ -9,14 +10,18 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::Problem;
-use super::model::{RawConfig, json_schema};
-use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields, key};
+use super::model::{RawConfig, RawSet, json_schema};
+use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields, key, overlaps};
+use super::rules::short;
 
 /// A parsed document kept for locating fields.
 pub struct TomlDoc<'t> {
     text: &'t str,
     origin: &'t str,
     root: Spanned<DeTable<'t>>,
+    /// Byte offset of each line's start, built on the first location asked for: thousands of problems must not
+    /// each count the newlines from the top.
+    line_starts: OnceCell<Vec<usize>>,
 }
 
 /// 1-based line and column of a byte offset.
@@ -28,87 +33,188 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// What parsing found: the raw config (every part that deserialized), the problems located so far (unknown
+/// keys, type errors, fields Kubernetes would drop) and the paths those problems concern, which were left
+/// out of `raw` (what the later checks say about them, or about their absence, is a consequence).
+pub struct Parsed<'t> {
+    pub doc: TomlDoc<'t>,
+    pub raw: RawConfig,
+    pub problems: Vec<(usize, Problem)>,
+    pub tainted: Vec<FieldPath>,
+}
+
+/// Type errors reported per part (the top-level fields, or one set) before giving up on it: each costs one
+/// more deserialization of the part.
+const MAX_TYPE_ERRORS_PER_PART: usize = 16;
+
 impl<'t> TomlDoc<'t> {
-    /// Parses the text, reporting every syntax error and unknown key; then deserializes it.
-    pub fn parse(text: &'t str, origin: &'t str) -> Result<(Self, RawConfig), Vec<Problem>> {
+    /// Parses the text: syntax errors are reported alone; otherwise every unknown key and type error (each
+    /// set deserialized on its own, a wrong field left out and the rest tried again), then the raw config.
+    pub fn parse(text: &'t str, origin: &'t str) -> Result<Parsed<'t>, Vec<Problem>> {
         let (root, errors) = DeTable::parse_recoverable(text);
-        let doc = TomlDoc { text, origin, root };
+        let doc = TomlDoc {
+            text,
+            origin,
+            root,
+            line_starts: OnceCell::new(),
+        };
         if !errors.is_empty() {
             return Err(errors.iter().map(|e| doc.toml_error(e)).collect());
         }
-        // (byte offset, problem): reported in file order, not in the order the tables are walked.
+        // (byte offset, problem): sorted into file order by the caller.
         let mut problems: Vec<(usize, Problem)> = Vec::new();
-        let in_file_order = |mut problems: Vec<(usize, Problem)>| {
-            problems.sort_by_key(|(offset, _)| *offset);
-            problems.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
-        };
+        let mut unknown: Vec<(FieldPath, Option<String>)> = Vec::new();
         let schema = schema();
-        check_keys(schema, schema, doc.root.get_ref(), &mut Vec::new(), &doc, &mut problems);
-        if !problems.is_empty() {
-            return Err(in_file_order(problems));
-        }
+        check_keys(
+            schema,
+            schema,
+            doc.root.get_ref(),
+            &mut Vec::new(),
+            &doc,
+            &mut problems,
+            &mut unknown,
+        );
+        let mut tainted = Vec::new();
         // Deserialize from the tree already parsed (its strings borrow the text) instead of parsing again.
-        let tree = Spanned::new(doc.root.span(), DeValue::Table(doc.root.get_ref().clone()));
-        let raw = match <RawConfig as serde::Deserialize>::deserialize(toml::de::ValueDeserializer::from(tree)) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let mut problem = doc.toml_error(&e);
-                if let Some(span) = e.span() {
-                    problem.field = dotted(&doc.field_at(span.start));
-                }
-                return Err(vec![problem]);
+        let mut tree = Spanned::new(doc.root.span(), DeValue::Table(doc.root.get_ref().clone()));
+        let mut left_out = Vec::new();
+        for (path, suggestion) in unknown {
+            remove_key(&mut tree, &path);
+            // A misspelt key also explains what its intended sibling lacks ("image" → no `images`).
+            if let Some(s) = suggestion {
+                let mut sibling = path.clone();
+                sibling.pop();
+                sibling.push(Seg::Key(s));
+                tainted.push(sibling);
             }
-        };
-        doc.check_affinities(&raw, &mut problems);
-        if !problems.is_empty() {
-            return Err(in_file_order(problems));
+            tainted.push(path.clone());
+            left_out.push(path);
         }
-        Ok((doc, raw))
+        let sets = match tree.get_mut() {
+            DeValue::Table(t) => t.remove("sets"),
+            _ => None,
+        };
+        let mut raw: RawConfig = doc
+            .deserialize_lenient(tree, &Vec::new(), &left_out, &mut problems, &mut tainted)
+            .unwrap_or_default();
+        if let Some(sets) = sets {
+            let span = sets.span();
+            match sets.into_inner() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.into_iter().enumerate() {
+                        let base = vec![key("sets"), Seg::Index(i)];
+                        let set = doc.deserialize_lenient(item, &base, &left_out, &mut problems, &mut tainted);
+                        raw.sets.push(set.unwrap_or_else(|| {
+                            // Keeps the numbering of the sets after it; nothing more is said about it.
+                            tainted.push(base);
+                            RawSet::default()
+                        }));
+                    }
+                }
+                other => {
+                    // Not a list: deserializing it as one gives the error to report.
+                    let base = vec![key("sets")];
+                    let wrong = Spanned::new(span, other);
+                    let sets: Option<Vec<RawSet>> =
+                        doc.deserialize_lenient(wrong, &base, &left_out, &mut problems, &mut tainted);
+                    raw.sets = sets.unwrap_or_default();
+                    tainted.push(base);
+                }
+            }
+        }
+        doc.check_affinities(&raw, &mut problems, &mut tainted);
+        Ok(Parsed {
+            doc,
+            raw,
+            problems,
+            tainted,
+        })
     }
 
-    /// The path of the deepest key or value whose span holds `offset` (where a type error points). Every
-    /// node is visited: the span of an array of tables covers only its first `[[header]]`.
-    fn field_at(&self, offset: usize) -> FieldPath {
-        fn walk(value: &DeValue<'_>, offset: usize, path: &mut FieldPath, best: &mut FieldPath) {
-            let contains = |span: std::ops::Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
-            let mut visit = |seg: Seg, spans: [std::ops::Range<usize>; 2], child: &DeValue<'_>| {
-                path.push(seg);
-                if spans.into_iter().any(contains) && path.len() > best.len() {
-                    *best = path.clone();
-                }
-                walk(child, offset, path, best);
-                path.pop();
+    /// Deserializes one part of the document (`base` is its path; `value` is that part with the `left_out`
+    /// keys removed). On a type error the problem is recorded, the field holding it is left out and the part
+    /// is tried again; None when the part itself is wrong. The first try takes `value` itself: a copy is made
+    /// only after an error.
+    fn deserialize_lenient<T: serde::de::DeserializeOwned>(
+        &self,
+        value: Spanned<DeValue<'t>>,
+        base: &FieldPath,
+        left_out: &[FieldPath],
+        problems: &mut Vec<(usize, Problem)>,
+        tainted: &mut Vec<FieldPath>,
+    ) -> Option<T> {
+        let first_taint = tainted.len();
+        // Keys left out of this part because of its own type errors, relative to it.
+        let mut wrong: Vec<FieldPath> = Vec::new();
+        let mut attempt = value;
+        for _ in 0..MAX_TYPE_ERRORS_PER_PART {
+            let e = match T::deserialize(toml::de::ValueDeserializer::from(attempt)) {
+                Ok(parsed) => return Some(parsed),
+                Err(e) => e,
             };
-            match value {
-                DeValue::Table(t) => {
-                    for (k, v) in t {
-                        visit(Seg::Key(k.get_ref().to_string()), [k.span(), v.span()], v.get_ref());
+            let mut value = self.part(base, left_out)?;
+            for w in &wrong {
+                remove_key(&mut value, w);
+            }
+            let offset = e.span().map_or(0, |s| s.start);
+            let rel = e.span().map(|s| path_at(value.get_ref(), s.start)).unwrap_or_default();
+            let mut full = base.clone();
+            full.extend(rel.iter().cloned());
+            // "missing field" where a wrong field was just left out is no news.
+            if !tainted[first_taint..].iter().any(|t| overlaps(t, &full)) {
+                let mut problem = self.toml_error(&e);
+                problem.field = dotted(&full);
+                problems.push((offset, problem));
+            }
+            tainted.push(full);
+            // Leave out the innermost keyed field that holds the error (an item of an array cannot be taken
+            // out without renumbering the items after it), then try again.
+            let last_key = rel.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
+            if !remove_key(&mut value, &rel[..=last_key]) {
+                return None;
+            }
+            wrong.push(rel[..=last_key].to_vec());
+            attempt = value;
+        }
+        None
+    }
+
+    /// A fresh copy of the part of the document at `base` (the whole document without `sets` when `base` is
+    /// empty), with the `left_out` keys under it removed.
+    fn part(&self, base: &FieldPath, left_out: &[FieldPath]) -> Option<Spanned<DeValue<'t>>> {
+        let mut value = match base.split_first() {
+            None => {
+                let mut rest = DeTable::new();
+                for (k, v) in self.root.get_ref() {
+                    if k.get_ref() != "sets" {
+                        rest.insert(k.clone(), v.clone());
                     }
                 }
-                DeValue::Array(a) => {
-                    for (i, v) in a.iter().enumerate() {
-                        visit(Seg::Index(i), [v.span(), v.span()], v.get_ref());
-                    }
+                Spanned::new(self.root.span(), DeValue::Table(rest))
+            }
+            Some((Seg::Key(first), more)) => {
+                let mut node = self.root.get_ref().get(first.as_str())?;
+                for seg in more {
+                    node = match (seg, node.get_ref()) {
+                        (Seg::Key(k), DeValue::Table(t)) => t.get(k.as_str())?,
+                        (Seg::Index(i), DeValue::Array(a)) => a.get(*i)?,
+                        _ => return None,
+                    };
                 }
-                _ => {}
+                node.clone()
+            }
+            Some((Seg::Index(_), _)) => return None,
+        };
+        for path in left_out {
+            if let Some(rel) = path.strip_prefix(base.as_slice()) {
+                remove_key(&mut value, rel);
             }
         }
-        let mut best = Vec::new();
-        for (k, v) in self.root.get_ref() {
-            let mut path = vec![Seg::Key(k.get_ref().to_string())];
-            let span_hit = [k.span(), v.span()]
-                .into_iter()
-                .any(|s| s.start <= offset && offset < s.end.max(s.start + 1));
-            if span_hit && best.is_empty() {
-                best = path.clone();
-            }
-            walk(v.get_ref(), offset, &mut path, &mut best);
-        }
-        best
+        Some(value)
     }
 
     /// Kubernetes' own types ignore unknown fields: report the ones an `affinity` would lose.
-    fn check_affinities(&self, raw: &RawConfig, out: &mut Vec<(usize, Problem)>) {
+    fn check_affinities(&self, raw: &RawConfig, out: &mut Vec<(usize, Problem)>, tainted: &mut Vec<FieldPath>) {
         let mut written: Vec<(FieldPath, Option<&Affinity>)> =
             vec![(vec![key("defaults"), key("affinity")], raw.defaults.affinity.as_ref())];
         for (i, set) in raw.sets.iter().enumerate() {
@@ -144,12 +250,22 @@ impl<'t> TomlDoc<'t> {
                         message: dropped_field_message(&dropped),
                     },
                 ));
+                tainted.push(full);
             }
         }
     }
 
     fn at(&self, offset: usize) -> String {
-        let (line, col) = line_col(self.text, offset);
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let offset = offset.min(self.text.len());
+        // The last line starting at or before the offset.
+        let line = starts.partition_point(|start| *start <= offset);
+        let start = starts[line.saturating_sub(1)];
+        let col = self.text.get(start..offset).map_or(0, |l| l.chars().count()) + 1;
         format!("{}:{line}:{col}", self.origin)
     }
 
@@ -223,6 +339,7 @@ fn check_keys(
     path: &mut FieldPath,
     doc: &TomlDoc<'_>,
     out: &mut Vec<(usize, Problem)>,
+    unknown: &mut Vec<(FieldPath, Option<String>)>,
 ) {
     let schema = resolve(root, schema);
     let props = schema.get("properties").and_then(Schema::as_object);
@@ -235,9 +352,8 @@ fn check_keys(
                 let allowed: Vec<&str> = props
                     .map(|p| p.keys().map(String::as_str).collect())
                     .unwrap_or_default();
-                let hint = closest(name, &allowed)
-                    .map(|c| format!("did you mean `{c}`? "))
-                    .unwrap_or_default();
+                let suggestion = closest(name, &allowed);
+                let hint = suggestion.map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
                 let mut field = path.clone();
                 field.push(Seg::Key(name.to_owned()));
                 out.push((
@@ -245,16 +361,21 @@ fn check_keys(
                     Problem {
                         location: doc.at(k.span().start),
                         field: dotted(&field),
-                        message: format!("unknown field `{name}`; {hint}allowed here: {}", allowed.join(", ")),
+                        message: format!(
+                            "unknown field `{}`; {hint}allowed here: {}",
+                            short(name),
+                            allowed.join(", ")
+                        ),
                     },
                 ));
+                unknown.push((field, suggestion.map(str::to_owned)));
                 continue;
             }
             (None, Some(s)) if s.is_object() => s,
             _ => continue,
         };
         path.push(Seg::Key(name.to_owned()));
-        check_value(root, sub, v.get_ref(), path, doc, out);
+        check_value(root, sub, v.get_ref(), path, doc, out, unknown);
         path.pop();
     }
 }
@@ -266,15 +387,16 @@ fn check_value(
     path: &mut FieldPath,
     doc: &TomlDoc<'_>,
     out: &mut Vec<(usize, Problem)>,
+    unknown: &mut Vec<(FieldPath, Option<String>)>,
 ) {
     match value {
-        DeValue::Table(t) => check_keys(root, schema, t, path, doc, out),
+        DeValue::Table(t) => check_keys(root, schema, t, path, doc, out, unknown),
         DeValue::Array(items) => {
             let schema = resolve(root, schema);
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     path.push(Seg::Index(i));
-                    check_value(root, item_schema, item.get_ref(), path, doc, out);
+                    check_value(root, item_schema, item.get_ref(), path, doc, out, unknown);
                     path.pop();
                 }
             }
@@ -283,7 +405,64 @@ fn check_value(
     }
 }
 
+/// The path of the deepest key or value under `value` whose span holds `offset` (where a type error
+/// points). Every node is visited: the span of an array of tables covers only its first `[[header]]`.
+fn path_at(value: &DeValue<'_>, offset: usize) -> FieldPath {
+    fn walk(value: &DeValue<'_>, offset: usize, path: &mut FieldPath, best: &mut FieldPath) {
+        let contains = |span: std::ops::Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
+        let mut visit = |seg: Seg, spans: [std::ops::Range<usize>; 2], child: &DeValue<'_>| {
+            path.push(seg);
+            if spans.into_iter().any(contains) && path.len() > best.len() {
+                *best = path.clone();
+            }
+            walk(child, offset, path, best);
+            path.pop();
+        };
+        match value {
+            DeValue::Table(t) => {
+                for (k, v) in t {
+                    visit(Seg::Key(k.get_ref().to_string()), [k.span(), v.span()], v.get_ref());
+                }
+            }
+            DeValue::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    visit(Seg::Index(i), [v.span(), v.span()], v.get_ref());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut best = Vec::new();
+    walk(value, offset, &mut Vec::new(), &mut best);
+    best
+}
+
+/// Removes the key at the end of `path` from the table it leads to; false when there is none.
+fn remove_key(value: &mut Spanned<DeValue<'_>>, path: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parents)) = path.split_last() else {
+        return false;
+    };
+    let mut current = value.get_mut();
+    for seg in parents {
+        let next = match (seg, current) {
+            (Seg::Key(k), DeValue::Table(t)) => t.get_mut(k.as_str()),
+            (Seg::Index(i), DeValue::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        current = next.get_mut();
+    }
+    match current {
+        DeValue::Table(t) => t.remove(last.as_str()).is_some(),
+        _ => false,
+    }
+}
+
 fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    // A key far longer than any allowed is no misspelling (and comparing a huge one costs time).
+    if name.len() > 64 {
+        return None;
+    }
     allowed
         .iter()
         .map(|c| (strsim::jaro_winkler(name, c), *c))
