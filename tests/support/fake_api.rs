@@ -1312,6 +1312,11 @@ impl FakeApi {
         }
     }
 
+    /// Nodes as given (e.g. with labels, taints and a realistic `status.images`).
+    pub fn add_node_objects(&self, nodes: impl IntoIterator<Item = Value>) {
+        self.state().model.nodes.extend(nodes);
+    }
+
     /// The puller's own Deployment; returns its uid.
     pub fn add_deployment(&self, namespace: &str, name: &str) -> String {
         let uid = format!("d0000000-0000-4000-8000-{:012}", name.len());
@@ -1397,7 +1402,17 @@ impl FakeApi {
                 Reply::Json(200, list("LimitRangeList", in_ns(&self.state().model.limit_ranges, ns)))
             }
             (&Method::GET, ["api", "v1", "nodes"]) => {
-                Reply::Json(200, list("NodeList", self.state().model.nodes.clone()))
+                // Paged by `limit` with `continue` tokens (the offset), as the real server does.
+                let st = self.state();
+                let all = &st.model.nodes;
+                let start: usize = query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+                let end = start.saturating_add(limit).min(all.len());
+                let mut page = list("NodeList", all[start.min(end)..end].to_vec());
+                if end < all.len() {
+                    page["metadata"]["continue"] = json!(end.to_string());
+                }
+                Reply::Json(200, page)
             }
             (&Method::GET, ["apis", "apps", "v1", "namespaces", ns, "deployments", name]) => {
                 let found = self
