@@ -26,8 +26,10 @@ pub const REFRESH_MANAGER: &str = "kubernetes-image-puller-refresh";
 /// bound the peak (a health check runs hourly; 20 requests per 1,000 nodes cost nothing).
 pub const POD_PAGE: u32 = 50;
 /// Page size of node lists (counting a new set's nodes): a real Node carries its cached-images list and
-/// managedFields, tens of KB each.
-pub const NODE_PAGE: u32 = 50;
+/// managedFields, 10 to 30 KB of JSON, and the client holds a page about three times over (the body, its
+/// copy as text, the parse) before the partial type drops all but labels and taints. 20 keeps that under
+/// 1 MiB; the count runs after the writes, so its 50 requests per 1,000 nodes delay nothing.
+pub const NODE_PAGE: u32 = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {

@@ -11,7 +11,7 @@ use support::{NS, load};
 
 /// A node with a pool label, maybe a GPU taint, and a long cached-images list the count never needs.
 fn node(n: usize) -> serde_json::Value {
-    let taints = if n % 4 == 0 {
+    let taints = if n.is_multiple_of(4) {
         json!([{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}])
     } else {
         json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}])

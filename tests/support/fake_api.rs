@@ -801,20 +801,22 @@ impl FakeApi {
     fn list_pods(&self, ns: &str, query: &BTreeMap<String, String>) -> Reply {
         let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str));
         let st = self.state();
-        let all: Vec<&Value> = st
-            .pods
-            .iter()
-            .filter(|(n, p)| n == ns && selector.matches(p))
-            .map(|(_, p)| p)
-            .collect();
+        // The token is the position in the store where the previous page stopped, so a page costs its own
+        // length, not a scan of every pod (100 sets x 1,000 nodes in the benches).
         let start: usize = query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
         let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
-        let end = start.saturating_add(limit).min(all.len());
-        let items: Vec<&Value> = all[start.min(end)..end].to_vec();
+        let mut matching = st
+            .pods
+            .iter()
+            .enumerate()
+            .skip(start)
+            .filter(|(_, (n, p))| n == ns && selector.matches(p));
+        let items: Vec<&Value> = matching.by_ref().take(limit).map(|(_, (_, p))| p).collect();
         let mut metadata = json!({"resourceVersion": st.rv.to_string()});
-        if end < all.len() {
-            metadata["continue"] = json!(end.to_string());
-            metadata["remainingItemCount"] = json!(all.len() - end);
+        if items.len() == limit
+            && let Some((next, _)) = matching.next()
+        {
+            metadata["continue"] = json!(next.to_string());
         }
         Reply::Json(
             200,
