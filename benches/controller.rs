@@ -2,14 +2,18 @@
 //! client, watcher and config file, no cluster. Prints, does not assert.
 //!
 //! 1. reload-to-applied latency: config file written → DaemonSet carries the new spec (default debounce);
+//!    the file swap → first apply request, and a DaemonSet delete event → the create request restoring it
+//!    (goal: <= 20 ms each: the first event acts at once, only a burst after it is debounced);
 //! 2. API calls per pass at steady state (watch events trigger passes; writes must be 0);
 //! 3. scale: for 1, 10 and 100 sets and 10 to 1000 simulated nodes (pods in the fake), the first pass
 //!    (creates), a steady-state pass and a health check (paged pod scan): time, API calls, and the
 //!    controller's extra heap at its peak during the health check (flat as nodes grow: pods are read one
 //!    page at a time and only a bounded summary is kept);
-//! 4. resident memory of this process;
+//! 4. nodes: the first pass with 3, 500 and 1000 realistic Nodes (50 cached images each): when the first
+//!    create goes out and the peak extra heap (goal: flat, <= +1 MiB from 3 to 1000 nodes);
 //! 5. ConfigMap edit → DaemonSet create: `--config-map`, an edit adding a set accepted by the API → the
-//!    create (apply) request of its DaemonSet (no debounce: one watch event per edit).
+//!    create (apply) request of its DaemonSet (no debounce: one watch event per edit);
+//! 6. resident memory of this process.
 //!
 //! Run: `cargo bench --bench controller`.
 
@@ -101,6 +105,10 @@ fn write(path: &std::path::Path, text: &str) {
     std::fs::rename(&aside, path).unwrap();
 }
 
+fn met(ok: bool) -> &'static str {
+    if ok { "MET" } else { "MISSED" }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -143,14 +151,54 @@ async fn reload_latency() {
     };
     assert!(wait_for(0).await, "initial config not applied");
     let mut samples = Vec::new();
+    // The file swap (the rename, as the kubelet's `..data` swap) to the first DaemonSet write request.
+    let mut swap_to_apply = Vec::new();
     for tag in 1..=20 {
+        let aside = path.with_extension("tmp");
+        std::fs::write(&aside, sets_config(3, 5, tag)).unwrap();
         let t0 = Instant::now();
-        write(&path, &sets_config(3, 5, tag));
+        let swapped = tokio::time::Instant::now();
+        std::fs::rename(&aside, &path).unwrap();
         if wait_for(tag).await {
             samples.push(t0.elapsed());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(first) = api.daemonset_writes_since(swapped).first() {
+            swap_to_apply.push(first.at - swapped);
+        }
+        // Past the debounce window, so each edit is a first one (a burst is measured below).
+        tokio::time::sleep(debounce + Duration::from_millis(50)).await;
     }
+    swap_to_apply.sort();
+    println!(
+        "swap-to-apply-request (file rename -> first DaemonSet write, {} edits): median {:?}, max {:?}; goal <= 20 ms: {}",
+        swap_to_apply.len(),
+        percentile(&swap_to_apply, 0.5),
+        swap_to_apply.last().unwrap(),
+        met(*swap_to_apply.last().unwrap() <= Duration::from_millis(20))
+    );
+
+    // A DaemonSet deleted by someone else: the DELETED watch event to the create request restoring it.
+    let mut delete_to_create = Vec::new();
+    for _ in 0..20 {
+        let deleted = tokio::time::Instant::now();
+        assert!(api.delete(NS, "set0"));
+        let t0 = Instant::now();
+        while api.daemonset_writes_since(deleted).is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let Some(first) = api.daemonset_writes_since(deleted).first() {
+            delete_to_create.push(first.at - deleted);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    delete_to_create.sort();
+    println!(
+        "delete-to-create-request (DaemonSet deleted -> create request, {} repairs): median {:?}, max {:?}; goal <= 20 ms: {}",
+        delete_to_create.len(),
+        percentile(&delete_to_create, 0.5),
+        delete_to_create.last().unwrap(),
+        met(*delete_to_create.last().unwrap() <= Duration::from_millis(20))
+    );
     samples.sort();
     println!(
         "reload-to-applied (3 sets x 5 images, debounce {debounce:?}, {} edits): median {:?}, p90 {:?}, max {:?}; target < 1 s + debounce: {}",
@@ -355,6 +403,114 @@ async fn scale() {
     }
 }
 
+/// A Node as a real kubelet reports it: labels, conditions, addresses, managedFields and 50 cached images
+/// with ~100-byte names (about 12 KB of JSON).
+fn node(n: usize) -> serde_json::Value {
+    let images: Vec<serde_json::Value> = (0..50)
+        .map(|i| {
+            json!({"names": [
+                format!("registry.example.com/platform-team/service-{i:02}@sha256:{:064x}", n * 100 + i),
+                format!("registry.example.com/platform-team/service-{i:02}:v1.{i}.{n}-build-000000000000"),
+            ], "sizeBytes": 123_456_789 + i})
+        })
+        .collect();
+    let conditions: Vec<serde_json::Value> = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+        .iter()
+        .map(|t| {
+            json!({"type": t, "status": "False", "lastHeartbeatTime": "2026-11-26T10:00:00Z",
+                        "lastTransitionTime": "2026-11-01T10:00:00Z", "reason": format!("Kubelet{t}"),
+                        "message": "kubelet has sufficient resources available on this node"})
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": format!("node-{n:05}"), "uid": format!("00000000-0000-4000-8000-{n:012}"),
+            "labels": {"kubernetes.io/hostname": format!("node-{n:05}"), "kubernetes.io/os": "linux",
+                       "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "m6i.2xlarge",
+                       "topology.kubernetes.io/zone": format!("eu-west-1{}", ["a", "b", "c"][n % 3]),
+                       "pool": format!("pool-{}", n % 7)},
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+            "managedFields": [{"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": "2026-11-26T10:00:00Z",
+                               "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:images": {}, "f:conditions": {}, "f:nodeInfo": {}}}}]
+        },
+        "spec": {"podCIDR": format!("10.{}.{}.0/24", n / 256, n % 256), "providerID": format!("aws:///eu-west-1a/i-{n:017x}")},
+        "status": {
+            "capacity": {"cpu": "8", "memory": "32000000Ki", "pods": "110"},
+            "allocatable": {"cpu": "7910m", "memory": "31000000Ki", "pods": "110"},
+            "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": format!("10.0.{}.{}", n / 256, n % 256)},
+                          {"type": "Hostname", "address": format!("node-{n:05}")}],
+            "nodeInfo": {"kubeletVersion": "v1.33.0", "containerRuntimeVersion": "containerd://2.0.0",
+                         "osImage": "Bottlerocket OS 1.30", "kernelVersion": "6.1.0", "architecture": "amd64",
+                         "operatingSystem": "linux", "machineID": "0", "systemUUID": "0", "bootID": "0",
+                         "kubeProxyVersion": "v1.33.0"},
+            "images": images
+        }
+    })
+}
+
+/// The first pass of 3 new sets with realistic nodes in the cluster: when the first create request goes
+/// out, and the controller's extra heap at its peak (the node count for the quota check included; the
+/// fake server's answer pages are counted too).
+async fn node_scale() {
+    println!(
+        "{:>6} {:>12} {:>22} {:>12} {:>11} {:>16}",
+        "nodes", "node JSON", "first create request", "whole pass", "node pages", "peak extra heap"
+    );
+    let mut peaks = Vec::new();
+    for nodes in [3usize, 500, 1000] {
+        let (api, client) = FakeApi::start();
+        let objects: Vec<serde_json::Value> = (0..nodes).map(node).collect();
+        let json_size: usize = objects.iter().map(|n| serde_json::to_vec(n).unwrap().len()).sum();
+        api.add_node_objects(objects);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        write(&path, &sets_config(3, 5, 0));
+        let mut controller = Controller::new(
+            client.clone(),
+            settings(&path, Duration::from_millis(10)),
+            Box::new(support::Vars::default()),
+            Arc::new(Metrics::default()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await;
+        controller.reload().await;
+        let cluster = Cluster::new(client, NS);
+        // Let the startup tasks settle, so the baseline is quiet.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        let t0 = tokio::time::Instant::now();
+        let report = controller.pass(&cluster, &[]).await;
+        let whole = t0.elapsed();
+        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.created.len(), 3);
+        let first_create = api.daemonset_writes_since(t0).first().map(|r| r.at - t0).unwrap();
+        let pages = api
+            .requests_since(t0)
+            .iter()
+            .filter(|r| r.path.ends_with("/nodes"))
+            .count();
+        assert!(pages >= 1, "the new sets' nodes are counted");
+        println!(
+            "{nodes:>6} {:>10.1}MB {:>22?} {:>12?} {pages:>11} {:>13.2}MiB",
+            json_size as f64 / 1e6,
+            first_create,
+            whole,
+            mib(peak)
+        );
+        peaks.push(peak);
+    }
+    let growth = peaks[2].saturating_sub(peaks[0]);
+    println!(
+        "peak extra heap from 3 to 1000 nodes: +{:.2} MiB; goal <= +1 MiB: {}",
+        mib(growth),
+        met(growth <= 1_048_576)
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -365,6 +521,7 @@ fn main() {
         println!("resident memory at start: {:.1} MiB", rss_mib());
         reload_latency().await;
         config_map_latency().await;
+        node_scale().await;
         scale().await;
         println!(
             "resident memory at the end (includes the fake server and its pods): {:.1} MiB",

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::ContainerStateWaiting;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::config::ImageSet;
 use crate::render::labels;
@@ -304,7 +305,7 @@ pub struct FailureTally {
 }
 
 impl FailureTally {
-    pub fn add_pods(&mut self, pods: &[Pod]) {
+    pub fn add_pods(&mut self, pods: &[PodView]) {
         for pod in pods {
             let node = pod
                 .spec
@@ -348,6 +349,70 @@ impl FailureTally {
     }
 }
 
+/// The fields of a Pod the failure tally reads: its node, and each container's image and waiting state.
+/// The rest (a spec of up to 100 containers, managedFields, conditions) is skipped by serde without being
+/// allocated, so a page of pods weighs a fraction of the full objects.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct PodView {
+    #[serde(default, deserialize_with = "crate::k8s::name_and_labels")]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Option<PodSpecView>,
+    #[serde(default)]
+    pub status: Option<PodStatusView>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpecView {
+    #[serde(default)]
+    pub node_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatusView {
+    #[serde(default)]
+    pub init_container_statuses: Option<Vec<ContainerView>>,
+    #[serde(default)]
+    pub container_statuses: Option<Vec<ContainerView>>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct ContainerView {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub state: Option<StateView>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct StateView {
+    #[serde(default)]
+    pub waiting: Option<ContainerStateWaiting>,
+}
+
+impl k8s_openapi::Resource for PodView {
+    const API_VERSION: &'static str = "v1";
+    const GROUP: &'static str = "";
+    const KIND: &'static str = "Pod";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "pods";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for PodView {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// The label selector of one set's pods.
 pub fn pod_selector(set: &str) -> String {
     format!("{}={},{}={set}", labels::NAME, labels::CACHE_NAME, labels::SET)
@@ -379,9 +444,15 @@ pub fn refresh_due(set: &ImageSet, ds: &DaemonSet, health: &SetHealth, now: Time
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodSpec, PodStatus};
 
-    fn pod(node: &str, image: &str, reason: &str) -> Pod {
+    /// A pod as the API sends it, read back as the partial type the tally takes.
+    fn pod(node: &str, image: &str, reason: &str) -> PodView {
+        let full = full_pod(node, image, reason);
+        serde_json::from_value(serde_json::to_value(full).unwrap()).unwrap()
+    }
+
+    fn full_pod(node: &str, image: &str, reason: &str) -> Pod {
         Pod {
             spec: Some(PodSpec {
                 node_name: Some(node.into()),
@@ -465,7 +536,7 @@ mod tests {
     #[test]
     fn tally_groups_by_image_and_bounds_nodes() {
         let mut tally = FailureTally::default();
-        let pods: Vec<Pod> = (0..25)
+        let pods: Vec<PodView> = (0..25)
             .map(|i| pod(&format!("node-{i}"), "quay.io/x/missing:1", "ImagePullBackOff"))
             .collect();
         tally.add_pods(&pods[..12]);

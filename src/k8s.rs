@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::health::PodView;
 use crate::rbac::Access;
 use crate::render::labels;
 
@@ -20,8 +21,15 @@ use crate::render::labels;
 pub const FIELD_MANAGER: &str = "kubernetes-image-puller";
 /// Field manager of the periodic rolling restart, kept apart so applies never fight over it.
 pub const REFRESH_MANAGER: &str = "kubernetes-image-puller-refresh";
-/// Page size of pod lists: the controller never holds more than one page of pods.
-pub const POD_PAGE: u32 = 500;
+/// Page size of pod lists: the controller never holds more than one page of pods. A cache pod of a
+/// 100-image set is tens of KB of JSON, and the whole page is read before it is parsed: small pages
+/// bound the peak (a health check runs hourly; 20 requests per 1,000 nodes cost nothing).
+pub const POD_PAGE: u32 = 50;
+/// Page size of node lists (counting a new set's nodes): a real Node carries its cached-images list and
+/// managedFields, 10 to 30 KB of JSON, and the client holds a page about three times over (the body, its
+/// copy as text, the parse) before the partial type drops all but labels and taints. 20 keeps that under
+/// 1 MiB; the count runs after the writes, so its 50 requests per 1,000 nodes delay nothing.
+pub const NODE_PAGE: u32 = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -302,27 +310,28 @@ impl Cluster {
         })
     }
 
-    /// Visits the pods matching `selector` one page at a time, so memory does not grow with the cluster.
-    pub async fn for_each_pod_page(&self, selector: &str, mut visit: impl FnMut(&[Pod])) -> Result<()> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut params = ListParams::default().labels(selector).limit(POD_PAGE);
-        loop {
-            let page = pods.list(&params).await.map_err(|source| {
-                if is_forbidden(&source) {
-                    self.access.forbidden("list", "", "pods");
-                }
-                KubeError::List {
-                    what: "pods",
-                    namespace: self.namespace.clone(),
-                    source,
-                }
-            })?;
-            visit(&page.items);
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => return Ok(()),
+    /// Visits the pods matching `selector` one page at a time, so memory does not grow with the cluster;
+    /// only the fields the health tally reads are kept.
+    pub async fn for_each_pod_page(&self, selector: &str, visit: impl FnMut(&[PodView])) -> Result<()> {
+        let pods: Api<PodView> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = ListParams::default().labels(selector).limit(POD_PAGE);
+        for_each_page(&pods, params, visit).await.map_err(|source| {
+            if is_forbidden(&source) {
+                self.access.forbidden("list", "", "pods");
             }
-        }
+            KubeError::List {
+                what: "pods",
+                namespace: self.namespace.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Visits every node (cluster-wide `list nodes`) one small page at a time, keeping only labels and
+    /// taints: memory stays flat in the number of nodes.
+    pub async fn for_each_node_page(&self, visit: impl FnMut(&[NodeView])) -> Result<(), kube::Error> {
+        let nodes: Api<NodeView> = Api::all(self.client.clone());
+        for_each_page(&nodes, ListParams::default().limit(NODE_PAGE), visit).await
     }
 
     /// The owner reference to the puller's own Deployment, if it can be read. Without it the DaemonSets
@@ -644,22 +653,17 @@ impl Cluster {
     pub async fn for_each_event_page(
         &self,
         field_selector: &str,
-        mut visit: impl FnMut(&[k8s_openapi::api::core::v1::Event]),
+        visit: impl FnMut(&[k8s_openapi::api::core::v1::Event]),
     ) -> Result<()> {
         let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut params = ListParams::default().fields(field_selector).limit(EVENT_PAGE);
-        loop {
-            let page = events.list(&params).await.map_err(|source| KubeError::List {
+        let params = ListParams::default().fields(field_selector).limit(EVENT_PAGE);
+        for_each_page(&events, params, visit)
+            .await
+            .map_err(|source| KubeError::List {
                 what: "events",
                 namespace: self.namespace.clone(),
                 source,
-            })?;
-            visit(&page.items);
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => return Ok(()),
-            }
-        }
+            })
     }
 
     /// Every DaemonSet this tool manages in the namespace, whatever instance made it (for `status`).
@@ -680,3 +684,72 @@ impl Cluster {
 
 /// Page size of Event lists.
 pub const EVENT_PAGE: u32 = 100;
+
+/// The one pager: visits a list page by page (`limit` and `continue`); each page is dropped before the
+/// next is requested, so memory is bounded by one page.
+async fn for_each_page<K>(api: &Api<K>, mut params: ListParams, mut visit: impl FnMut(&[K])) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    loop {
+        let page = api.list(&params).await?;
+        visit(&page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The parts of a Node that decide where a DaemonSet pod may run: its labels and taints. Everything else
+/// (`status.images`, managedFields, conditions) is skipped by serde without being allocated.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct NodeView {
+    #[serde(default, deserialize_with = "name_and_labels")]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Option<NodeSpecView>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct NodeSpecView {
+    #[serde(default)]
+    pub taints: Option<Vec<Taint>>,
+}
+
+impl k8s_openapi::Resource for NodeView {
+    const API_VERSION: &'static str = "v1";
+    const GROUP: &'static str = "";
+    const KIND: &'static str = "Node";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "nodes";
+    type Scope = k8s_openapi::ClusterResourceScope;
+}
+
+impl k8s_openapi::Metadata for NodeView {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Reads an object's metadata keeping only its name and labels (managedFields, annotations and the rest
+/// are skipped unallocated): for the partial types read in pages.
+pub fn name_and_labels<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<ObjectMeta, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Slim {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        labels: Option<std::collections::BTreeMap<String, String>>,
+    }
+    let slim: Option<Slim> = serde::Deserialize::deserialize(d)?;
+    Ok(slim.map_or_else(ObjectMeta::default, |m| ObjectMeta {
+        name: m.name,
+        labels: m.labels,
+        ..ObjectMeta::default()
+    }))
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{LimitRange, Node, ResourceQuota, Taint};
+use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Taint};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
@@ -115,27 +115,23 @@ pub fn tolerates(tol: &k8s_openapi::api::core::v1::Toleration, taint: &Taint) ->
     effect_ok && key_ok && value_ok
 }
 
-/// Counts, per set, the nodes its pods can run on, reading nodes one page at a time. Needs cluster-wide
-/// `list nodes`; an error (e.g. forbidden) is returned for the caller to report.
+/// Counts, per set, the nodes its pods can run on, reading nodes one small page at a time (labels and
+/// taints only). Needs cluster-wide `list nodes`; an error (e.g. forbidden) is returned for the caller to report.
 pub async fn matching_nodes(cluster: &Cluster, config: &Config) -> Result<Vec<u64>, kube::Error> {
-    let nodes: Api<Node> = Api::all(cluster.client().clone());
     let mut counts = vec![0u64; config.sets.len()];
-    let mut params = ListParams::default().limit(crate::k8s::POD_PAGE);
-    loop {
-        let page = nodes.list(&params).await?;
-        for node in &page.items {
-            let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-            for (count, set) in counts.iter_mut().zip(&config.sets) {
-                if node_matches(set, node.labels(), &taints) {
-                    *count += 1;
+    cluster
+        .for_each_node_page(|nodes| {
+            for node in nodes {
+                let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
+                for (count, set) in counts.iter_mut().zip(&config.sets) {
+                    if node_matches(set, node.labels(), taints) {
+                        *count += 1;
+                    }
                 }
             }
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(counts),
-        }
-    }
+        })
+        .await?;
+    Ok(counts)
 }
 
 /// Compares what the sets need with the namespace's ResourceQuotas and LimitRanges. `nodes_of` gives the

@@ -379,7 +379,6 @@ impl Controller {
         self.resolve_owner(cluster).await;
         let desired = self.desired();
         let instance = self.instance();
-        // About to write: check first that the namespace's quota and limits have room for the pods.
         let writing = desired.iter().any(|d| {
             owned
                 .iter()
@@ -387,9 +386,6 @@ impl Controller {
                 .and_then(|l| reconcile::spec_hash_of(l))
                 != reconcile::spec_hash_of(d)
         });
-        if writing {
-            self.check_quota(cluster, owned).await;
-        }
         let strategy = self.access.strategy();
         let report = reconcile::reconcile_with(
             cluster,
@@ -419,6 +415,12 @@ impl Controller {
             tracing::warn!(error = %e, "reconcile error; will retry");
         }
         self.known.extend(report.live.iter().map(|d| d.name_any()));
+        // After the writes, not before: counting a new set's nodes (paged over the whole cluster) must never
+        // delay a create or a repair. Checked against the objects as they were before this pass (a DaemonSet
+        // just created has a zero status until the DaemonSet controller sees it); its Event is posted below.
+        if writing {
+            self.check_quota(cluster, owned).await;
+        }
         self.announce(&report).await;
         self.conflicts_seen = report.conflicts.iter().map(|(name, _)| name.clone()).collect();
         if report.errors.is_empty() {

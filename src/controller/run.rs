@@ -20,7 +20,9 @@ const QUICK_CHECKS: [Duration; 4] = [
     Duration::from_secs(45),
 ];
 
-/// Short wait after a watch event, so a burst of events (our own apply, a rollout) makes one pass.
+/// Leading-edge debounce of watch events: an event after a quiet spell starts a pass at once (a deleted
+/// DaemonSet is restored without waiting); events within this long after a pass (our own apply, a rollout)
+/// make one pass at its end.
 const EVENT_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// How often a name taken by a DaemonSet not ours is looked at again. The watch is label-selected and never
@@ -42,9 +44,9 @@ impl Controller {
             None => None,
         };
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        // A file change schedules a reload at this deadline (edits until then are batched); the loops select
-        // on it next to shutdown, so a long debounce never delays SIGTERM.
-        let mut reload_at: Option<tokio::time::Instant> = None;
+        // A file change reloads at once, or at a deadline when it follows a reload closely (a burst is
+        // batched); the loops select on it next to shutdown, so a long debounce never delays SIGTERM.
+        let mut reload_at = Debounce::default();
         // The ConfigMap first, when it is configured: the mounted file may not have the latest edit yet.
         if !self.first_config_map_read(&mut shutdown).await {
             return Ok(());
@@ -58,14 +60,8 @@ impl Controller {
             let Some(namespace) = self.config.as_ref().map(|c| c.namespace.clone()) else {
                 tokio::select! {
                     _ = shutdown.changed() => return Ok(()),
-                    Some(()) = recv(&mut config_watch) => {
-                        reload_at.get_or_insert_with(|| tokio::time::Instant::now() + self.settings.reload_debounce);
-                    }
-                    () = until(reload_at) => {
-                        reload_at = None;
-                        drain(&mut config_watch);
-                        self.reload().await;
-                    }
+                    Some(()) = recv(&mut config_watch) => { self.file_changed(&mut reload_at).await; }
+                    () = until(reload_at.at) => { self.reload_now(&mut reload_at, &mut config_watch).await; }
                     Some(()) = hup(&mut hangup) => { self.reload().await; }
                     Some(update) = config_map::next(&mut self.api.watch) => { self.on_config_map(update).await; }
                 }
@@ -100,7 +96,7 @@ impl Controller {
         shutdown: &mut watch::Receiver<bool>,
         config_watch: &mut Option<reload::ConfigWatch>,
         hangup: &mut Option<tokio::signal::unix::Signal>,
-        reload_at: &mut Option<tokio::time::Instant>,
+        reload_at: &mut Debounce,
     ) -> Result<Exit, ControllerError> {
         let cluster = self.cluster(namespace);
         let instance = self.instance();
@@ -124,9 +120,11 @@ impl Controller {
         // The next quick check after a write, and its index in QUICK_CHECKS.
         let mut quick: Option<(tokio::time::Instant, usize)> = None;
         let mut failures = 0u32;
+        // When the last pass ended: watch events right after it are batched, later ones act at once.
+        let mut passed_at: Option<tokio::time::Instant> = None;
         let mut resync = tokio::time::interval(self.settings.resync);
-        let mut interval = self.interval();
-        let mut health_tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), interval);
+        let mut health_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), self.interval());
         let mut conflict_tick = tokio::time::interval(CONFLICT_RECHECK);
         conflict_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -147,44 +145,33 @@ impl Controller {
                     if now_leader { due = Some(tokio::time::Instant::now()); }
                 }
                 Some(()) = recv(config_watch) => {
-                    reload_at.get_or_insert_with(|| tokio::time::Instant::now() + self.settings.reload_debounce);
+                    if self.file_changed(reload_at).await
+                        && let Some(exit) = self.new_config(namespace, &instance, &mut due, &mut failures, &mut health_tick)
+                    {
+                        return Ok(exit);
+                    }
                 }
-                () = until(*reload_at) => {
-                    *reload_at = None;
-                    drain(config_watch);
-                    if self.reload().await {
-                        if self.config.as_ref().map(|c| c.namespace.as_str()) != Some(namespace) || self.instance() != instance {
-                            return Ok(Exit::NamespaceChanged);
-                        }
-                        due = Some(tokio::time::Instant::now());
-                        failures = 0;
-                        if self.interval() != interval {
-                            interval = self.interval();
-                            health_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-                        }
+                () = until(reload_at.at) => {
+                    if self.reload_now(reload_at, config_watch).await
+                        && let Some(exit) = self.new_config(namespace, &instance, &mut due, &mut failures, &mut health_tick)
+                    {
+                        return Ok(exit);
                     }
                 }
                 // A ConfigMap edit is one atomic event: applied at once, no debounce.
                 Some(update) = config_map::next(&mut self.api.watch) => {
-                    if self.on_config_map(update).await {
-                        if self.config.as_ref().map(|c| c.namespace.as_str()) != Some(namespace) || self.instance() != instance {
-                            return Ok(Exit::NamespaceChanged);
-                        }
-                        due = Some(tokio::time::Instant::now());
-                        failures = 0;
-                        if self.interval() != interval {
-                            interval = self.interval();
-                            health_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-                        }
+                    if self.on_config_map(update).await
+                        && let Some(exit) = self.new_config(namespace, &instance, &mut due, &mut failures, &mut health_tick)
+                    {
+                        return Ok(exit);
                     }
                 }
                 Some(()) = hup(hangup) => {
                     tracing::info!("SIGHUP: re-reading the config");
-                    if self.reload().await {
-                        if self.config.as_ref().map(|c| c.namespace.as_str()) != Some(namespace) || self.instance() != instance {
-                            return Ok(Exit::NamespaceChanged);
-                        }
-                        due = Some(tokio::time::Instant::now());
+                    if self.reload().await
+                        && let Some(exit) = self.new_config(namespace, &instance, &mut due, &mut failures, &mut health_tick)
+                    {
+                        return Ok(exit);
                     }
                 }
                 event = stream.next() => match event {
@@ -196,7 +183,10 @@ impl Controller {
                     Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
                     Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => {
                         self.overlay.observe(&obj);
-                        if synced && due.is_none() { due = Some(tokio::time::Instant::now() + EVENT_DEBOUNCE); }
+                        if synced && due.is_none() {
+                            let now = tokio::time::Instant::now();
+                            due = Some(passed_at.map_or(now, |t| (t + EVENT_DEBOUNCE).max(now)));
+                        }
                         // Pods missing anew without a write of ours (a new node, a quota taken by others): one look.
                         if self.missing_pods_changed(&obj) && quick.is_none() {
                             quick = Some((tokio::time::Instant::now() + QUICK_CHECKS[0], QUICK_CHECKS.len() - 1));
@@ -220,6 +210,7 @@ impl Controller {
                         due = Some(tokio::time::Instant::now() + backoff(failures));
                         continue;
                     };
+                    passed_at = Some(tokio::time::Instant::now());
                     self.overlay.record(&owned, &report);
                     self.publish_health_from_store(&store);
                     if report.writes > 0 {
@@ -268,6 +259,68 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// A config that just took effect, whichever way it was read (file watch or SIGHUP): leave the loop when
+    /// its namespace or instance changed; else a pass at once, a clean retry count, and the health tick
+    /// re-armed when `caching_interval_hours` changed.
+    fn new_config(
+        &self,
+        namespace: &str,
+        instance: &str,
+        due: &mut Option<tokio::time::Instant>,
+        failures: &mut u32,
+        health_tick: &mut tokio::time::Interval,
+    ) -> Option<Exit> {
+        if self.config.as_ref().map(|c| c.namespace.as_str()) != Some(namespace) || self.instance() != instance {
+            return Some(Exit::NamespaceChanged);
+        }
+        let now = tokio::time::Instant::now();
+        *due = Some(now);
+        *failures = 0;
+        let interval = self.interval();
+        if health_tick.period() != interval {
+            tracing::info!(interval = ?interval, "health check interval changed; next check one interval from now");
+            *health_tick = tokio::time::interval_at(now + interval, interval);
+        }
+        None
+    }
+
+    /// A config-file event. After a quiet spell the file is read at once (the kubelet's `..data` swap is
+    /// atomic: its one event suffices); within the debounce after a reload that took effect, or while the
+    /// file does not parse (an editor mid-write, reported only if it stays so), one reload at the end of
+    /// the window batches the burst. Returns true when a new config took effect.
+    async fn file_changed(&mut self, debounce: &mut Debounce) -> bool {
+        if debounce.at.is_some() {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let window = self.settings.reload_debounce;
+        match debounce.quiet_until.filter(|&t| t > now) {
+            Some(until) => debounce.at = Some(until),
+            // An unparsable file gets the window to be completed before it is reported.
+            None if config::load(self.settings.config_path.as_deref(), self.env.as_ref()).is_err() => {
+                debounce.at = Some(now + window);
+            }
+            None => {
+                if self.reload().await {
+                    debounce.quiet_until = Some(tokio::time::Instant::now() + window);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The batched reload at the end of a debounce window. Returns true when a new config took effect.
+    async fn reload_now(&mut self, debounce: &mut Debounce, config_watch: &mut Option<reload::ConfigWatch>) -> bool {
+        debounce.at = None;
+        drain(config_watch);
+        let changed = self.reload().await;
+        if changed {
+            debounce.quiet_until = Some(tokio::time::Instant::now() + self.settings.reload_debounce);
+        }
+        changed
     }
 
     /// Node counts from the watch cache after each pass (no API call); pod-level detail waits for the
@@ -363,6 +416,14 @@ impl Controller {
         });
         (rx, None)
     }
+}
+
+/// Config-file reload timing: a pending batched reload, and the end of the window after the last reload
+/// that took effect.
+#[derive(Default)]
+struct Debounce {
+    at: Option<tokio::time::Instant>,
+    quiet_until: Option<tokio::time::Instant>,
 }
 
 async fn recv(watch: &mut Option<reload::ConfigWatch>) -> Option<()> {

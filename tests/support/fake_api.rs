@@ -817,20 +817,22 @@ impl FakeApi {
     fn list_pods(&self, ns: &str, query: &BTreeMap<String, String>) -> Reply {
         let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str));
         let st = self.state();
-        let all: Vec<&Value> = st
-            .pods
-            .iter()
-            .filter(|(n, p)| n == ns && selector.matches(p))
-            .map(|(_, p)| p)
-            .collect();
+        // The token is the position in the store where the previous page stopped, so a page costs its own
+        // length, not a scan of every pod (100 sets x 1,000 nodes in the benches).
         let start: usize = query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
         let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
-        let end = start.saturating_add(limit).min(all.len());
-        let items: Vec<&Value> = all[start.min(end)..end].to_vec();
+        let mut matching = st
+            .pods
+            .iter()
+            .enumerate()
+            .skip(start)
+            .filter(|(_, (n, p))| n == ns && selector.matches(p));
+        let items: Vec<&Value> = matching.by_ref().take(limit).map(|(_, (_, p))| p).collect();
         let mut metadata = json!({"resourceVersion": st.rv.to_string()});
-        if end < all.len() {
-            metadata["continue"] = json!(end.to_string());
-            metadata["remainingItemCount"] = json!(all.len() - end);
+        if items.len() == limit
+            && let Some((next, _)) = matching.next()
+        {
+            metadata["continue"] = json!(next.to_string());
         }
         Reply::Json(
             200,
@@ -1328,6 +1330,11 @@ impl FakeApi {
         }
     }
 
+    /// Nodes as given (e.g. with labels, taints and a realistic `status.images`).
+    pub fn add_node_objects(&self, nodes: impl IntoIterator<Item = Value>) {
+        self.state().model.nodes.extend(nodes);
+    }
+
     /// The puller's own Deployment; returns its uid.
     pub fn add_deployment(&self, namespace: &str, name: &str) -> String {
         let uid = format!("d0000000-0000-4000-8000-{:012}", name.len());
@@ -1413,7 +1420,17 @@ impl FakeApi {
                 Reply::Json(200, list("LimitRangeList", in_ns(&self.state().model.limit_ranges, ns)))
             }
             (&Method::GET, ["api", "v1", "nodes"]) => {
-                Reply::Json(200, list("NodeList", self.state().model.nodes.clone()))
+                // Paged by `limit` with `continue` tokens (the offset), as the real server does.
+                let st = self.state();
+                let all = &st.model.nodes;
+                let start: usize = query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+                let end = start.saturating_add(limit).min(all.len());
+                let mut page = list("NodeList", all[start.min(end)..end].to_vec());
+                if end < all.len() {
+                    page["metadata"]["continue"] = json!(end.to_string());
+                }
+                Reply::Json(200, page)
             }
             (&Method::GET, ["apis", "apps", "v1", "namespaces", ns, "deployments", name]) => {
                 let found = self

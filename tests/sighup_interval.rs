@@ -1,0 +1,134 @@
+//! A SIGHUP reload that changes `caching_interval_hours` re-arms the health check on the new interval (in
+//! env-var mode SIGHUP is the only reload, so without this a new interval never took effect). Paused time:
+//! hours pass in milliseconds, and the health check is seen by its pod list. Its own test binary: the
+//! signal goes to the whole process.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kubernetes_image_puller::config::VarSource;
+use kubernetes_image_puller::controller::{Controller, Settings};
+use kubernetes_image_puller::metrics::Metrics;
+use support::NS;
+use support::fake_api::FakeApi;
+use tokio::time::Instant;
+
+#[derive(Clone, Default)]
+struct SharedVars(Arc<Mutex<HashMap<String, String>>>);
+
+impl SharedVars {
+    fn set(&self, name: &str, value: &str) {
+        self.0.lock().unwrap().insert(name.into(), value.into());
+    }
+}
+
+impl VarSource for SharedVars {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.lock().unwrap().get(name).filter(|v| !v.is_empty()).cloned()
+    }
+    fn label(&self, name: &str) -> String {
+        name.to_owned()
+    }
+}
+
+fn image_of(api: &FakeApi) -> Option<String> {
+    let ds = api.daemonset(NS, "kubernetes-image-puller")?;
+    ds.spec?.template.spec?.containers.first()?.image.clone()
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// When the health checks since `t` listed the set's pods (the only pod lists the controller makes).
+fn health_checks_since(api: &FakeApi, t: Instant) -> Vec<Instant> {
+    api.requests_since(t)
+        .into_iter()
+        .filter(|r| r.path.ends_with("/pods") && !r.is_watch())
+        .map(|r| r.at)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn sighup_rearms_the_health_check_on_the_new_interval() {
+    let (api, client) = FakeApi::start();
+    let vars = SharedVars::default();
+    vars.set("NAMESPACE", NS);
+    vars.set("IMAGES", "main=quay.io/kip/main:1");
+    vars.set("CACHING_INTERVAL_HOURS", "5");
+    let settings = Settings {
+        config_path: None,
+        reload_debounce: Duration::from_millis(10),
+        resync: Duration::from_secs(3600),
+        leader_elect: false,
+        pod_name: None,
+        pod_namespace: None,
+    };
+    let controller = Controller::new(
+        client,
+        settings,
+        Box::new(vars.clone()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(controller.run(rx));
+    let started = Instant::now();
+    wait_for("the DaemonSet of the env-var set", || {
+        image_of(&api).as_deref() == Some("quay.io/kip/main:1")
+    })
+    .await;
+
+    // The first health check comes a minute after start; the next would be 5 h later.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        health_checks_since(&api, started).len(),
+        1,
+        "the first health check, a minute in"
+    );
+
+    // SIGHUP with a 1 h interval (and a new image, to know when the reload is done).
+    vars.set("CACHING_INTERVAL_HOURS", "1");
+    vars.set("IMAGES", "main=quay.io/kip/main:2");
+    let hup_sent = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Real time for the signal handler to run before paused time may jump ahead.
+    std::thread::sleep(Duration::from_millis(50));
+    wait_for("the new image after SIGHUP", || {
+        image_of(&api).as_deref() == Some("quay.io/kip/main:2")
+    })
+    .await;
+
+    // The next health check comes one new interval after the reload, not at the old 5 h period.
+    tokio::time::sleep(Duration::from_secs(3600 + 120)).await;
+    let checks = health_checks_since(&api, hup_sent);
+    assert!(
+        !checks.is_empty(),
+        "no health check within 1 h of a SIGHUP that set a 1 h interval"
+    );
+    let after = checks[0] - hup_sent;
+    assert!(
+        after >= Duration::from_secs(3600) && after < Duration::from_secs(3600 + 60),
+        "next health check {after:?} after the reload, want one hour"
+    );
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
