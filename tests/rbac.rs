@@ -88,6 +88,11 @@ fn openshift_role() -> Vec<Value> {
     rules_of(&role)
 }
 
+/// Tests of this file run one at a time: tracing caches each callsite's interest globally, so a callsite
+/// first hit by a test without a subscriber while another installs or drops its scoped one can be missed
+/// by the log counts.
+static LOGGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Log lines, captured from every task on this (current-thread) runtime.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
@@ -206,6 +211,7 @@ fn add_container(ds: &mut Value) {
 
 #[tokio::test]
 async fn upstream_role_converges_by_create_and_delete_then_create_without_a_403() {
+    let _serial = LOGGING.lock().await;
     let logs = Logs::default();
     let _guard = logs.install();
     let (api, client) = FakeApi::start();
@@ -337,6 +343,7 @@ async fn nothing_denied_under(role: Vec<Value>, cluster: Vec<Value>) -> FakeApi 
 
 #[tokio::test]
 async fn chart_role_denies_nothing() {
+    let _serial = LOGGING.lock().await;
     let api = nothing_denied_under(chart_role(), vec![]).await;
     // Without the optional nodes ClusterRole, nodes are never even asked for.
     assert!(!api.requests().iter().any(|r| r.path.ends_with("/nodes")));
@@ -344,6 +351,7 @@ async fn chart_role_denies_nothing() {
 
 #[tokio::test]
 async fn chart_role_with_the_nodes_cluster_role_denies_nothing() {
+    let _serial = LOGGING.lock().await;
     let nodes = vec![json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]})];
     let api = nothing_denied_under(chart_role(), nodes).await;
     assert!(api.requests().iter().any(|r| r.path.ends_with("/nodes")));
@@ -351,6 +359,7 @@ async fn chart_role_with_the_nodes_cluster_role_denies_nothing() {
 
 #[tokio::test]
 async fn openshift_template_role_denies_nothing() {
+    let _serial = LOGGING.lock().await;
     nothing_denied_under(openshift_role(), vec![]).await;
 }
 
@@ -358,6 +367,7 @@ async fn openshift_template_role_denies_nothing() {
 /// first 403, and converges; each refused verb is refused once, not at every pass.
 #[tokio::test]
 async fn without_a_rules_review_a_403_teaches_the_strategy_once() {
+    let _serial = LOGGING.lock().await;
     let logs = Logs::default();
     let _guard = logs.install();
     let (api, client) = FakeApi::start();
@@ -391,6 +401,7 @@ async fn without_a_rules_review_a_403_teaches_the_strategy_once() {
 /// rolling update to this image): ours must follow within seconds, not at the next resync.
 #[tokio::test]
 async fn handover_from_the_upstream_process_takes_seconds() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     api.authorize(upstream_role(), vec![], NS, "kubernetes-image-puller");
     let theirs: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(json!({
@@ -424,6 +435,7 @@ async fn handover_from_the_upstream_process_takes_seconds() {
 /// `--leader-elect` with the API away at start: no exit, standby meanwhile, then leader and converged.
 #[tokio::test]
 async fn leader_election_waits_out_an_absent_api() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     api.authorize(chart_role(), vec![], NS, "k8s-image-puller");
     api.away_for(Duration::from_secs(2));
@@ -457,6 +469,7 @@ async fn leader_election_waits_out_an_absent_api() {
 /// is missing (table and JSON).
 #[tokio::test]
 async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     api.authorize(upstream_role(), vec![], NS, "kubernetes-image-puller");
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
@@ -501,6 +514,7 @@ async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing()
 /// never by delete-then-create.
 #[tokio::test]
 async fn with_update_but_no_patch_changes_are_made_in_place() {
+    let _serial = LOGGING.lock().await;
     let (api, client) = FakeApi::start();
     let mut role = upstream_role();
     role.push(json!({"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["update"]}));
@@ -579,6 +593,7 @@ async fn refresh_under(role: Vec<Value>) -> (FakeApi, Option<String>) {
 /// rolling-restart patch that would be refused.
 #[tokio::test]
 async fn refresh_without_patch_deletes_and_creates() {
+    let _serial = LOGGING.lock().await;
     let (api, before) = refresh_under(upstream_role()).await;
     assert_ne!(uid(&api), before, "refreshed by delete-then-create");
 }
@@ -587,6 +602,7 @@ async fn refresh_without_patch_deletes_and_creates() {
 /// annotation on the pod template.
 #[tokio::test]
 async fn refresh_with_update_is_a_rolling_restart() {
+    let _serial = LOGGING.lock().await;
     let mut role = upstream_role();
     role.push(json!({"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["update"]}));
     let (api, before) = refresh_under(role).await;
