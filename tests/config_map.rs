@@ -9,10 +9,9 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
@@ -24,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use support::fake_api::{Action, FakeApi, Match};
+use support::logs::{LOGGING, Logs};
 use support::{NS, Vars, config_toml, set_toml};
 
 /// The chart's default ConfigMap name (what its Role names in resourceNames).
@@ -39,43 +39,6 @@ fn two_sets() -> String {
         set_toml("general", &[("nginx", "nginx:1.27")]),
         set_toml("gpu", &[("cuda", "nvidia/cuda:12.4.1-base-ubuntu22.04")]),
     ])
-}
-
-/// Log lines, captured from every task on this (current-thread) runtime.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The tests of this file run one at a time: tracing's per-callsite interest is global, so a callsite first
-/// hit by a test without a subscriber while another registers or drops its scoped one can be missed by
-/// the test counting log lines.
-static LOGGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-impl Logs {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-    fn count(&self, needle: &str) -> usize {
-        self.text().lines().filter(|l| l.contains(needle)).count()
-    }
 }
 
 struct Running {

@@ -10,9 +10,8 @@
 
 mod support;
 
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::{Client, ResourceExt};
@@ -25,6 +24,7 @@ use tokio::time::Instant;
 
 use support::Vars;
 use support::fake_api::{Action, FakeApi, Match};
+use support::logs::{LOGGING, Logs};
 
 const NS: &str = "che-images";
 const DS: &str = "kubernetes-image-puller";
@@ -86,43 +86,6 @@ fn openshift_role() -> Vec<Value> {
         .expect("a Role in the template")
         .clone();
     rules_of(&role)
-}
-
-/// Tests of this file run one at a time: tracing caches each callsite's interest globally, so a callsite
-/// first hit by a test without a subscriber while another installs or drops its scoped one can be missed
-/// by the log counts.
-static LOGGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Log lines, captured from every task on this (current-thread) runtime.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-    fn count(&self, needle: &str) -> usize {
-        self.text().lines().filter(|l| l.contains(needle)).count()
-    }
 }
 
 struct Running {

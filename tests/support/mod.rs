@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod logs;
 pub mod verifier;
 
 use std::collections::HashMap;
