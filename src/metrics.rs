@@ -95,6 +95,13 @@ pub struct Metrics {
     pub config_info: Family<ConfigInfoLabel, Gauge>,
 }
 
+/// Registers each `field => name, help;` row: a table instead of one five-line call per metric.
+macro_rules! register {
+    ($registry:ident, $m:ident; $($field:ident => $name:literal, $help:literal;)+) => {
+        $( $registry.register($name, $help, $m.$field.clone()); )+
+    };
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("kip");
@@ -121,94 +128,29 @@ impl Default for Metrics {
             config_info: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "set_nodes_desired",
-            "Nodes that should run the set's cache pod",
-            m.nodes_desired.clone(),
-        );
-        registry.register(
-            "set_nodes_ready",
-            "Nodes whose cache pod is ready (every image cached)",
-            m.nodes_ready.clone(),
-        );
-        registry.register(
-            "set_nodes_updated",
-            "Nodes running the current pod template",
-            m.nodes_updated.clone(),
-        );
-        registry.register("set_images", "Images in the set", m.images.clone());
-        registry.register(
-            "image_failing_nodes",
-            "Nodes where the image fails to pull or run",
-            m.image_failing_nodes.clone(),
-        );
-        registry.register("reconciles", "Reconcile passes", m.reconciles.clone());
-        registry.register(
-            "reconcile_errors",
-            "API errors during reconcile passes",
-            m.reconcile_errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of reconcile passes",
-            m.reconcile_duration.clone(),
-        );
-        registry.register("api_writes", "Write calls to the API server", m.api_writes.clone());
-        registry.register(
-            "conflicts",
-            "Sets whose DaemonSet name is taken by an object not ours",
-            m.conflicts.clone(),
-        );
-        registry.register(
-            "config_reloads",
-            "Config loads by result (ok, failed)",
-            m.reloads.clone(),
-        );
-        registry.register(
-            "config_valid",
-            "1 when the latest config read is valid, 0 when it was rejected",
-            m.config_valid.clone(),
-        );
-        registry.register(
-            "config_last_good_timestamp_seconds",
-            "Unix time of the last config accepted",
-            m.last_good_config.clone(),
-        );
-        registry.register(
-            "permission_denied",
-            "1 per verb and resource this identity lacks (the feature using it is off)",
-            m.permission_denied.clone(),
-        );
-        registry.register(
-            "write_strategy",
-            "1 for the DaemonSet write strategy in force (server-side-apply, update, delete-then-create)",
-            m.write_strategy.clone(),
-        );
-        registry.register(
-            "set_nodes_without_pod",
-            "Nodes lacking the set's pod (desired - scheduled), by the API's reason: quota, pod_security, limit_range, webhook, forbidden, placement, other, unknown",
-            m.nodes_without_pod.clone(),
-        );
-        registry.register(
-            "quota_shortfalls",
-            "Sets not fitting a ResourceQuota key or LimitRange bound",
-            m.quota_shortfalls.clone(),
-        );
-        registry.register(
-            "quota_shortfall_needed",
-            "What a set that does not fit needs (bytes, cores or pods)",
-            m.quota_needed.clone(),
-        );
-        registry.register(
-            "quota_shortfall_available",
-            "What is free for that set (quota) or the bound it breaks (LimitRange), in the same unit",
-            m.quota_available.clone(),
-        );
-        registry.register(
-            "config_info",
-            "1 for the config version in force: source (configmap, file, env) and version (the ConfigMap's resourceVersion or a content hash)",
-            m.config_info.clone(),
-        );
+        // One row per metric: field => name (after the `kip_` prefix), help.
+        register! { registry, m;
+            nodes_desired => "set_nodes_desired", "Nodes that should run the set's cache pod";
+            nodes_ready => "set_nodes_ready", "Nodes whose cache pod is ready (every image cached)";
+            nodes_updated => "set_nodes_updated", "Nodes running the current pod template";
+            images => "set_images", "Images in the set";
+            image_failing_nodes => "image_failing_nodes", "Nodes where the image fails to pull or run";
+            reconciles => "reconciles", "Reconcile passes";
+            reconcile_errors => "reconcile_errors", "API errors during reconcile passes";
+            reconcile_duration => "reconcile_duration_seconds", "Duration of reconcile passes";
+            api_writes => "api_writes", "Write calls to the API server";
+            conflicts => "conflicts", "Sets whose DaemonSet name is taken by an object not ours";
+            reloads => "config_reloads", "Config loads by result (ok, failed)";
+            config_valid => "config_valid", "1 when the latest config read is valid, 0 when it was rejected";
+            last_good_config => "config_last_good_timestamp_seconds", "Unix time of the last config accepted";
+            permission_denied => "permission_denied", "1 per verb and resource this identity lacks (the feature using it is off)";
+            write_strategy => "write_strategy", "1 for the DaemonSet write strategy in force (server-side-apply, update, delete-then-create)";
+            nodes_without_pod => "set_nodes_without_pod", "Nodes lacking the set's pod (desired - scheduled), by the API's reason: quota, pod_security, limit_range, webhook, forbidden, placement, other, unknown";
+            quota_shortfalls => "quota_shortfalls", "Sets not fitting a ResourceQuota key or LimitRange bound";
+            quota_needed => "quota_shortfall_needed", "What a set that does not fit needs (bytes, cores or pods)";
+            quota_available => "quota_shortfall_available", "What is free for that set (quota) or the bound it breaks (LimitRange), in the same unit";
+            config_info => "config_info", "1 for the config version in force: source (configmap, file, env) and version (the ConfigMap's resourceVersion or a content hash)";
+        }
         Self { registry, ..m }
     }
 }

@@ -507,28 +507,25 @@ pub fn limit_range_violations(config: &Config, ranges: &[LimitRange]) -> Result<
                             format!("each container {}", format_for(res, per_one))
                         }
                     };
-                    if let Some(max) = bound(&item.max, res)?.filter(|max| limit > *max) {
+                    // The bound broken, what the set has there, and how it is made up.
+                    let broken = [
+                        bound(&item.max, res)?
+                            .filter(|max| limit > *max)
+                            .map(|max| ("limit", limit, one_limit, "at most", max)),
+                        bound(&item.min, res)?
+                            .filter(|min| request < *min)
+                            .map(|min| ("request", request, one_request, "at least", min)),
+                    ];
+                    for (kind, value, per_one, relation, edge) in broken.into_iter().flatten() {
                         out.push(Shortfall {
                             set: set.name.clone(),
-                            resource: format!("{res} limit per {per}"),
-                            needed: format_for(res, limit),
-                            breakdown: explain(one_limit),
-                            available: format!("at most {}", format_for(res, max)),
+                            resource: format!("{res} {kind} per {per}"),
+                            needed: format_for(res, value),
+                            breakdown: explain(per_one),
+                            available: format!("{relation} {}", format_for(res, edge)),
                             source: source.clone(),
-                            needed_value: base_units(limit),
-                            available_value: base_units(max),
-                        });
-                    }
-                    if let Some(min) = bound(&item.min, res)?.filter(|min| request < *min) {
-                        out.push(Shortfall {
-                            set: set.name.clone(),
-                            resource: format!("{res} request per {per}"),
-                            needed: format_for(res, request),
-                            breakdown: explain(one_request),
-                            available: format!("at least {}", format_for(res, min)),
-                            source: source.clone(),
-                            needed_value: base_units(request),
-                            available_value: base_units(min),
+                            needed_value: base_units(value),
+                            available_value: base_units(edge),
                         });
                     }
                 }
