@@ -5,6 +5,9 @@
 
 mod affinity;
 mod env;
+// Before `model`, which uses its macro.
+#[macro_use]
+mod fields;
 mod load;
 pub mod model;
 mod resolve;
