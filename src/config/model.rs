@@ -190,56 +190,74 @@ pub enum TaintEffect {
     All,
 }
 
+/// A string enum of the Kubernetes API whose names are listed once, for deserializing and for `as_str`.
+trait ApiName: Copy + PartialEq + 'static {
+    const NAMES: &'static [(&'static str, Self)];
+    /// Ends the error for an unknown name.
+    const EXPECTED: &'static str;
+
+    fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(name, _)| name)
+    }
+}
+
+impl ApiName for TolerationOperator {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("Exists", Self::Exists), ("Equal", Self::Equal), ("", Self::Empty)];
+    const EXPECTED: &'static str = "`Exists` or `Equal` (or \"\", which means Equal)";
+}
+
+impl ApiName for TaintEffect {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("NoSchedule", Self::NoSchedule),
+        ("PreferNoSchedule", Self::PreferNoSchedule),
+        ("NoExecute", Self::NoExecute),
+        ("", Self::All),
+    ];
+    const EXPECTED: &'static str =
+        "one of `NoSchedule`, `PreferNoSchedule`, `NoExecute` (or \"\", which means all effects)";
+}
+
 // By hand, for a message that explains "" (serde's would list it as ``).
+fn deserialize_name<'de, T: ApiName, D: serde::Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    let s = String::deserialize(d)?;
+    T::NAMES
+        .iter()
+        .find(|(name, _)| *name == s)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown variant `{}`, expected {}",
+                rules::q(&s).to_string().trim_matches('"'),
+                T::EXPECTED
+            ))
+        })
+}
+
 impl<'de> Deserialize<'de> for TolerationOperator {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "Exists" => Ok(Self::Exists),
-            "Equal" => Ok(Self::Equal),
-            "" => Ok(Self::Empty),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown variant `{}`, expected `Exists` or `Equal` (or \"\", which means Equal)",
-                rules::q(other).to_string().trim_matches('"')
-            ))),
-        }
+        deserialize_name(d)
     }
 }
 
 impl<'de> Deserialize<'de> for TaintEffect {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "NoSchedule" => Ok(Self::NoSchedule),
-            "PreferNoSchedule" => Ok(Self::PreferNoSchedule),
-            "NoExecute" => Ok(Self::NoExecute),
-            "" => Ok(Self::All),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown variant `{}`, expected one of `NoSchedule`, `PreferNoSchedule`, `NoExecute` (or \"\", which means all effects)",
-                rules::q(other).to_string().trim_matches('"')
-            ))),
-        }
+        deserialize_name(d)
     }
 }
 
 impl TolerationOperator {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Exists => "Exists",
-            Self::Equal => "Equal",
-            Self::Empty => "",
-        }
+        ApiName::as_str(self)
     }
 }
 
 impl TaintEffect {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoSchedule => "NoSchedule",
-            Self::PreferNoSchedule => "PreferNoSchedule",
-            Self::NoExecute => "NoExecute",
-            Self::All => "",
-        }
+        ApiName::as_str(self)
     }
 }
 

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Toleration as K8sToleration;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::affinity;
-use super::model::{RawConfig, RawSet, Toleration};
+use super::model::{RawConfig, RawSet, TaintEffect, Toleration, TolerationOperator};
 use super::rules::{self, q, quantity_nanos};
 use super::{Config, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet, Resources, SLEEPER_INIT_CONTAINER};
 use crate::render::MAX_OBJECT_BYTES;
@@ -463,17 +463,13 @@ fn to_k8s_toleration(t: &Toleration) -> K8sToleration {
     K8sToleration {
         key: t.key.clone(),
         // "" is left out: the API stores it as absent (omitempty), so the live object would never match it.
-        operator: t
-            .operator
-            .map(|o| o.as_str())
-            .filter(|o| !o.is_empty())
-            .map(str::to_owned),
+        operator: non_empty(t.operator.map(TolerationOperator::as_str)),
         value: t.value.clone(),
-        effect: t
-            .effect
-            .map(|e| e.as_str())
-            .filter(|e| !e.is_empty())
-            .map(str::to_owned),
+        effect: non_empty(t.effect.map(TaintEffect::as_str)),
         toleration_seconds: t.toleration_seconds,
     }
+}
+
+fn non_empty(name: Option<&str>) -> Option<String> {
+    name.filter(|n| !n.is_empty()).map(str::to_owned)
 }
