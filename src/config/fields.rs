@@ -121,8 +121,8 @@ macro_rules! per_set_fields {
         }
 
         impl $defaults {
-            /// The per-set values the upstream variables give. Every variable is parsed before any is typed,
-            /// so that problems come in the order the upstream fallback has always reported them.
+            /// The per-set values the upstream variables give. Every variable is parsed before any is typed:
+            /// problems keep the order the env fallback has always reported them in (JSON syntax first).
             pub(super) fn from_vars(reader: &mut $crate::config::env::VarReader<'_, '_>) -> Self {
                 $( let $field = per_set_fields!(@parse reader $(, $var, $form)?); )*
                 Self {

@@ -68,6 +68,8 @@ pub struct RawConfig {
 // default, with which a test follows the field from defaults, sets and env into the resolved set; `in_set`,
 // the field's doc comment in a set; then the attributes of the field in both structs (validation rules,
 // schema overrides).
+// Beyond its entry (and its rule in rules.rs), a new field needs only its resolved form: a field of `ImageSet`
+// and its line in `resolve::build`, where the built-in default applies.
 per_set_fields! {
     /// Per-set values shared by all sets unless a set overrides them.
     #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
