@@ -70,26 +70,35 @@ impl Walk<'_> {
 
     /// `ValidateNodeSelectorRequirement`.
     fn node_requirement(&mut self, r: &NodeSelectorRequirement) {
-        let values = r.values.as_deref().unwrap_or_default();
-        match r.operator.as_str() {
+        self.operator(&r.operator, r.values.as_deref().unwrap_or_default(), true);
+        self.label_key("key", &r.key);
+    }
+
+    /// The operator and how many values it takes, as node selectors (`numeric`: Gt and Lt too) and label
+    /// selectors share them.
+    fn operator(&mut self, operator: &str, values: &[String], numeric: bool) {
+        match operator {
             "In" | "NotIn" if values.is_empty() => {
-                self.report("values", format!("operator {} needs at least one value", r.operator))
+                self.report("values", format!("operator {operator} needs at least one value"))
             }
             "Exists" | "DoesNotExist" if !values.is_empty() => {
-                self.report("values", format!("operator {} takes no values", r.operator))
+                self.report("values", format!("operator {operator} takes no values"))
             }
             // The scheduler reads the value as a whole number, but the API only counts it: so does this.
-            "Gt" | "Lt" if values.len() != 1 => self.report(
+            "Gt" | "Lt" if numeric && values.len() != 1 => self.report(
                 "values",
-                format!("operator {} takes exactly one value (a whole number)", r.operator),
+                format!("operator {operator} takes exactly one value (a whole number)"),
             ),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
-            other => self.report(
-                "operator",
-                format!("operator {} is not supported: use {NODE_OPERATORS}", q(other)),
-            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            "Gt" | "Lt" if numeric => {}
+            other => {
+                let allowed = if numeric { NODE_OPERATORS } else { SELECTOR_OPERATORS };
+                self.report(
+                    "operator",
+                    format!("operator {} is not supported: use {allowed}", q(other)),
+                )
+            }
         }
-        self.label_key("key", &r.key);
     }
 
     /// `validateNodeFieldSelectorRequirement`: only `metadata.name`, with In or NotIn and one value.
@@ -129,19 +138,7 @@ impl Walk<'_> {
         for (i, r) in s.match_expressions.iter().flatten().enumerate() {
             self.at("matchExpressions", Some(i), |w| {
                 let values = r.values.as_deref().unwrap_or_default();
-                match r.operator.as_str() {
-                    "In" | "NotIn" if values.is_empty() => {
-                        w.report("values", format!("operator {} needs at least one value", r.operator))
-                    }
-                    "Exists" | "DoesNotExist" if !values.is_empty() => {
-                        w.report("values", format!("operator {} takes no values", r.operator))
-                    }
-                    "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-                    other => w.report(
-                        "operator",
-                        format!("operator {} is not supported: use {SELECTOR_OPERATORS}", q(other)),
-                    ),
-                }
+                w.operator(&r.operator, values, false);
                 w.label_key("key", &r.key);
                 for v in values {
                     if let Some(why) = label_value_problem(v) {

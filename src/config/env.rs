@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Affinity;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::model::{RawConfig, RawDefaults, RawSet, Toleration};
+use super::model::{PER_SET_FIELDS, RawConfig, RawDefaults, RawSet};
 use super::resolve::{FieldPath, Seg, dotted, dropped_field_message, dropped_fields};
 use super::rules::q;
 use super::{DEFAULT_DAEMONSET_NAME, Problem};
@@ -98,16 +98,12 @@ pub fn var_for(path: &FieldPath) -> &'static str {
         "deployment_name" => "DEPLOYMENT_NAME",
         "sets" | "defaults" => match if key(0) == "sets" { key(2) } else { key(1) } {
             "name" => "DAEMONSET_NAME",
-            "memory_request" => "CACHING_MEMORY_REQUEST",
-            "memory_limit" => "CACHING_MEMORY_LIMIT",
-            "cpu_request" => "CACHING_CPU_REQUEST",
-            "cpu_limit" => "CACHING_CPU_LIMIT",
-            "node_selector" => "NODE_SELECTOR",
-            "tolerations" => "TOLERATIONS",
-            "affinity" => "AFFINITY",
-            "image_pull_secrets" => "IMAGE_PULL_SECRETS",
-            "annotations" => "DAEMONSET_ANNOTATIONS",
-            _ => "IMAGES",
+            field => PER_SET_FIELDS
+                .iter()
+                .find(|f| f.name == field)
+                .and_then(|f| f.env.as_ref())
+                .map(|(var, _)| *var)
+                .unwrap_or("IMAGES"),
         },
         _ => "IMAGES",
     }
@@ -153,67 +149,16 @@ pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
                 None
             }
         });
-    let mut json = |var: &str, what: &str| -> Option<serde_json::Value> {
-        let v = vars.get(var)?;
-        serde_json::from_str(&v)
-            .map_err(|e| report(var, format!("is not {what}: {e}")))
-            .ok()
-    };
-    let node_selector = json(
-        "NODE_SELECTOR",
-        "a JSON object of strings, e.g. {\"pool\": \"general\"}",
-    );
-    let tolerations = json(
-        "TOLERATIONS",
-        "a JSON list of tolerations, e.g. [{\"key\": \"gpu\", \"operator\": \"Exists\"}]",
-    );
-    let affinity = json("AFFINITY", "a JSON Affinity object, e.g. {\"nodeAffinity\": {...}}");
-    let annotations = json("DAEMONSET_ANNOTATIONS", "a JSON object of strings");
-    let node_selector: Option<BTreeMap<String, String>> =
-        typed_json("NODE_SELECTOR", node_selector, "a JSON object of strings", &mut report);
-    let tolerations: Option<Vec<Toleration>> =
-        typed_json("TOLERATIONS", tolerations, "a JSON list of tolerations", &mut report);
-    let affinity_json = affinity.clone();
-    let affinity: Option<Affinity> = typed_json("AFFINITY", affinity, "a JSON Affinity object", &mut report);
-    let affinity = affinity.filter(|typed| {
-        let kept = serde_json::to_value(typed).unwrap_or_default();
-        let dropped = dropped_fields(affinity_json.as_ref().unwrap_or(&kept), &kept);
-        for path in &dropped {
-            report("AFFINITY", format!("{}: {}", dotted(path), dropped_field_message(path)));
-        }
-        dropped.is_empty()
+    let values = RawDefaults::from_vars(&mut VarReader {
+        vars,
+        report: &mut report,
     });
-    let annotations: Option<BTreeMap<String, String>> = typed_json(
-        "DAEMONSET_ANNOTATIONS",
-        annotations,
-        "a JSON object of strings",
-        &mut report,
-    );
-
-    let image_pull_secrets = vars.get("IMAGE_PULL_SECRETS").map(|v| {
-        v.split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    });
-
     let set = RawSet {
         name: vars
             .get("DAEMONSET_NAME")
             .unwrap_or_else(|| DEFAULT_DAEMONSET_NAME.into()),
         images,
-        memory_request: vars.get("CACHING_MEMORY_REQUEST"),
-        memory_limit: vars.get("CACHING_MEMORY_LIMIT"),
-        cpu_request: vars.get("CACHING_CPU_REQUEST"),
-        cpu_limit: vars.get("CACHING_CPU_LIMIT"),
-        node_selector,
-        tolerations,
-        affinity,
-        image_pull_secrets,
-        priority_class_name: None,
-        annotations,
-        refresh: None,
+        ..RawSet::from(values)
     };
     let raw = RawConfig {
         namespace: vars.get("NAMESPACE"),
@@ -226,15 +171,82 @@ pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
     (raw, problems)
 }
 
-fn typed_json<T: DeserializeOwned>(
-    var: &str,
-    value: Option<serde_json::Value>,
-    shape: &str,
-    report: &mut impl FnMut(&str, String),
-) -> Option<T> {
-    serde_json::from_value(value?)
-        .map_err(|e| report(var, format!("is not {shape}: {e}")))
-        .ok()
+/// How an upstream variable writes a per-set value (see `per_set_fields!` in `model.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarForm {
+    /// The value as it is.
+    Text,
+    /// `a;b;c`: whitespace around items and empty items are dropped.
+    List,
+    /// JSON, named in errors by the text given: what it is, then `, e.g.` and an example. The example is shown
+    /// when the value is not JSON, and left out when it is JSON of the wrong type (serde says what it found).
+    Json(&'static str),
+    /// JSON of a Kubernetes type, which drops unknown fields without a word: each dropped field is a problem.
+    KubernetesJson(&'static str),
+}
+
+impl VarForm {
+    /// How a value of this form is named when it does not parse, and when it is of the wrong type.
+    fn names(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Json(what) | Self::KubernetesJson(what) => {
+                (what, what.split_once(", e.g.").map_or(*what, |(shape, _)| shape))
+            }
+            // Text and lists are built as strings: only a field that is not a string could refuse them.
+            Self::Text => ("text", "a string"),
+            Self::List => ("a list", "a list of strings separated by ';'"),
+        }
+    }
+}
+
+/// Reads per-set values from the variables, reporting each problem against the variable that holds it.
+pub struct VarReader<'v, 'r> {
+    pub vars: &'v dyn VarSource,
+    pub report: &'r mut dyn FnMut(&str, String),
+}
+
+impl VarReader<'_, '_> {
+    /// The variable as a JSON value (text as a string, a list as an array of strings); None when unset or
+    /// when its JSON does not parse (reported).
+    pub fn parse(&mut self, var: &str, form: &VarForm) -> Option<serde_json::Value> {
+        let v = self.vars.get(var)?;
+        match form {
+            VarForm::Text => Some(serde_json::Value::String(v)),
+            VarForm::List => Some(
+                v.split(';')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| serde_json::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+            VarForm::Json(_) | VarForm::KubernetesJson(_) => serde_json::from_str(&v)
+                .map_err(|e| (self.report)(var, format!("is not {}: {e}", form.names().0)))
+                .ok(),
+        }
+    }
+
+    /// The parsed value as the field's type; None (reported) when it is of the wrong shape or, for a
+    /// Kubernetes type, when it holds fields Kubernetes would drop.
+    pub fn typed<T: DeserializeOwned + Serialize>(
+        &mut self,
+        var: &str,
+        form: &VarForm,
+        value: Option<serde_json::Value>,
+    ) -> Option<T> {
+        let value = value?;
+        // Only a Kubernetes type needs the value as given after typing, to compare.
+        let given = matches!(form, VarForm::KubernetesJson(_)).then(|| value.clone());
+        let typed: T = serde_json::from_value(value)
+            .map_err(|e| (self.report)(var, format!("is not {}: {e}", form.names().1)))
+            .ok()?;
+        let Some(given) = given else { return Some(typed) };
+        let kept = serde_json::to_value(&typed).unwrap_or_default();
+        let dropped = dropped_fields(&given, &kept);
+        for path in &dropped {
+            (self.report)(var, format!("{}: {}", dotted(path), dropped_field_message(path)));
+        }
+        dropped.is_empty().then_some(typed)
+    }
 }
 
 #[cfg(test)]

@@ -2,9 +2,14 @@
 //! and the validated form the rest of the program uses.
 //!
 //! `load` is the one entry point: source → raw (`model`) → checked and resolved (`resolve`) → [`Config`].
+//! A per-set field (one that `[defaults]` and each `[[sets]]` accept) is declared once, in `model.rs`; the
+//! macro in `fields.rs` carries it to both structs, the merge and the env fallback.
 
 mod affinity;
 mod env;
+// Before `model`, which uses its macro.
+#[macro_use]
+mod fields;
 mod load;
 pub mod model;
 mod resolve;

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use super::env::VarForm;
 use super::rules;
 
 /// The whole config file.
@@ -53,109 +54,89 @@ pub struct RawConfig {
     pub sets: Vec<RawSet>,
 }
 
-/// Per-set values shared by all sets unless a set overrides them.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
-#[serde(deny_unknown_fields)]
-pub struct RawDefaults {
-    /// Memory request of each cache container (Kubernetes quantity). Default: 10Mi.
-    #[validate(custom(function = "rules::quantity"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_request: Option<String>,
-    /// Memory limit of each cache container (Kubernetes quantity). Default: 20Mi.
-    #[validate(custom(function = "rules::quantity"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_limit: Option<String>,
-    /// CPU request of each cache container (Kubernetes quantity: ".05", "50m"). Default: .05.
-    #[validate(custom(function = "rules::quantity"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_request: Option<String>,
-    /// CPU limit of each cache container (Kubernetes quantity). Default: .2.
-    #[validate(custom(function = "rules::quantity"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_limit: Option<String>,
-    /// Node labels a node must carry to run the set's pods.
-    #[validate(custom(function = "rules::label_map"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_selector: Option<BTreeMap<String, String>>,
-    /// Kubernetes tolerations (API field names: key, operator, value, effect, tolerationSeconds).
-    #[validate(nested)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<Toleration>>,
-    /// Kubernetes Affinity object (API field names), e.g. `{ nodeAffinity = { ... } }`.
-    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    /// Names of Secrets in the namespace used to pull the images.
-    #[validate(custom(function = "rules::dns_subdomain_list"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_pull_secrets: Option<Vec<String>>,
-    /// PriorityClass of the cache pods.
-    #[validate(custom(function = "rules::dns_subdomain"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
-    /// Extra annotations on the DaemonSet.
-    #[validate(custom(function = "rules::annotation_map"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// "interval": restart the pods every caching_interval_hours so moving tags (":latest") are pulled
-    /// again; "never": leave running pods alone. Default: "interval". Digest-pinned images never re-pull.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh: Option<Refresh>,
-}
+// The per-set fields are listed once, below, and `per_set_fields!` (fields.rs) writes them out as
+// `RawDefaults`, as `RawSet` (after its `name` and `images`), as the set-over-defaults merge and as the env
+// fallback's reader.
+// A macro rather than one struct shared by `#[serde(flatten)]`: flatten buffers the values, so type errors lose
+// their line and column and `deny_unknown_fields` stops working, and the two structs document each field
+// differently in the JSON Schema ("Memory request ..." under defaults, "See `defaults.memory_request`." in a
+// set).
+//
+// Each entry: the defaults' doc comment, then `name: Type = merge`, where `merge` is `replace` (the set's value,
+// else the default's) or `extend` (a map: the default's entries, the set's winning per key); `env VAR as form`
+// when an upstream variable sets it (see [`VarForm`]); `sample`, a valid TOML value unlike the built-in
+// default, with which a test follows the field from defaults, sets and env into the resolved set; `in_set`,
+// the field's doc comment in a set; then the attributes of the field in both structs (validation rules,
+// schema overrides).
+// Beyond its entry (and its rule in rules.rs), a new field needs only its resolved form: a field of `ImageSet`
+// and its line in `resolve::build`, where the built-in default applies.
+per_set_fields! {
+    /// Per-set values shared by all sets unless a set overrides them.
+    #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawDefaults;
 
-/// One image set: a DaemonSet whose pods hold one sleeping container per image.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
-#[serde(deny_unknown_fields)]
-pub struct RawSet {
-    /// DNS-1123 label; also the DaemonSet's name.
-    #[validate(custom(function = "rules::dns_label"))]
-    pub name: String,
-    /// Container name (DNS-1123 label) to image reference.
-    #[serde(default)]
-    pub images: BTreeMap<String, String>,
-    /// See `defaults.memory_request`.
-    #[validate(custom(function = "rules::quantity"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_request: Option<String>,
-    /// See `defaults.memory_limit`.
-    #[validate(custom(function = "rules::quantity"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_limit: Option<String>,
-    /// See `defaults.cpu_request`.
-    #[validate(custom(function = "rules::quantity"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_request: Option<String>,
-    /// See `defaults.cpu_limit`.
-    #[validate(custom(function = "rules::quantity"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_limit: Option<String>,
-    /// Replaces `defaults.node_selector` for this set.
-    #[validate(custom(function = "rules::label_map"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_selector: Option<BTreeMap<String, String>>,
-    /// Replaces `defaults.tolerations` for this set.
-    #[validate(nested)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<Toleration>>,
-    /// Replaces `defaults.affinity` for this set.
-    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    /// Replaces `defaults.image_pull_secrets` for this set.
-    #[validate(custom(function = "rules::dns_subdomain_list"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_pull_secrets: Option<Vec<String>>,
-    /// Replaces `defaults.priority_class_name` for this set.
-    #[validate(custom(function = "rules::dns_subdomain"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
-    /// Merged over `defaults.annotations` (the set's value wins per key).
-    #[validate(custom(function = "rules::annotation_map"))]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// Replaces `defaults.refresh` for this set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh: Option<Refresh>,
+    /// One image set: a DaemonSet whose pods hold one sleeping container per image.
+    #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawSet {
+        /// DNS-1123 label; also the DaemonSet's name.
+        #[validate(custom(function = "rules::dns_label"))]
+        pub name: String,
+        /// Container name (DNS-1123 label) to image reference.
+        #[serde(default)]
+        pub images: BTreeMap<String, String>,
+    }
+
+    fields {
+        /// Memory request of each cache container (Kubernetes quantity). Default: 10Mi.
+        memory_request: String = replace, env "CACHING_MEMORY_REQUEST" as VarForm::Text, sample r#""16Mi""#,
+            in_set "See `defaults.memory_request`.", #[validate(custom(function = "rules::quantity"))];
+        /// Memory limit of each cache container (Kubernetes quantity). Default: 20Mi.
+        memory_limit: String = replace, env "CACHING_MEMORY_LIMIT" as VarForm::Text, sample r#""30Mi""#,
+            in_set "See `defaults.memory_limit`.", #[validate(custom(function = "rules::quantity"))];
+        /// CPU request of each cache container (Kubernetes quantity: ".05", "50m"). Default: .05.
+        cpu_request: String = replace, env "CACHING_CPU_REQUEST" as VarForm::Text, sample r#""100m""#,
+            in_set "See `defaults.cpu_request`.", #[validate(custom(function = "rules::quantity"))];
+        /// CPU limit of each cache container (Kubernetes quantity). Default: .2.
+        cpu_limit: String = replace, env "CACHING_CPU_LIMIT" as VarForm::Text, sample r#""500m""#,
+            in_set "See `defaults.cpu_limit`.", #[validate(custom(function = "rules::quantity"))];
+        /// Node labels a node must carry to run the set's pods.
+        node_selector: BTreeMap<String, String> = replace,
+            env "NODE_SELECTOR" as VarForm::Json("a JSON object of strings, e.g. {\"pool\": \"general\"}"),
+            sample r#"{ pool = "general" }"#,
+            in_set "Replaces `defaults.node_selector` for this set.", #[validate(custom(function = "rules::label_map"))];
+        /// Kubernetes tolerations (API field names: key, operator, value, effect, tolerationSeconds).
+        tolerations: Vec<Toleration> = replace,
+            env "TOLERATIONS"
+                as VarForm::Json("a JSON list of tolerations, e.g. [{\"key\": \"gpu\", \"operator\": \"Exists\"}]"),
+            sample r#"[{ key = "gpu", operator = "Exists", effect = "NoSchedule" }]"#,
+            in_set "Replaces `defaults.tolerations` for this set.", #[validate(nested)];
+        /// Kubernetes Affinity object (API field names), e.g. `{ nodeAffinity = { ... } }`.
+        affinity: Affinity = replace,
+            env "AFFINITY" as VarForm::KubernetesJson("a JSON Affinity object, e.g. {\"nodeAffinity\": {...}}"),
+            sample r#"{ nodeAffinity = { requiredDuringSchedulingIgnoredDuringExecution = { nodeSelectorTerms = [
+                { matchExpressions = [{ key = "pool", operator = "In", values = ["general"] }] }] } } }"#,
+            in_set "Replaces `defaults.affinity` for this set.",
+            #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")];
+        /// Names of Secrets in the namespace used to pull the images.
+        image_pull_secrets: Vec<String> = replace, env "IMAGE_PULL_SECRETS" as VarForm::List,
+            sample r#"["regcred", "mirror"]"#, in_set "Replaces `defaults.image_pull_secrets` for this set.",
+            #[validate(custom(function = "rules::dns_subdomain_list"))];
+        /// PriorityClass of the cache pods.
+        priority_class_name: String = replace, sample r#""cache-low""#,
+            in_set "Replaces `defaults.priority_class_name` for this set.",
+            #[validate(custom(function = "rules::dns_subdomain"))];
+        /// Extra annotations on the DaemonSet.
+        annotations: BTreeMap<String, String> = extend,
+            env "DAEMONSET_ANNOTATIONS" as VarForm::Json("a JSON object of strings"),
+            sample r#"{ "example.com/team" = "infra" }"#,
+            in_set "Merged over `defaults.annotations` (the set's value wins per key).",
+            #[validate(custom(function = "rules::annotation_map"))];
+        /// "interval": restart the pods every caching_interval_hours so moving tags (":latest") are pulled
+        /// again; "never": leave running pods alone. Default: "interval". Digest-pinned images never re-pull.
+        refresh: Refresh = replace, sample r#""never""#, in_set "Replaces `defaults.refresh` for this set.";
+    }
 }
 
 /// When running cache pods are restarted so that moving tags are pulled again.
@@ -211,56 +192,74 @@ pub enum TaintEffect {
     All,
 }
 
+/// A string enum of the Kubernetes API whose names are listed once, for deserializing and for `as_str`.
+trait ApiName: Copy + PartialEq + 'static {
+    const NAMES: &'static [(&'static str, Self)];
+    /// Ends the error for an unknown name.
+    const EXPECTED: &'static str;
+
+    fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(name, _)| name)
+    }
+}
+
+impl ApiName for TolerationOperator {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("Exists", Self::Exists), ("Equal", Self::Equal), ("", Self::Empty)];
+    const EXPECTED: &'static str = "`Exists` or `Equal` (or \"\", which means Equal)";
+}
+
+impl ApiName for TaintEffect {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("NoSchedule", Self::NoSchedule),
+        ("PreferNoSchedule", Self::PreferNoSchedule),
+        ("NoExecute", Self::NoExecute),
+        ("", Self::All),
+    ];
+    const EXPECTED: &'static str =
+        "one of `NoSchedule`, `PreferNoSchedule`, `NoExecute` (or \"\", which means all effects)";
+}
+
 // By hand, for a message that explains "" (serde's would list it as ``).
+fn deserialize_name<'de, T: ApiName, D: serde::Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    let s = String::deserialize(d)?;
+    T::NAMES
+        .iter()
+        .find(|(name, _)| *name == s)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown variant `{}`, expected {}",
+                rules::q(&s).to_string().trim_matches('"'),
+                T::EXPECTED
+            ))
+        })
+}
+
 impl<'de> Deserialize<'de> for TolerationOperator {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "Exists" => Ok(Self::Exists),
-            "Equal" => Ok(Self::Equal),
-            "" => Ok(Self::Empty),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown variant `{}`, expected `Exists` or `Equal` (or \"\", which means Equal)",
-                rules::q(other).to_string().trim_matches('"')
-            ))),
-        }
+        deserialize_name(d)
     }
 }
 
 impl<'de> Deserialize<'de> for TaintEffect {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "NoSchedule" => Ok(Self::NoSchedule),
-            "PreferNoSchedule" => Ok(Self::PreferNoSchedule),
-            "NoExecute" => Ok(Self::NoExecute),
-            "" => Ok(Self::All),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown variant `{}`, expected one of `NoSchedule`, `PreferNoSchedule`, `NoExecute` (or \"\", which means all effects)",
-                rules::q(other).to_string().trim_matches('"')
-            ))),
-        }
+        deserialize_name(d)
     }
 }
 
 impl TolerationOperator {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Exists => "Exists",
-            Self::Equal => "Equal",
-            Self::Empty => "",
-        }
+        ApiName::as_str(self)
     }
 }
 
 impl TaintEffect {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoSchedule => "NoSchedule",
-            Self::PreferNoSchedule => "PreferNoSchedule",
-            Self::NoExecute => "NoExecute",
-            Self::All => "",
-        }
+        ApiName::as_str(self)
     }
 }
 

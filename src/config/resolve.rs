@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Toleration as K8sToleration;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::affinity;
-use super::model::{RawConfig, RawSet, Toleration};
+use super::model::{RawConfig, RawSet, TaintEffect, Toleration, TolerationOperator};
 use super::rules::{self, q, quantity_nanos};
 use super::{Config, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet, Resources, SLEEPER_INIT_CONTAINER};
 use crate::render::MAX_OBJECT_BYTES;
@@ -413,17 +413,13 @@ fn check_request_within_limit(raw: &RawConfig, i: usize, problems: &mut Vec<Fiel
 }
 
 fn build(raw: &RawConfig) -> Config {
-    let d = &raw.defaults;
-    let fallback = Resources::default();
     let sets = raw
         .sets
         .iter()
         .map(|s| {
-            let pick = |set: &Option<String>, def: &Option<String>, fb: &String| {
-                set.clone().or_else(|| def.clone()).unwrap_or_else(|| fb.clone())
-            };
-            let mut annotations: BTreeMap<String, String> = d.annotations.clone().unwrap_or_default();
-            annotations.extend(s.annotations.clone().unwrap_or_default());
+            // The set's value, else the default's (see `per_set_fields!`), else the built-in one.
+            let v = s.over(&raw.defaults);
+            let builtin = Resources::default();
             ImageSet {
                 name: s.name.clone(),
                 images: s
@@ -435,31 +431,21 @@ fn build(raw: &RawConfig) -> Config {
                     })
                     .collect(),
                 resources: Resources {
-                    cpu_request: pick(&s.cpu_request, &d.cpu_request, &fallback.cpu_request),
-                    cpu_limit: pick(&s.cpu_limit, &d.cpu_limit, &fallback.cpu_limit),
-                    memory_request: pick(&s.memory_request, &d.memory_request, &fallback.memory_request),
-                    memory_limit: pick(&s.memory_limit, &d.memory_limit, &fallback.memory_limit),
+                    cpu_request: v.cpu_request.unwrap_or(builtin.cpu_request),
+                    cpu_limit: v.cpu_limit.unwrap_or(builtin.cpu_limit),
+                    memory_request: v.memory_request.unwrap_or(builtin.memory_request),
+                    memory_limit: v.memory_limit.unwrap_or(builtin.memory_limit),
                 },
-                node_selector: s
-                    .node_selector
-                    .clone()
-                    .or_else(|| d.node_selector.clone())
-                    .unwrap_or_default(),
-                tolerations: s
+                node_selector: v.node_selector.unwrap_or_default(),
+                tolerations: v
                     .tolerations
-                    .as_ref()
-                    .or(d.tolerations.as_ref())
                     .map(|ts| ts.iter().map(to_k8s_toleration).collect())
                     .unwrap_or_default(),
-                affinity: s.affinity.clone().or_else(|| d.affinity.clone()),
-                image_pull_secrets: s
-                    .image_pull_secrets
-                    .clone()
-                    .or_else(|| d.image_pull_secrets.clone())
-                    .unwrap_or_default(),
-                priority_class_name: s.priority_class_name.clone().or_else(|| d.priority_class_name.clone()),
-                annotations,
-                refresh: s.refresh.or(d.refresh).unwrap_or_default(),
+                affinity: v.affinity,
+                image_pull_secrets: v.image_pull_secrets.unwrap_or_default(),
+                priority_class_name: v.priority_class_name,
+                annotations: v.annotations.unwrap_or_default(),
+                refresh: v.refresh.unwrap_or_default(),
             }
         })
         .collect();
@@ -477,17 +463,13 @@ fn to_k8s_toleration(t: &Toleration) -> K8sToleration {
     K8sToleration {
         key: t.key.clone(),
         // "" is left out: the API stores it as absent (omitempty), so the live object would never match it.
-        operator: t
-            .operator
-            .map(|o| o.as_str())
-            .filter(|o| !o.is_empty())
-            .map(str::to_owned),
+        operator: non_empty(t.operator.map(TolerationOperator::as_str)),
         value: t.value.clone(),
-        effect: t
-            .effect
-            .map(|e| e.as_str())
-            .filter(|e| !e.is_empty())
-            .map(str::to_owned),
+        effect: non_empty(t.effect.map(TaintEffect::as_str)),
         toleration_seconds: t.toleration_seconds,
     }
+}
+
+fn non_empty(name: Option<&str>) -> Option<String> {
+    name.filter(|n| !n.is_empty()).map(str::to_owned)
 }

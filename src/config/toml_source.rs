@@ -65,15 +65,13 @@ impl<'t> TomlDoc<'t> {
         let mut problems: Vec<(usize, Problem)> = Vec::new();
         let mut unknown: Vec<(FieldPath, Option<String>)> = Vec::new();
         let schema = schema();
-        check_keys(
-            schema,
-            schema,
-            doc.root.get_ref(),
-            &mut Vec::new(),
-            &doc,
-            &mut problems,
-            &mut unknown,
-        );
+        KeyCheck {
+            root: schema,
+            doc: &doc,
+            out: &mut problems,
+            unknown: &mut unknown,
+        }
+        .table(schema, doc.root.get_ref(), &mut Vec::new());
         let mut tainted = Vec::new();
         // Deserialize from the tree already parsed (its strings borrow the text) instead of parsing again.
         let mut tree = Spanned::new(doc.root.span(), DeValue::Table(doc.root.get_ref().clone()));
@@ -331,77 +329,71 @@ fn resolve<'s>(root: &'s Schema, mut s: &'s Schema) -> &'s Schema {
     s
 }
 
-/// Reports every key the schema does not allow, with a "did you mean" when one is close.
-fn check_keys(
-    root: &Schema,
-    schema: &Schema,
-    table: &DeTable<'_>,
-    path: &mut FieldPath,
-    doc: &TomlDoc<'_>,
-    out: &mut Vec<(usize, Problem)>,
-    unknown: &mut Vec<(FieldPath, Option<String>)>,
-) {
-    let schema = resolve(root, schema);
-    let props = schema.get("properties").and_then(Schema::as_object);
-    let extra = schema.get("additionalProperties");
-    for (k, v) in table {
-        let name: &str = k.get_ref();
-        let sub = match (props.and_then(|p| p.get(name)), extra) {
-            (Some(s), _) => s,
-            (None, Some(Schema::Bool(false))) => {
-                let allowed: Vec<&str> = props
-                    .map(|p| p.keys().map(String::as_str).collect())
-                    .unwrap_or_default();
-                let suggestion = closest(name, &allowed);
-                let hint = suggestion.map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
-                let mut field = path.clone();
-                field.push(Seg::Key(name.to_owned()));
-                out.push((
-                    k.span().start,
-                    Problem {
-                        location: doc.at(k.span().start),
-                        field: dotted(&field),
-                        message: format!(
-                            "unknown field `{}`; {hint}allowed here: {}",
-                            short(name),
-                            allowed.join(", ")
-                        ),
-                    },
-                ));
-                unknown.push((field, suggestion.map(str::to_owned)));
-                continue;
-            }
-            (None, Some(s)) if s.is_object() => s,
-            _ => continue,
-        };
-        path.push(Seg::Key(name.to_owned()));
-        check_value(root, sub, v.get_ref(), path, doc, out, unknown);
-        path.pop();
-    }
+/// Reports every key the schema does not allow, with a "did you mean" when one is close, and collects the
+/// paths of those keys (with the suggestion) in `unknown`.
+struct KeyCheck<'c, 't> {
+    root: &'c Schema,
+    doc: &'c TomlDoc<'t>,
+    out: &'c mut Vec<(usize, Problem)>,
+    unknown: &'c mut Vec<(FieldPath, Option<String>)>,
 }
 
-fn check_value(
-    root: &Schema,
-    schema: &Schema,
-    value: &DeValue<'_>,
-    path: &mut FieldPath,
-    doc: &TomlDoc<'_>,
-    out: &mut Vec<(usize, Problem)>,
-    unknown: &mut Vec<(FieldPath, Option<String>)>,
-) {
-    match value {
-        DeValue::Table(t) => check_keys(root, schema, t, path, doc, out, unknown),
-        DeValue::Array(items) => {
-            let schema = resolve(root, schema);
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    path.push(Seg::Index(i));
-                    check_value(root, item_schema, item.get_ref(), path, doc, out, unknown);
-                    path.pop();
+impl KeyCheck<'_, '_> {
+    fn table(&mut self, schema: &Schema, table: &DeTable<'_>, path: &mut FieldPath) {
+        let schema = resolve(self.root, schema);
+        let props = schema.get("properties").and_then(Schema::as_object);
+        let extra = schema.get("additionalProperties");
+        for (k, v) in table {
+            let name: &str = k.get_ref();
+            let sub = match (props.and_then(|p| p.get(name)), extra) {
+                (Some(s), _) => s,
+                (None, Some(Schema::Bool(false))) => {
+                    let allowed: Vec<&str> = props
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    let suggestion = closest(name, &allowed);
+                    let hint = suggestion.map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
+                    let mut field = path.clone();
+                    field.push(Seg::Key(name.to_owned()));
+                    self.out.push((
+                        k.span().start,
+                        Problem {
+                            location: self.doc.at(k.span().start),
+                            field: dotted(&field),
+                            message: format!(
+                                "unknown field `{}`; {hint}allowed here: {}",
+                                short(name),
+                                allowed.join(", ")
+                            ),
+                        },
+                    ));
+                    self.unknown.push((field, suggestion.map(str::to_owned)));
+                    continue;
+                }
+                (None, Some(s)) if s.is_object() => s,
+                _ => continue,
+            };
+            path.push(Seg::Key(name.to_owned()));
+            self.value(sub, v.get_ref(), path);
+            path.pop();
+        }
+    }
+
+    fn value(&mut self, schema: &Schema, value: &DeValue<'_>, path: &mut FieldPath) {
+        match value {
+            DeValue::Table(t) => self.table(schema, t, path),
+            DeValue::Array(items) => {
+                let schema = resolve(self.root, schema);
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter().enumerate() {
+                        path.push(Seg::Index(i));
+                        self.value(item_schema, item.get_ref(), path);
+                        path.pop();
+                    }
                 }
             }
+            _ => {}
         }
-        _ => {}
     }
 }
 
