@@ -17,8 +17,9 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use kubernetes_image_puller::config::{Env, load};
 use kubernetes_image_puller::controller::{Controller, Settings};
+use kubernetes_image_puller::labels;
 use kubernetes_image_puller::metrics::Metrics;
-use kubernetes_image_puller::render::{self, RenderOptions, labels};
+use kubernetes_image_puller::render::{self, RenderOptions};
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -19,9 +19,9 @@ use std::time::Duration;
 use http::Method;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kubernetes_image_puller::controller::{Controller, Settings};
+use kubernetes_image_puller::labels;
 use kubernetes_image_puller::metrics::Metrics;
 use kubernetes_image_puller::reconcile::{contains, spec_hash_of};
-use kubernetes_image_puller::render::labels;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

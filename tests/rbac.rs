@@ -580,7 +580,7 @@ async fn refresh_with_update_is_a_rolling_restart() {
         .annotations
         .unwrap_or_default();
     assert!(
-        annotations.contains_key(kubernetes_image_puller::render::labels::RESTARTED_AT),
+        annotations.contains_key(kubernetes_image_puller::labels::RESTARTED_AT),
         "{annotations:?}"
     );
 }

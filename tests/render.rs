@@ -9,7 +9,8 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Affinity, Container, NodeAffinity, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kubernetes_image_puller::config::{self, Config, Image, Refresh, SLEEPER_INIT_CONTAINER};
-use kubernetes_image_puller::render::{self, RenderOptions, labels};
+use kubernetes_image_puller::labels;
+use kubernetes_image_puller::render::{self, RenderOptions};
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -46,7 +46,7 @@ impl Controller {
             config.deployment_name = live_instance(&config, &managed);
         }
         let config = Arc::new(config);
-        self.config = Some(config.clone());
+        self.cfg.config = Some(config.clone());
         let instance = self.instance();
         let owned: Vec<Arc<DaemonSet>> = managed
             .into_iter()
@@ -59,10 +59,10 @@ impl Controller {
         Ok(StatusReport {
             namespace: config.namespace.clone(),
             sets,
-            permissions: self.access.report(),
+            permissions: self.platform.access.report(),
             shortfalls: quota.shortfalls,
             quota_totals: quota.totals,
-            config: self.in_force.clone(),
+            config: self.cfg.version.clone(),
         })
     }
 }
@@ -71,7 +71,7 @@ impl Controller {
 pub async fn run_once(mut controller: Controller) -> bool {
     controller.read_config_map_once().await;
     controller.reload().await;
-    let Some(config) = controller.config.clone() else {
+    let Some(config) = controller.cfg.config.clone() else {
         return false;
     };
     let cluster = controller.cluster(&config.namespace);
