@@ -173,8 +173,7 @@ async fn start_controller(client: &Client, config: PathBuf, namespace: &str) -> 
         Box::new(Env),
         Arc::new(Metrics::default()),
         ready,
-    )
-    .await;
+    );
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         controller.run(rx).await.expect("controller run");
@@ -515,8 +514,7 @@ async fn start_env_controller(client: &Client, env: Vars, namespace: &str) -> (R
         Box::new(env),
         metrics.clone(),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         controller.run(rx).await.expect("controller run");

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kube::Client;
-use kubernetes_image_puller::controller::{Controller, ControllerError, Settings};
+use kubernetes_image_puller::controller::{self, Controller, ControllerError, Settings};
 use kubernetes_image_puller::metrics::Metrics;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -71,7 +71,6 @@ async fn run(api: FakeApi, client: Client, file: &str) -> Running {
         metrics.clone(),
         Arc::new(AtomicBool::new(false)),
     )
-    .await
     .with_config_map(Some(CM.into()));
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
@@ -549,23 +548,9 @@ async fn status_shows_the_config_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, one_set()).unwrap();
-    let settings = Settings {
-        config_path: Some(path.clone()),
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: None,
-        pod_namespace: None,
-    };
-    let mut controller = Controller::new(
-        client,
-        settings,
-        Box::new(Vars::default()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = controller.status().await.expect("status");
+    let report = controller::status(client.clone(), Some(&path), &Vars::default())
+        .await
+        .expect("status");
     let version = report.config.clone().expect("a version");
     assert_eq!(version.source, "file");
     assert!(
@@ -581,7 +566,11 @@ async fn status_shows_the_config_version() {
     assert_eq!(json["config"], json!({"source": "file", "version": version.version}));
     // Another content, another version.
     std::fs::write(&path, two_sets()).unwrap();
-    let again = controller.status().await.expect("status").config.unwrap();
+    let again = controller::status(client, Some(&path), &Vars::default())
+        .await
+        .expect("status")
+        .config
+        .unwrap();
     assert_ne!(again.version, version.version);
 }
 
@@ -610,9 +599,8 @@ async fn once_reads_the_configmap_with_one_get() {
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
     )
-    .await
     .with_config_map(Some(CM.into()));
-    assert!(kubernetes_image_puller::controller::run_once(controller).await);
+    assert!(kubernetes_image_puller::controller::run_once(controller).await.ok());
     assert_eq!(api.daemonset_names(NS), ["general", "gpu"]);
     let reads = ctl_configmap_requests(&api);
     assert_eq!(

@@ -141,8 +141,7 @@ async fn converges_through_config_changes_and_api_faults() {
         Box::new(Vars::default()),
         Arc::new(Metrics::default()),
         ready,
-    )
-    .await;
+    );
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kube::Api;
 use kube::api::PostParams;
-use kubernetes_image_puller::controller::{Controller, ControllerError, Settings};
+use kubernetes_image_puller::controller::{self, Controller, ControllerError, Settings};
 use kubernetes_image_puller::k8s::Events;
 use kubernetes_image_puller::metrics::Metrics;
 use serde_json::{Value, json};
@@ -75,8 +75,7 @@ async fn run(api: FakeApi, client: kube::Client, text: &str, env: Vars) -> Runni
         Box::new(env),
         metrics.clone(),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
     Running {
@@ -260,15 +259,9 @@ async fn pods_the_api_refused_are_reported_within_seconds_and_in_status() {
 
     // `status` from a laptop: no DEPLOYMENT_NAME, no POD_NAME; same answer as the controller's.
     let dir = r.dir.path().join("config.toml");
-    let mut laptop = Controller::new(
-        r.client.clone(),
-        settings(&dir, None),
-        Box::new(Vars::default()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = laptop.status().await.expect("status");
+    let report = controller::status(r.client.clone(), Some(&dir), &Vars::default())
+        .await
+        .expect("status");
     let by_name = |n: &str| report.sets.iter().find(|h| h.set == n).unwrap();
     assert!(
         by_name("general").up_to_date && by_name("general").present,
@@ -468,15 +461,9 @@ async fn without_list_on_events_status_still_counts_missing_pods() {
     let metric = "kip_set_nodes_without_pod{set=\"a\",reason=\"unknown\"} 1";
     r.wait_for(metric, Duration::from_secs(5), |r| r.metrics.encode().contains(metric))
         .await;
-    let mut status = Controller::new(
-        client,
-        settings(&r.dir.path().join("config.toml"), None),
-        Box::new(Vars::default()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = status.status().await.expect("status works without list on events");
+    let report = controller::status(client, Some(&r.dir.path().join("config.toml")), &Vars::default())
+        .await
+        .expect("status works without list on events");
     let a = &report.sets[0];
     assert_eq!((a.nodes_without_pod, a.not_created.is_none()), (1, true), "{a:#?}");
     assert!(!report.is_healthy());
@@ -511,9 +498,8 @@ async fn once_fails_when_the_api_refuses_the_pods() {
         Box::new(Vars::default()),
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let once = tokio::spawn(kubernetes_image_puller::controller::run_once(controller));
+    );
+    let once = tokio::spawn(async move { controller::run_once(controller).await.ok() });
     // The DaemonSet controller, while `--once` waits: the pods are refused.
     let start = Instant::now();
     while api.daemonset(NS, "wide").is_none() {

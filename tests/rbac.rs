@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kube::{Client, ResourceExt};
-use kubernetes_image_puller::controller::{Controller, ControllerError, Settings};
+use kubernetes_image_puller::controller::{self, Controller, ControllerError, Settings};
 use kubernetes_image_puller::metrics::Metrics;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -110,8 +110,7 @@ async fn run(client: Client, env: Vars, leader_elect: bool) -> Running {
         Box::new(env),
         metrics.clone(),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
     Running {
@@ -275,23 +274,9 @@ async fn nothing_denied_under(role: Vec<Value>, cluster: Vec<Value>) -> FakeApi 
     ctl.stop().await;
 
     // The status command: health check (pods) and quota check (resourcequotas, limitranges).
-    let settings = Settings {
-        config_path: None,
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: None,
-        pod_namespace: None,
-    };
-    let mut status = Controller::new(
-        client,
-        settings,
-        Box::new(operator_env(TWO_IMAGES)),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = status.status().await.expect("status");
+    let report = controller::status(client, None, &operator_env(TWO_IMAGES))
+        .await
+        .expect("status");
     assert_eq!(report.permissions.write_strategy, "server-side-apply");
     let seen: Vec<String> = api.requests().iter().map(ToString::to_string).collect();
     for needed in ["/pods", "/resourcequotas", "/limitranges", "/leases", "/events"] {
@@ -438,23 +423,9 @@ async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing()
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
     wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
     ctl.stop().await;
-    let settings = Settings {
-        config_path: None,
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: None,
-        pod_namespace: None,
-    };
-    let mut status = Controller::new(
-        client,
-        settings,
-        Box::new(operator_env(TWO_IMAGES)),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = status.status().await.expect("status");
+    let report = controller::status(client, None, &operator_env(TWO_IMAGES))
+        .await
+        .expect("status");
     assert!(report.sets[0].present);
     assert!(report.permissions.reviewed);
     assert_eq!(report.permissions.write_strategy, "delete-then-create");
@@ -532,8 +503,7 @@ async fn refresh_under(role: Vec<Value>) -> (FakeApi, Option<String>) {
         Box::new(operator_env(TWO_IMAGES)),
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     assert!(controller.reload().await);
     controller.review_permissions(NS).await;
     let cluster = controller.cluster(NS);

@@ -66,8 +66,7 @@ async fn sighup_reloads_the_env_var_config() {
         Box::new(vars.clone()),
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
     wait_for("the DaemonSet of the env-var set", || {

@@ -78,8 +78,7 @@ async fn sighup_rearms_the_health_check_on_the_new_interval() {
         Box::new(vars.clone()),
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
     let started = Instant::now();

@@ -4,70 +4,13 @@
 use super::*;
 
 impl Controller {
-    /// Compares the sets' need (requests and limits × images × nodes) with the namespace's ResourceQuotas
-    /// and LimitRanges. Reads only.
-    pub async fn quota_check(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> quota::QuotaCheck {
-        let Some(config) = self.cfg.config.clone() else {
-            return quota::QuotaCheck::default();
-        };
-        let status_of = |name: &str| {
-            owned
-                .iter()
-                .find(|d| d.name_any() == name)
-                .and_then(|d| d.status.clone())
-        };
-        let mut nodes_of: Vec<u64> = Vec::with_capacity(config.sets.len());
-        let mut running_of: Vec<u64> = Vec::with_capacity(config.sets.len());
-        let mut unknown = false;
-        for set in &config.sets {
-            let s = status_of(&set.name);
-            unknown |= s.is_none();
-            nodes_of.push(s.as_ref().map_or(0, |s| s.desired_number_scheduled.max(0) as u64));
-            running_of.push(s.as_ref().map_or(0, |s| s.current_number_scheduled.max(0) as u64));
-        }
-        // New sets have no DaemonSet status yet: count the nodes they will run on, if allowed to.
-        if unknown && cluster.access().allows("list", "", "nodes") {
-            match status::matching_nodes(cluster, &config).await {
-                Ok(counts) => {
-                    for (i, set) in config.sets.iter().enumerate() {
-                        if status_of(&set.name).is_none() {
-                            nodes_of[i] = counts[i];
-                        }
-                    }
-                }
-                Err(e) => {
-                    if crate::k8s::is_forbidden(&e) {
-                        cluster.access().forbidden("list", "", "nodes");
-                    } else {
-                        tracing::info!(error = %e, "cannot count nodes for new sets; their quota check waits for their DaemonSet");
-                    }
-                }
-            }
-        }
-        if !cluster.access().feature_on(Feature::QuotaCheck) {
-            return quota::QuotaCheck::default();
-        }
-        match status::quota_shortfalls(cluster, &config, &nodes_of, &running_of).await {
-            Ok(check) => check,
-            Err(e @ status::GatherError::Quota(_)) => {
-                tracing::error!(error = %e, "quota check failed");
-                quota::QuotaCheck::default()
-            }
-            Err(status::GatherError::List { what, source, .. }) if crate::k8s::is_forbidden(&source) => {
-                cluster.access().forbidden("list", "", what);
-                quota::QuotaCheck::default()
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read ResourceQuotas/LimitRanges");
-                quota::QuotaCheck::default()
-            }
-        }
-    }
-
-    /// [`Self::quota_check`], then reports what cannot fit, with the numbers, once per change: in the log,
+    /// [`quota_check`], then reports what cannot fit, with the numbers, once per change: in the log,
     /// as a metric, as an Event on the set's DaemonSet (the total on the owner Deployment).
     pub async fn check_quota(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> quota::QuotaCheck {
-        let check = self.quota_check(cluster, owned).await;
+        let check = match self.cfg.config.clone() {
+            Some(config) => quota_check(cluster, &config, owned).await,
+            None => quota::QuotaCheck::default(),
+        };
         self.metrics.record_quota(&check.shortfalls);
         let texts: Vec<String> = check
             .shortfalls
@@ -258,5 +201,62 @@ impl Controller {
             self.platform.access.forbidden(verb, group, resource);
         }
         result
+    }
+}
+
+/// Compares the sets' need (requests and limits × images × nodes) with the namespace's ResourceQuotas
+/// and LimitRanges. Reads only.
+pub(super) async fn quota_check(cluster: &Cluster, config: &Config, owned: &[Arc<DaemonSet>]) -> quota::QuotaCheck {
+    let status_of = |name: &str| {
+        owned
+            .iter()
+            .find(|d| d.name_any() == name)
+            .and_then(|d| d.status.clone())
+    };
+    let mut nodes_of: Vec<u64> = Vec::with_capacity(config.sets.len());
+    let mut running_of: Vec<u64> = Vec::with_capacity(config.sets.len());
+    let mut unknown = false;
+    for set in &config.sets {
+        let s = status_of(&set.name);
+        unknown |= s.is_none();
+        nodes_of.push(s.as_ref().map_or(0, |s| s.desired_number_scheduled.max(0) as u64));
+        running_of.push(s.as_ref().map_or(0, |s| s.current_number_scheduled.max(0) as u64));
+    }
+    // New sets have no DaemonSet status yet: count the nodes they will run on, if allowed to.
+    if unknown && cluster.access().allows("list", "", "nodes") {
+        match status::matching_nodes(cluster, config).await {
+            Ok(counts) => {
+                for (i, set) in config.sets.iter().enumerate() {
+                    if status_of(&set.name).is_none() {
+                        nodes_of[i] = counts[i];
+                    }
+                }
+            }
+            Err(e) => {
+                if crate::k8s::is_forbidden(&e) {
+                    cluster.access().forbidden("list", "", "nodes");
+                } else {
+                    tracing::info!(error = %e, "cannot count nodes for new sets; their quota check waits for their DaemonSet");
+                }
+            }
+        }
+    }
+    if !cluster.access().feature_on(Feature::QuotaCheck) {
+        return quota::QuotaCheck::default();
+    }
+    match status::quota_shortfalls(cluster, config, &nodes_of, &running_of).await {
+        Ok(check) => check,
+        Err(e @ status::GatherError::Quota(_)) => {
+            tracing::error!(error = %e, "quota check failed");
+            quota::QuotaCheck::default()
+        }
+        Err(status::GatherError::List { what, source, .. }) if crate::k8s::is_forbidden(&source) => {
+            cluster.access().forbidden("list", "", what);
+            quota::QuotaCheck::default()
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read ResourceQuotas/LimitRanges");
+            quota::QuotaCheck::default()
+        }
     }
 }

@@ -40,7 +40,7 @@ mod state;
 mod trigger;
 
 pub use config_map::ConfigVersion;
-pub use once::{StatusError, StatusReport, run_once};
+pub use once::{OnceReport, StatusError, StatusReport, run_once, status};
 use state::{InForce, Memory, Platform, Reported};
 
 /// Longest wait for the SelfSubjectRulesReview; without an answer calls are tried and 403s teach the rest.
@@ -98,7 +98,8 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub async fn new(
+    /// Makes no API call: what the cluster is and allows is asked when the loop (or a one-shot) starts.
+    pub fn new(
         client: Client,
         settings: Settings,
         env: Box<dyn VarSource + Send + Sync>,
@@ -279,19 +280,11 @@ impl Controller {
         Cluster::with_access(self.client.clone(), namespace, self.platform.access.clone())
     }
 
-    /// Asks the API server what this identity may do in `namespace` (a SelfSubjectRulesReview, allowed to
-    /// everyone). Without an answer every call is tried and 403s teach the rest; the review is tried again
-    /// at the next pass.
+    /// Asks the API server what this identity may do in `namespace`; without an answer every call is tried
+    /// and 403s teach the rest, and the review is tried again at the next pass.
     pub async fn review_permissions(&mut self, namespace: &str) {
-        // Bounded: a hung API server must not hold up the first pass; an unanswered review is retried.
-        let review = tokio::time::timeout(REVIEW_TIMEOUT, crate::k8s::rules_review(&self.client, namespace)).await;
-        let review =
-            review.unwrap_or_else(|_| Err(kube::Error::Service("the SelfSubjectRulesReview timed out".into())));
-        match review {
-            Ok((rules, incomplete)) => {
-                self.platform.access.learn(rules, incomplete);
-                self.platform.review_due = false;
-            }
+        match ask_permissions(&self.client, &self.platform.access, namespace).await {
+            Ok(()) => self.platform.review_due = false,
             Err(e) => {
                 if !self.platform.review_due {
                     tracing::info!(error = %e, "cannot ask what this identity may do; trying calls and learning from refusals");
@@ -301,21 +294,11 @@ impl Controller {
         }
     }
 
-    /// Tells OpenShift from Kubernetes (the SCC then assigns user ids) until the API has answered once; not
-    /// in `new`, which makes no API call. Bounded: a hung API server must not hold up a pass for long.
+    /// Tells OpenShift from Kubernetes until the API has answered once (not in `new`, which makes no API
+    /// call).
     async fn discover_platform(&mut self) {
-        if self.platform.openshift.is_some() {
-            return;
-        }
-        let found = tokio::time::timeout(OPENSHIFT_DETECTION_TIMEOUT, crate::k8s::is_openshift(&self.client)).await;
-        match found {
-            Ok(Ok(found)) => self.platform.openshift = Some(found),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot list API groups yet; will tell OpenShift from Kubernetes later")
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?OPENSHIFT_DETECTION_TIMEOUT, "listing API groups timed out; will tell OpenShift from Kubernetes later")
-            }
+        if self.platform.openshift.is_none() {
+            self.platform.openshift = detect_openshift(&self.client).await;
         }
     }
 
@@ -326,6 +309,32 @@ impl Controller {
             if self.platform.access.forbidden(verb, group, resource) {
                 self.platform.review_due = true;
             }
+        }
+    }
+}
+
+/// Asks the API server what this identity may do in `namespace` (a SelfSubjectRulesReview, allowed to
+/// everyone) and teaches `access` the answer. Bounded: a hung API server must not hold up a pass.
+async fn ask_permissions(client: &Client, access: &Access, namespace: &str) -> Result<(), kube::Error> {
+    let review = tokio::time::timeout(REVIEW_TIMEOUT, crate::k8s::rules_review(client, namespace)).await;
+    let (rules, incomplete) =
+        review.unwrap_or_else(|_| Err(kube::Error::Service("the SelfSubjectRulesReview timed out".into())))?;
+    access.learn(rules, incomplete);
+    Ok(())
+}
+
+/// Whether the cluster is OpenShift (the SCC then assigns user ids); None, said in the log, while the API
+/// does not answer. Bounded: a hung API server must not hold up a pass for long.
+async fn detect_openshift(client: &Client) -> Option<bool> {
+    match tokio::time::timeout(OPENSHIFT_DETECTION_TIMEOUT, crate::k8s::is_openshift(client)).await {
+        Ok(Ok(found)) => Some(found),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot list API groups yet; will tell OpenShift from Kubernetes later");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?OPENSHIFT_DETECTION_TIMEOUT, "listing API groups timed out; will tell OpenShift from Kubernetes later");
+            None
         }
     }
 }
