@@ -55,25 +55,14 @@ async fn run(api: FakeApi, client: Client, file: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.toml");
     std::fs::write(&path, file).expect("write config");
-    let settings = Settings {
-        config_path: Some(path.clone()),
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: Some("kip-0".into()),
-        pod_namespace: Some(NS.into()),
-    };
-    let metrics = Arc::new(Metrics::default());
-    let controller = Controller::new(
-        client,
-        settings,
-        Box::new(Vars::default()),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .with_config_map(Some(CM.into()));
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let support::Booted {
+        metrics,
+        shutdown,
+        task,
+        ..
+    } = support::boot_with(client, support::settings(Some(&path)), Vars::default(), |c| {
+        c.with_config_map(Some(CM.into()))
+    });
     Running {
         api,
         shutdown,

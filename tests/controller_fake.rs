@@ -27,14 +27,7 @@ use support::{INSTANCE, NS, Vars, config_toml, rendered, set_toml};
 const SOON: Duration = Duration::from_secs(3);
 
 fn settings(path: &Path) -> Settings {
-    Settings {
-        config_path: Some(path.to_path_buf()),
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: Some("kip-0".into()),
-        pod_namespace: Some(NS.into()),
-    }
+    support::settings(Some(path))
 }
 
 struct Harness {
@@ -77,18 +70,13 @@ async fn start_configmap(text: &str) -> Harness {
 }
 
 async fn launch(api: FakeApi, client: Client, tmp: tempfile::TempDir, dir: PathBuf, config: PathBuf) -> Harness {
-    let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let controller = Controller::new(
-        client,
-        settings(&config),
-        Box::new(Vars::default()),
-        metrics.clone(),
-        ready.clone(),
-    );
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let support::Booted {
+        metrics,
+        ready,
+        shutdown,
+        task,
+    } = support::boot(client, settings(&config), Vars::default());
     Harness {
         api,
         _dir: tmp,
@@ -881,17 +869,8 @@ async fn with_leader_election_only_one_replica_writes() {
             pod_name: Some(pod.into()),
             ..settings(&config)
         };
-        let metrics = Arc::new(Metrics::default());
-        let ready = Arc::new(AtomicBool::new(false));
-        let controller = Controller::new(
-            client.clone(),
-            settings,
-            Box::new(Vars::default()),
-            metrics.clone(),
-            ready.clone(),
-        );
-        let (stop, rx) = watch::channel(false);
-        replicas.push((stop, tokio::spawn(controller.run(rx)), metrics, ready));
+        let b = support::boot(client.clone(), settings, Vars::default());
+        replicas.push((b.shutdown, b.task, b.metrics, b.ready));
     }
     let t0 = Instant::now();
     while api.daemonset(NS, "a").is_none() {

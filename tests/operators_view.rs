@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -29,22 +28,14 @@ const QUOTA_MESSAGE: &str = "Error creating: pods \"wide-7xk2p\" is forbidden: e
 
 fn settings(path: &Path, pod: Option<&str>) -> Settings {
     Settings {
-        config_path: Some(path.to_path_buf()),
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
         pod_name: pod.map(Into::into),
         pod_namespace: pod.map(|_| NS.into()),
+        ..support::settings(Some(path))
     }
 }
 
 fn vars(pairs: &[(&str, &str)]) -> Vars {
-    Vars(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>(),
-    )
+    Vars::new(pairs)
 }
 
 fn set(name: &str, images: usize) -> String {
@@ -68,16 +59,12 @@ async fn run(api: FakeApi, client: kube::Client, text: &str, env: Vars) -> Runni
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let controller = Controller::new(
-        client.clone(),
-        settings(&path, Some("kip-0")),
-        Box::new(env),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let support::Booted {
+        metrics,
+        shutdown,
+        task,
+        ..
+    } = support::boot(client.clone(), settings(&path, Some("kip-0")), env);
     Running {
         api,
         client,

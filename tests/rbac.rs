@@ -48,7 +48,7 @@ fn operator_env(images: &str) -> Vars {
         ("TOLERATIONS", "[]"),
         ("KIP_IMAGE", "quay.io/eclipse/kubernetes-image-puller:next"),
     ];
-    Vars(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    Vars::new(&pairs)
 }
 
 const TWO_IMAGES: &str = "che-code=quay.io/che-incubator/che-code:next;base-developer-image=quay.io/devfile/base-developer-image:ubi9-latest";
@@ -96,23 +96,15 @@ struct Running {
 
 async fn run(client: Client, env: Vars, leader_elect: bool) -> Running {
     let settings = Settings {
-        config_path: None,
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
         leader_elect,
-        pod_name: Some("kip-0".into()),
-        pod_namespace: Some(NS.into()),
+        ..support::settings(None)
     };
-    let metrics = Arc::new(Metrics::default());
-    let controller = Controller::new(
-        client,
-        settings,
-        Box::new(env),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let support::Booted {
+        metrics,
+        shutdown,
+        task,
+        ..
+    } = support::boot(client, settings, env);
     Running {
         shutdown,
         task,
