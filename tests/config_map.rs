@@ -15,11 +15,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kube::Client;
-use kubernetes_image_puller::controller::{self, Controller, ControllerError, Settings};
+use kubernetes_image_puller::controller::{self, Controller, Settings};
 use kubernetes_image_puller::metrics::Metrics;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use support::fake_api::{Action, FakeApi, Match};
@@ -43,8 +41,7 @@ fn two_sets() -> String {
 
 struct Running {
     api: FakeApi,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<Result<(), ControllerError>>,
+    ctl: support::Booted,
     metrics: Arc<Metrics>,
     _dir: tempfile::TempDir,
     file: PathBuf,
@@ -55,19 +52,13 @@ async fn run(api: FakeApi, client: Client, file: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.toml");
     std::fs::write(&path, file).expect("write config");
-    let support::Booted {
-        metrics,
-        shutdown,
-        task,
-        ..
-    } = support::boot_with(client, support::settings(Some(&path)), Vars::default(), |c| {
+    let ctl = support::boot_with(client, support::settings(Some(&path)), Vars::default(), |c| {
         c.with_config_map(Some(CM.into()))
     });
     Running {
         api,
-        shutdown,
-        task,
-        metrics,
+        metrics: ctl.metrics.clone(),
+        ctl,
         _dir: dir,
         file: path,
     }
@@ -75,12 +66,7 @@ async fn run(api: FakeApi, client: Client, file: &str) -> Running {
 
 impl Running {
     async fn stop(self) {
-        self.shutdown.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), self.task)
-            .await
-            .expect("run returns promptly")
-            .expect("task")
-            .expect("run returned an error");
+        self.ctl.stop().await;
     }
 
     /// Replaces the mounted file atomically, as kubelet's sync does.

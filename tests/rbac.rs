@@ -15,11 +15,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kube::{Client, ResourceExt};
-use kubernetes_image_puller::controller::{self, Controller, ControllerError, Settings};
+use kubernetes_image_puller::controller::{self, Controller, Settings};
 use kubernetes_image_puller::metrics::Metrics;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use support::Vars;
@@ -88,39 +86,15 @@ fn openshift_role() -> Vec<Value> {
     rules_of(&role)
 }
 
-struct Running {
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<Result<(), ControllerError>>,
-    metrics: Arc<Metrics>,
-}
+/// The running controller of a test.
+type Running = support::Booted;
 
 async fn run(client: Client, env: Vars, leader_elect: bool) -> Running {
     let settings = Settings {
         leader_elect,
         ..support::settings(None)
     };
-    let support::Booted {
-        metrics,
-        shutdown,
-        task,
-        ..
-    } = support::boot(client, settings, env);
-    Running {
-        shutdown,
-        task,
-        metrics,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), self.task)
-            .await
-            .expect("run returns promptly")
-            .expect("task")
-            .expect("run returned an error");
-    }
+    support::boot(client, settings, env)
 }
 
 async fn wait_for(api: &FakeApi, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {

@@ -18,20 +18,13 @@ impl Controller {
             owned
                 .iter()
                 .find(|l| l.name_any() == d.name_any())
-                .and_then(|l| reconcile::spec_hash_of(l))
-                != reconcile::spec_hash_of(d)
+                .and_then(|l| labels::spec_hash_of(l))
+                != labels::spec_hash_of(d)
         });
         let strategy = self.platform.access.strategy();
-        let report = reconcile::reconcile_with(
-            cluster,
-            &desired,
-            owned,
-            &instance,
-            &self.memory.known,
-            &mut self.memory.verified,
-            strategy,
-        )
-        .await;
+        let memory = &mut self.memory;
+        let actions = reconcile::plan(&desired, owned, &instance, &memory.known, &memory.verified, strategy);
+        let report = reconcile::execute(cluster, actions, &instance, &mut memory.verified, strategy).await;
         self.learn_from(&report.errors);
         self.metrics.reconciles.inc();
         self.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());

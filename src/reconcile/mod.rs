@@ -61,8 +61,8 @@ impl PassReport {
     }
 }
 
-/// One pass. `owned` is every live DaemonSet carrying this instance's labels (from the watch cache or a
-/// list); `known` names the sets this process has applied before, so a re-creation counts as a repair.
+/// One pass with nothing remembered and every verb allowed (the controller keeps [`Verified`] between
+/// passes and writes the way its permissions allow: it calls [`plan`] and [`execute`] itself).
 pub async fn reconcile(
     cluster: &Cluster,
     desired: &[DaemonSet],
@@ -70,32 +70,7 @@ pub async fn reconcile(
     instance: &str,
     known: &HashSet<String>,
 ) -> PassReport {
-    reconcile_cached(cluster, desired, owned, instance, known, &mut Verified::default()).await
-}
-
-/// [`reconcile`] keeping what it verified for the next pass.
-pub async fn reconcile_cached(
-    cluster: &Cluster,
-    desired: &[DaemonSet],
-    owned: &[Arc<DaemonSet>],
-    instance: &str,
-    known: &HashSet<String>,
-    verified: &mut Verified,
-) -> PassReport {
-    let strategy = WriteStrategy::default();
-    reconcile_with(cluster, desired, owned, instance, known, verified, strategy).await
-}
-
-/// [`reconcile_cached`] writing the way `strategy` allows: the plan, then its execution.
-pub async fn reconcile_with(
-    cluster: &Cluster,
-    desired: &[DaemonSet],
-    owned: &[Arc<DaemonSet>],
-    instance: &str,
-    known: &HashSet<String>,
-    verified: &mut Verified,
-    strategy: WriteStrategy,
-) -> PassReport {
-    let actions = plan(desired, owned, instance, known, verified, strategy);
-    execute(cluster, actions, instance, verified, strategy).await
+    let (mut verified, strategy) = (Verified::default(), WriteStrategy::default());
+    let actions = plan(desired, owned, instance, known, &verified, strategy);
+    execute(cluster, actions, instance, &mut verified, strategy).await
 }
