@@ -4,7 +4,7 @@
 use super::*;
 
 impl Controller {
-    /// [`quota_check`], then reports what cannot fit, with the numbers, once per change: in the log,
+    /// `quota_check`, then reports what cannot fit, with the numbers, once per change: in the log,
     /// as a metric, as an Event on the set's DaemonSet (the total on the owner Deployment).
     pub async fn check_quota(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> quota::QuotaCheck {
         let check = match self.cfg.config.clone() {

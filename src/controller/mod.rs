@@ -1,12 +1,16 @@
 //! The controller: one level-triggered loop over the whole config.
 //!
-//! A pass is triggered by a config change (file watch, SIGHUP), a change to a DaemonSet this instance owns
-//! (label-selected watch), or the resync tick; each pass renders every desired DaemonSet, applies what
-//! differs and prunes owned orphans. A per-object `Controller<DaemonSet>` is not used: it only requeues
-//! objects it already has, so it could never create the DaemonSet of a newly added set.
+//! A pass is triggered by a config change (file watch, SIGHUP, the ConfigMap through the API), a change to a
+//! DaemonSet this instance owns (label-selected watch), or the resync tick; each pass renders every desired
+//! DaemonSet, applies what differs and prunes owned orphans. A per-object `Controller<DaemonSet>` is not
+//! used: it only requeues objects it already has, so it could never create the DaemonSet of a newly added set.
 //! Every `caching_interval_hours` the health check lists each set's pods (paged), reports stuck images, and
 //! refreshes moving tags with a rolling restart. Failures are retried with backoff; nothing is deleted
 //! because of an error, and the DaemonSets stay in place when the process stops.
+//!
+//! Rooms: `trigger` turns every source into a `Trigger`; `run` has one handler per trigger;
+//! `state` holds the memory in four parts; `pass` and `checks` are the work; `config_map` the API config
+//! source; `once` the one-shot `status` and `run --once`.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The I/O half of a pass: performs the [`plan`](super::plan)'s actions through [`Cluster`] and reports
+//! The I/O half of a pass: performs the actions of [`plan()`](super::plan()) through [`Cluster`] and reports
 //! what happened as a [`PassReport`].
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! One level-triggered pass: a pure [`plan`] of what differs between the desired DaemonSets and the live
-//! ones this instance owns, then the [`execute`]d writes through [`Cluster`].
+//! One level-triggered pass: a pure [`plan()`] of what differs between the desired DaemonSets and the live
+//! ones this instance owns, then the writes [`execute()`] performs through [`Cluster`].
 //!
 //! Safety rules, all enforced here: only objects labelled as this instance's are changed or deleted; a
 //! same-named object that is not ours is reported as a conflict and left alone; deletes carry a uid
@@ -62,7 +62,7 @@ impl PassReport {
 }
 
 /// One pass with nothing remembered and every verb allowed (the controller keeps [`Verified`] between
-/// passes and writes the way its permissions allow: it calls [`plan`] and [`execute`] itself).
+/// passes and writes the way its permissions allow: it calls [`plan()`] and [`execute()`] itself).
 pub async fn reconcile(
     cluster: &Cluster,
     desired: &[DaemonSet],
