@@ -160,3 +160,51 @@ fn live_instance(config: &Config, managed: &[DaemonSet]) -> Option<String> {
     let first = found.next()?;
     (found.all(|i| i == first) && first != labels::MANAGER).then(|| first.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn once_report_prints_the_pass_its_conflicts_and_each_set() {
+        let pass = PassReport {
+            created: vec!["a".into()],
+            unchanged: vec!["b".into()],
+            conflicts: vec![("c".into(), "a DaemonSet named \"c\" already exists".into())],
+            ..PassReport::default()
+        };
+        let report = OnceReport {
+            pass: Some(pass),
+            sets: vec![health::from_daemonset("c", None, None)],
+        };
+        assert_eq!(
+            report.to_string(),
+            "created 1, updated 0, repaired 0, deleted 0, unchanged 1, conflicts 1, errors 0\n\
+             conflict: a DaemonSet named \"c\" already exists\n\
+             set c: DaemonSet missing\n"
+        );
+        assert!(!report.ok(), "a conflict fails the run");
+    }
+
+    #[test]
+    fn once_report_fails_without_a_pass_or_with_refused_pods() {
+        assert!(!OnceReport::default().ok(), "no config or no list: nothing was done");
+        assert_eq!(OnceReport::default().to_string(), "");
+        let clean = OnceReport {
+            pass: Some(PassReport::default()),
+            sets: vec![health::from_daemonset("a", None, None)],
+        };
+        assert!(clean.ok());
+        let mut refused = health::from_daemonset("a", None, None);
+        refused.not_created = Some(health::NotCreated {
+            reason: "FailedCreate".into(),
+            cause: "quota".into(),
+            ..Default::default()
+        });
+        let refused = OnceReport {
+            pass: Some(PassReport::default()),
+            sets: vec![refused],
+        };
+        assert!(!refused.ok(), "pods the API refuses fail the run");
+    }
+}

@@ -241,3 +241,36 @@ async fn hangup(signal: &mut Option<Signal>) {
         std::future::pending::<()>().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_settings() -> Settings {
+        Settings {
+            config_path: None,
+            reload_debounce: Duration::from_millis(200),
+            resync: Duration::from_secs(300),
+            leader_elect: false,
+            pod_name: None,
+            pod_namespace: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_debounce_deadline_is_a_source_and_shutdown_comes_first() {
+        let mut sources = ConfigSources::new(&env_settings()).unwrap();
+        let (stop, mut shutdown) = watch::channel(false);
+        let t0 = Instant::now();
+        sources.debounce.at = Some(t0 + Duration::from_millis(200));
+        let trigger = next_idle(&mut sources, &mut None, &mut shutdown).await;
+        assert!(matches!(trigger, Trigger::Config(ConfigEvent::DebounceEnded)));
+        assert_eq!(t0.elapsed(), Duration::from_millis(200), "at the deadline, not before");
+        // With both ready, shutdown wins: SIGTERM is never queued behind a reload.
+        stop.send(true).unwrap();
+        assert!(matches!(
+            next_idle(&mut sources, &mut None, &mut shutdown).await,
+            Trigger::Shutdown
+        ));
+    }
+}
