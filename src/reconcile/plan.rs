@@ -1,7 +1,7 @@
 //! The pure half of a pass: what to do to each DaemonSet, from the desired objects, the owned live ones and
 //! what earlier passes remembered ([`Verified`], [`Overlay`]). No I/O: unit tested without a cluster.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -149,25 +149,30 @@ pub fn plan<'a>(
     verified: &Verified,
     strategy: WriteStrategy,
 ) -> Vec<Action<'a>> {
+    // Names borrowed, not copied: a steady-state pass allocates little more than the action list.
     let mut actions = Vec::with_capacity(desired.len());
     for d in desired {
-        let name = d.name_any();
-        match owned.iter().find(|l| l.name_any() == name && is_owned(l, instance)) {
+        let name = name_of(d);
+        match owned.iter().find(|l| name_of(l) == name && is_owned(l, instance)) {
             Some(live) => actions.push(for_owned(d, live.clone(), verified, strategy)),
             None => actions.push(Action::Create {
                 desired: d,
-                known: known.contains(&name),
+                known: known.contains(name),
             }),
         }
     }
-    let wanted: BTreeSet<String> = desired.iter().map(|d| d.name_any()).collect();
+    let wanted: HashSet<&str> = desired.iter().map(name_of).collect();
     actions.extend(
         owned
             .iter()
-            .filter(|l| is_owned(l, instance) && !wanted.contains(&l.name_any()))
+            .filter(|l| is_owned(l, instance) && !wanted.contains(name_of(l)))
             .map(|live| Action::Delete { live: live.clone() }),
     );
     actions
+}
+
+fn name_of(ds: &DaemonSet) -> &str {
+    ds.metadata.name.as_deref().unwrap_or_default()
 }
 
 /// Keep or update one owned object.
