@@ -206,6 +206,78 @@ impl Session {
     }
 }
 
+/// A receiver that is always true without leader election (the caller keeps the returned sender so
+/// `changed()` stays pending); with it, true while this replica holds the Lease. The Lease manager is
+/// built and watched in a task that retries with backoff while the API is unreachable or refuses:
+/// meanwhile this replica is a standby (false) and /healthz stays up. The task ends, releasing the
+/// Lease, when the receiver is dropped.
+pub(super) fn leadership(
+    client: &Client,
+    settings: &Settings,
+    namespace: &str,
+    instance: &str,
+) -> (watch::Receiver<bool>, Option<watch::Sender<bool>>) {
+    if !settings.leader_elect {
+        let (tx, rx) = watch::channel(true);
+        return (rx, Some(tx));
+    }
+    let identity = settings
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("kip-{}", std::process::id()));
+    let (tx, rx) = watch::channel(false);
+    let client = client.clone();
+    let (namespace, lease) = (namespace.to_owned(), format!("{instance}-leader"));
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease.clone())
+                .with_namespace(namespace.clone())
+                .with_identity(identity.clone())
+                .build();
+            let manager = tokio::select! {
+                _ = tx.closed() => return,
+                m = built => m,
+            };
+            let manager = match manager {
+                Ok(m) => m,
+                Err(e) => {
+                    failures += 1;
+                    let wait = super::run::backoff(failures);
+                    tracing::warn!(error = %e, retry_in = ?wait, "leader election: cannot reach the Lease; standby until it can");
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
+            failures = 0;
+            let (mut lease_rx, task) = manager.watch().await;
+            let _ = tx.send(*lease_rx.borrow());
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => {
+                        // Dropping the receiver makes the manager release the Lease; wait briefly for it.
+                        drop(lease_rx);
+                        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+                        return;
+                    }
+                    changed = lease_rx.changed() => match changed {
+                        Ok(()) => { let _ = tx.send(*lease_rx.borrow()); }
+                        Err(_) => {
+                            // The manager's task ended: step down and build a new one.
+                            tracing::warn!("leader election: the Lease manager stopped; starting it again");
+                            let _ = tx.send(false);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (rx, None)
+}
+
 /// Resolves at `deadline`; never without one.
 async fn until(deadline: Option<Instant>) {
     match deadline {
