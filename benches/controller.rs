@@ -125,8 +125,7 @@ async fn reload_latency() {
         Box::new(support::Vars::default()),
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
     let wait_for = |tag: usize| {
@@ -251,7 +250,6 @@ async fn config_map_latency() {
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
     )
-    .await
     .with_config_map(Some(CM.into()));
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
@@ -358,8 +356,7 @@ async fn scale() {
                 Box::new(support::Vars::default()),
                 Arc::new(Metrics::default()),
                 Arc::new(AtomicBool::new(false)),
-            )
-            .await;
+            );
             controller.reload().await;
             let cluster = Cluster::new(client, NS);
 
@@ -473,8 +470,7 @@ async fn node_scale() {
             Box::new(support::Vars::default()),
             Arc::new(Metrics::default()),
             Arc::new(AtomicBool::new(false)),
-        )
-        .await;
+        );
         controller.reload().await;
         let cluster = Cluster::new(client, NS);
         // Let the startup tasks settle, so the baseline is quiet.

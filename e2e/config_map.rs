@@ -61,7 +61,6 @@ async fn configmap_edits_apply_through_the_api() {
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
     )
-    .await
     .with_config_map(Some(CM.into()));
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(async move { controller.run(rx).await.expect("controller run") });

@@ -17,8 +17,9 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use kubernetes_image_puller::config::{Env, load};
 use kubernetes_image_puller::controller::{Controller, Settings};
+use kubernetes_image_puller::labels;
 use kubernetes_image_puller::metrics::Metrics;
-use kubernetes_image_puller::render::{self, RenderOptions, labels};
+use kubernetes_image_puller::render::{self, RenderOptions};
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -172,8 +173,7 @@ async fn start_controller(client: &Client, config: PathBuf, namespace: &str) -> 
         Box::new(Env),
         Arc::new(Metrics::default()),
         ready,
-    )
-    .await;
+    );
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         controller.run(rx).await.expect("controller run");
@@ -514,8 +514,7 @@ async fn start_env_controller(client: &Client, env: Vars, namespace: &str) -> (R
         Box::new(env),
         metrics.clone(),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         controller.run(rx).await.expect("controller run");

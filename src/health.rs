@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ContainerStateWaiting;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::config::ImageSet;
-use crate::render::labels;
+use crate::labels;
 
 /// Container waiting reasons that mean an image is not (or cannot be) cached on that node.
 pub const STUCK_REASONS: &[&str] = &[

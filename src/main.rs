@@ -95,16 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { output } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let report = runtime.block_on(async {
-                let settings = Settings::from_env(config_path.clone(), Duration::from_millis(200), false);
-                let mut controller = Controller::new(
-                    client().await?,
-                    settings,
-                    Box::new(Env),
-                    Arc::new(Metrics::default()),
-                    Arc::new(AtomicBool::new(false)),
-                )
-                .await;
-                anyhow::Ok(controller.status().await?)
+                anyhow::Ok(controller::status(client().await?, config_path.as_deref(), &Env).await?)
             })?;
             let text = match output {
                 cli::OutputFormat::Table => cli::status_table(&report),
@@ -154,10 +145,14 @@ async fn run_controller(
 
     if args.once {
         let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready)
-            .await
             .with_config_map(config_map);
-        let ok = controller::run_once(controller).await;
-        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        let report = controller::run_once(controller).await;
+        print!("{report}");
+        return Ok(if report.ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
 
     // Signal handlers first: from here on SIGTERM ends the process promptly, whatever it waits for.
@@ -180,7 +175,6 @@ async fn run_controller(
     let controller_stop = stop.clone();
     let controller = async move {
         let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready)
-            .await
             .with_config_map(config_map);
         controller.run(controller_stop).await?;
         anyhow::Ok(())

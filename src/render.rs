@@ -19,27 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Image, ImageSet, Resources, SLEEPER_INIT_CONTAINER};
-
-/// Labels and annotations this tool puts on what it owns. Only objects carrying [`MANAGED_BY`] with
-/// [`MANAGER`] are ever changed or deleted.
-pub mod labels {
-    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    pub const MANAGER: &str = "kubernetes-image-puller";
-    pub const NAME: &str = "app.kubernetes.io/name";
-    /// Cache pods get their own name, so the puller's own Service and selectors never match them.
-    pub const CACHE_NAME: &str = "kip-cache";
-    pub const PART_OF: &str = "app.kubernetes.io/part-of";
-    pub const INSTANCE: &str = "app.kubernetes.io/instance";
-    pub const SET: &str = "kubernetes-image-puller/set";
-    /// Hash of everything rendered; equal hashes mean the live object needs no write.
-    pub const SPEC_HASH: &str = "kubernetes-image-puller/spec-hash";
-    /// Set on the pod template to roll the pods (what `kubectl rollout restart` sets).
-    pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
-    /// Label selector for every DaemonSet of one puller instance.
-    pub fn owned_selector(instance: &str) -> String {
-        format!("{MANAGED_BY}={MANAGER},{INSTANCE}={instance}")
-    }
-}
+use crate::labels;
 
 /// The sleeper protocol shared with the upstream tool, so either image can provide the sleeper: the init
 /// container runs `/bin/cp /bin/sleep /kip/sleep` from the sleeper image (upstream's has a real `cp` and a

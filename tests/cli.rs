@@ -1,17 +1,17 @@
 //! The binaries as a user runs them: `kubernetes-image-puller check|render|schema|quota` and `kip-sleep`.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
-use common::{MINIMAL_SET, Vars, read_repo_file, repo_path};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kubernetes_image_puller::cli::Cli;
 use kubernetes_image_puller::config;
 use kubernetes_image_puller::render::{self, RenderOptions};
+use support::{MINIMAL_SET, Vars, read_repo_file, repo_path};
 
 const PULLER: &str = env!("CARGO_BIN_EXE_kubernetes-image-puller");
 const SLEEPER: &str = env!("CARGO_BIN_EXE_kip-sleep");

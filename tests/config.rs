@@ -1,14 +1,14 @@
 //! The config file: shipped configs, defaults merge, every class of error with its location, directory mode.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 
-use common::{MINIMAL_SET, Vars, assert_problem, load_ok, one_problem, problems, problems_with, read_repo_file};
 use kubernetes_image_puller::config::{
     self, CONFIG_FILE_KEY, ConfigError, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Refresh, Resources,
     SLEEPER_INIT_CONTAINER,
 };
+use support::{MINIMAL_SET, Vars, assert_problem, load_ok, one_problem, problems, problems_with, read_repo_file};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Shipped configs
@@ -50,7 +50,7 @@ fn default_toml_loads_with_the_readme_images_and_defaults() {
 
 #[test]
 fn gpu_pools_toml_loads_two_sets() {
-    let c = config::load(Some(&common::repo_path("config/gpu-pools.toml")), &Vars::none())
+    let c = config::load(Some(&support::repo_path("config/gpu-pools.toml")), &Vars::none())
         .unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = c.sets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["general", "gpu"]);
@@ -841,7 +841,7 @@ fn load_reads_a_file() {
     std::fs::write(&path, "[[sets]]\nname = \"S\"\nimages = { a = \"busybox\" }\n").unwrap();
     let e = config::load(Some(&path), &Vars::none()).unwrap_err();
     let where_ = format!("{}:2:1", path.display());
-    assert_eq!(common::invalid_problems(&e)[0].location, where_);
+    assert_eq!(support::invalid_problems(&e)[0].location, where_);
     assert!(
         e.to_string().starts_with(&format!("{}: 1 problem", path.display())),
         "{e}"
@@ -956,7 +956,7 @@ fn directory_errors_name_the_file() {
 fn empty_directory_asks_for_images() {
     let dir = tempfile::tempdir().unwrap();
     let e = config::load(Some(dir.path()), &Vars::none()).unwrap_err();
-    let p = common::invalid_problems(&e);
+    let p = support::invalid_problems(&e);
     assert_eq!(p.len(), 1, "{e}");
     assert_eq!(p[0].location, "IMAGES");
     assert!(p[0].message.contains("is not set"), "{e}");
@@ -964,7 +964,7 @@ fn empty_directory_asks_for_images() {
 
 #[test]
 fn fixtures_that_must_load() {
-    let full = config::load(Some(&common::repo_path("tests/fixtures/full.toml")), &Vars::none())
+    let full = config::load(Some(&support::repo_path("tests/fixtures/full.toml")), &Vars::none())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(full.sets.len(), 3);
     assert_eq!(full.deployment_name.as_deref(), Some("kubernetes-image-puller"));

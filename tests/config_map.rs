@@ -15,11 +15,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kube::Client;
-use kubernetes_image_puller::controller::{Controller, ControllerError, Settings};
+use kubernetes_image_puller::controller::{self, Controller, Settings};
 use kubernetes_image_puller::metrics::Metrics;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use support::fake_api::{Action, FakeApi, Match};
@@ -43,8 +41,7 @@ fn two_sets() -> String {
 
 struct Running {
     api: FakeApi,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<Result<(), ControllerError>>,
+    ctl: support::Booted,
     metrics: Arc<Metrics>,
     _dir: tempfile::TempDir,
     file: PathBuf,
@@ -55,31 +52,13 @@ async fn run(api: FakeApi, client: Client, file: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.toml");
     std::fs::write(&path, file).expect("write config");
-    let settings = Settings {
-        config_path: Some(path.clone()),
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: Some("kip-0".into()),
-        pod_namespace: Some(NS.into()),
-    };
-    let metrics = Arc::new(Metrics::default());
-    let controller = Controller::new(
-        client,
-        settings,
-        Box::new(Vars::default()),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await
-    .with_config_map(Some(CM.into()));
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let ctl = support::boot_with(client, support::settings(Some(&path)), Vars::default(), |c| {
+        c.with_config_map(Some(CM.into()))
+    });
     Running {
         api,
-        shutdown,
-        task,
-        metrics,
+        metrics: ctl.metrics.clone(),
+        ctl,
         _dir: dir,
         file: path,
     }
@@ -87,12 +66,7 @@ async fn run(api: FakeApi, client: Client, file: &str) -> Running {
 
 impl Running {
     async fn stop(self) {
-        self.shutdown.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), self.task)
-            .await
-            .expect("run returns promptly")
-            .expect("task")
-            .expect("run returned an error");
+        self.ctl.stop().await;
     }
 
     /// Replaces the mounted file atomically, as kubelet's sync does.
@@ -549,23 +523,9 @@ async fn status_shows_the_config_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, one_set()).unwrap();
-    let settings = Settings {
-        config_path: Some(path.clone()),
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: None,
-        pod_namespace: None,
-    };
-    let mut controller = Controller::new(
-        client,
-        settings,
-        Box::new(Vars::default()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = controller.status().await.expect("status");
+    let report = controller::status(client.clone(), Some(&path), &Vars::default())
+        .await
+        .expect("status");
     let version = report.config.clone().expect("a version");
     assert_eq!(version.source, "file");
     assert!(
@@ -581,7 +541,11 @@ async fn status_shows_the_config_version() {
     assert_eq!(json["config"], json!({"source": "file", "version": version.version}));
     // Another content, another version.
     std::fs::write(&path, two_sets()).unwrap();
-    let again = controller.status().await.expect("status").config.unwrap();
+    let again = controller::status(client, Some(&path), &Vars::default())
+        .await
+        .expect("status")
+        .config
+        .unwrap();
     assert_ne!(again.version, version.version);
 }
 
@@ -610,9 +574,8 @@ async fn once_reads_the_configmap_with_one_get() {
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
     )
-    .await
     .with_config_map(Some(CM.into()));
-    assert!(kubernetes_image_puller::controller::run_once(controller).await);
+    assert!(kubernetes_image_puller::controller::run_once(controller).await.ok());
     assert_eq!(api.daemonset_names(NS), ["general", "gpu"]);
     let reads = ctl_configmap_requests(&api);
     assert_eq!(

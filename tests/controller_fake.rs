@@ -13,8 +13,8 @@ use http::Method;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::{Client, ResourceExt};
 use kubernetes_image_puller::controller::{self, Controller, ControllerError, Settings};
+use kubernetes_image_puller::labels;
 use kubernetes_image_puller::metrics::Metrics;
-use kubernetes_image_puller::render::labels;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,14 +27,7 @@ use support::{INSTANCE, NS, Vars, config_toml, rendered, set_toml};
 const SOON: Duration = Duration::from_secs(3);
 
 fn settings(path: &Path) -> Settings {
-    Settings {
-        config_path: Some(path.to_path_buf()),
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: Some("kip-0".into()),
-        pod_namespace: Some(NS.into()),
-    }
+    support::settings(Some(path))
 }
 
 struct Harness {
@@ -77,19 +70,13 @@ async fn start_configmap(text: &str) -> Harness {
 }
 
 async fn launch(api: FakeApi, client: Client, tmp: tempfile::TempDir, dir: PathBuf, config: PathBuf) -> Harness {
-    let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let controller = Controller::new(
-        client,
-        settings(&config),
-        Box::new(Vars::default()),
-        metrics.clone(),
-        ready.clone(),
-    )
-    .await;
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let support::Booted {
+        metrics,
+        ready,
+        shutdown,
+        task,
+    } = support::boot(client, settings(&config), Vars::default());
     Harness {
         api,
         _dir: tmp,
@@ -730,8 +717,7 @@ async fn health_check_pages_pods_reports_failures_and_refreshes() {
         Box::new(Vars::default()),
         metrics,
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     assert!(controller.reload().await);
     let cluster = kubernetes_image_puller::k8s::Cluster::new(client, NS);
     let report = controller.pass(&cluster, &[]).await;
@@ -840,11 +826,11 @@ async fn run_once_applies_and_reports() {
         Box::new(Vars::default()),
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     let ok = tokio::time::timeout(Duration::from_secs(5), controller::run_once(controller))
         .await
-        .expect("run_once timed out");
+        .expect("run_once timed out")
+        .ok();
     assert!(ok);
     let a = api.daemonset(NS, "a").unwrap();
     assert_eq!(
@@ -883,18 +869,8 @@ async fn with_leader_election_only_one_replica_writes() {
             pod_name: Some(pod.into()),
             ..settings(&config)
         };
-        let metrics = Arc::new(Metrics::default());
-        let ready = Arc::new(AtomicBool::new(false));
-        let controller = Controller::new(
-            client.clone(),
-            settings,
-            Box::new(Vars::default()),
-            metrics.clone(),
-            ready.clone(),
-        )
-        .await;
-        let (stop, rx) = watch::channel(false);
-        replicas.push((stop, tokio::spawn(controller.run(rx)), metrics, ready));
+        let b = support::boot(client.clone(), settings, Vars::default());
+        replicas.push((b.shutdown, b.task, b.metrics, b.ready));
     }
     let t0 = Instant::now();
     while api.daemonset(NS, "a").is_none() {

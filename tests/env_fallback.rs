@@ -1,12 +1,12 @@
 //! The upstream tool's environment variables as a single image set: documented defaults, parsing, and a
 //! problem naming its variable for every bad value.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 
-use common::Vars;
 use kubernetes_image_puller::config::{self, Config, ConfigError, Problem, Resources, UPSTREAM_VARS, parse_images};
+use support::Vars;
 
 fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
     config::load_from_vars(&Vars::new(pairs), "environment")

@@ -12,17 +12,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use kubernetes_image_puller::controller::{Controller, Settings};
-use kubernetes_image_puller::metrics::Metrics;
+use kubernetes_image_puller::controller::Settings;
+use kubernetes_image_puller::labels;
 use kubernetes_image_puller::reconcile::{contains, spec_hash_of};
-use kubernetes_image_puller::render::labels;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use support::fake_api::{Action, FakeApi, Match};
@@ -127,24 +123,13 @@ async fn converges_through_config_changes_and_api_faults() {
     let mut good: Vec<(Instant, BTreeSet<String>, String)> = vec![(start, first_names, first)];
 
     let settings = Settings {
-        config_path: Some(path.clone()),
         reload_debounce: Duration::from_millis(30),
         resync: Duration::from_secs(2),
-        leader_elect: false,
-        pod_name: Some("kip-0".into()),
-        pod_namespace: Some(NS.into()),
+        ..support::settings(Some(&path))
     };
-    let ready = Arc::new(AtomicBool::new(false));
-    let controller = Controller::new(
-        client,
-        settings,
-        Box::new(Vars::default()),
-        Arc::new(Metrics::default()),
-        ready,
-    )
-    .await;
-    let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let support::Booted {
+        shutdown: stop, task, ..
+    } = support::boot(client, settings, Vars::default());
 
     let (mut applied, mut broken, mut faults, mut user_actions) = (0u32, 0u32, 0u32, 0u32);
     for _ in 0..STEPS {

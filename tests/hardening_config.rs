@@ -2,7 +2,7 @@
 //! the API server would refuse, what it accepts, and that every problem is reported at once. Each case gives
 //! the exact message (or its essential part) it must produce.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -11,12 +11,12 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{MINIMAL_SET, Vars, load_ok, problems, problems_with, read_repo_file, repo_path};
 use kubernetes_image_puller::config::{
     self, CONFIG_FILE_KEY, Config, ConfigError, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet,
     MAX_CONFIG_BYTES, Refresh, Resources,
 };
 use kubernetes_image_puller::render::{self, MAX_OBJECT_BYTES, RenderOptions};
+use support::{MINIMAL_SET, Vars, load_ok, problems, problems_with, read_repo_file, repo_path};
 
 const PULLER: &str = env!("CARGO_BIN_EXE_kubernetes-image-puller");
 

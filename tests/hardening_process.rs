@@ -2,7 +2,7 @@
 //! run-only environment variables; `run` rejects a bad one by name; `quota` refuses to overflow; error
 //! messages show the real cause once; `quota --from-cluster` tells an unreachable API server from a refusal.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::repo_path;
 use kubernetes_image_puller::cli::{LogFormat, RunArgs, RunSettings};
+use support::repo_path;
 
 const PULLER: &str = env!("CARGO_BIN_EXE_kubernetes-image-puller");
 

@@ -13,8 +13,8 @@ use http::Method;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::ResourceExt;
 use kubernetes_image_puller::k8s::Cluster;
+use kubernetes_image_puller::labels;
 use kubernetes_image_puller::reconcile::{self, Drift, PassReport};
-use kubernetes_image_puller::render::labels;
 use serde_json::{Value, json};
 
 use support::fake_api::as_served;

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use kube::Api;
 use kube::api::PostParams;
-use kubernetes_image_puller::controller::{Controller, ControllerError, Settings};
+use kubernetes_image_puller::controller::{self, Controller, ControllerError, Settings};
 use kubernetes_image_puller::k8s::Events;
 use kubernetes_image_puller::metrics::Metrics;
 use serde_json::{Value, json};
@@ -29,22 +28,14 @@ const QUOTA_MESSAGE: &str = "Error creating: pods \"wide-7xk2p\" is forbidden: e
 
 fn settings(path: &Path, pod: Option<&str>) -> Settings {
     Settings {
-        config_path: Some(path.to_path_buf()),
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
         pod_name: pod.map(Into::into),
         pod_namespace: pod.map(|_| NS.into()),
+        ..support::settings(Some(path))
     }
 }
 
 fn vars(pairs: &[(&str, &str)]) -> Vars {
-    Vars(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>(),
-    )
+    Vars::new(pairs)
 }
 
 fn set(name: &str, images: usize) -> String {
@@ -68,17 +59,12 @@ async fn run(api: FakeApi, client: kube::Client, text: &str, env: Vars) -> Runni
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let controller = Controller::new(
-        client.clone(),
-        settings(&path, Some("kip-0")),
-        Box::new(env),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let support::Booted {
+        metrics,
+        shutdown,
+        task,
+        ..
+    } = support::boot(client.clone(), settings(&path, Some("kip-0")), env);
     Running {
         api,
         client,
@@ -260,15 +246,9 @@ async fn pods_the_api_refused_are_reported_within_seconds_and_in_status() {
 
     // `status` from a laptop: no DEPLOYMENT_NAME, no POD_NAME; same answer as the controller's.
     let dir = r.dir.path().join("config.toml");
-    let mut laptop = Controller::new(
-        r.client.clone(),
-        settings(&dir, None),
-        Box::new(Vars::default()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = laptop.status().await.expect("status");
+    let report = controller::status(r.client.clone(), Some(&dir), &Vars::default())
+        .await
+        .expect("status");
     let by_name = |n: &str| report.sets.iter().find(|h| h.set == n).unwrap();
     assert!(
         by_name("general").up_to_date && by_name("general").present,
@@ -468,15 +448,9 @@ async fn without_list_on_events_status_still_counts_missing_pods() {
     let metric = "kip_set_nodes_without_pod{set=\"a\",reason=\"unknown\"} 1";
     r.wait_for(metric, Duration::from_secs(5), |r| r.metrics.encode().contains(metric))
         .await;
-    let mut status = Controller::new(
-        client,
-        settings(&r.dir.path().join("config.toml"), None),
-        Box::new(Vars::default()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = status.status().await.expect("status works without list on events");
+    let report = controller::status(client, Some(&r.dir.path().join("config.toml")), &Vars::default())
+        .await
+        .expect("status works without list on events");
     let a = &report.sets[0];
     assert_eq!((a.nodes_without_pod, a.not_created.is_none()), (1, true), "{a:#?}");
     assert!(!report.is_healthy());
@@ -511,9 +485,8 @@ async fn once_fails_when_the_api_refuses_the_pods() {
         Box::new(Vars::default()),
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let once = tokio::spawn(kubernetes_image_puller::controller::run_once(controller));
+    );
+    let once = tokio::spawn(async move { controller::run_once(controller).await.ok() });
     // The DaemonSet controller, while `--once` waits: the pods are refused.
     let start = Instant::now();
     while api.daemonset(NS, "wide").is_none() {

@@ -1,13 +1,13 @@
 //! Nothing panics on any input, every failure explains itself, and well-formed IMAGES round-trip.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 
-use common::{Vars, read_repo_file};
 use kubernetes_image_puller::config::{self, ConfigError, UPSTREAM_VARS, parse_images, rules};
 use kubernetes_image_puller::render::{self, RenderOptions};
 use proptest::prelude::*;
+use support::{Vars, read_repo_file};
 
 /// Every error lists at least one problem, each with a message and a location.
 fn assert_explained(e: &ConfigError) -> Result<(), TestCaseError> {
@@ -258,7 +258,7 @@ proptest! {
         limit in "[0-9]{1,12}(\\.[0-9]{1,9})?([eE][+-]?[0-9]{1,2}|[KMGTPE]i|[numkMGTPE])?",
     ) {
         // Comparing far-apart units (1n against 1e28) once overflowed inside the quantity library.
-        let text = format!("{}cpu_request = \"{request}\"\ncpu_limit = \"{limit}\"\n", common::MINIMAL_SET);
+        let text = format!("{}cpu_request = \"{request}\"\ncpu_limit = \"{limit}\"\n", support::MINIMAL_SET);
         check_toml(&text)?;
         let (rq, lq) = (rules::quantity_nanos(&request), rules::quantity_nanos(&limit));
         let loaded = config::load_toml_str(&text, "prop.toml", &Vars::none());
@@ -351,7 +351,7 @@ fn deep_nesting_does_not_overflow_the_stack() {
             "{MINIMAL}affinity = {}1{}\n",
             "{ a = ".repeat(100),
             " }".repeat(100),
-            MINIMAL = common::MINIMAL_SET
+            MINIMAL = support::MINIMAL_SET
         ),
     ] {
         // Run on a thread with a modest stack, like a test thread; a stack overflow would abort the process.

@@ -15,11 +15,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kube::{Client, ResourceExt};
-use kubernetes_image_puller::controller::{Controller, ControllerError, Settings};
+use kubernetes_image_puller::controller::{self, Controller, Settings};
 use kubernetes_image_puller::metrics::Metrics;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use support::Vars;
@@ -48,7 +46,7 @@ fn operator_env(images: &str) -> Vars {
         ("TOLERATIONS", "[]"),
         ("KIP_IMAGE", "quay.io/eclipse/kubernetes-image-puller:next"),
     ];
-    Vars(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    Vars::new(&pairs)
 }
 
 const TWO_IMAGES: &str = "che-code=quay.io/che-incubator/che-code:next;base-developer-image=quay.io/devfile/base-developer-image:ubi9-latest";
@@ -88,48 +86,15 @@ fn openshift_role() -> Vec<Value> {
     rules_of(&role)
 }
 
-struct Running {
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<Result<(), ControllerError>>,
-    metrics: Arc<Metrics>,
-}
+/// The running controller of a test.
+type Running = support::Booted;
 
 async fn run(client: Client, env: Vars, leader_elect: bool) -> Running {
     let settings = Settings {
-        config_path: None,
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
         leader_elect,
-        pod_name: Some("kip-0".into()),
-        pod_namespace: Some(NS.into()),
+        ..support::settings(None)
     };
-    let metrics = Arc::new(Metrics::default());
-    let controller = Controller::new(
-        client,
-        settings,
-        Box::new(env),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
-    Running {
-        shutdown,
-        task,
-        metrics,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), self.task)
-            .await
-            .expect("run returns promptly")
-            .expect("task")
-            .expect("run returned an error");
-    }
+    support::boot(client, settings, env)
 }
 
 async fn wait_for(api: &FakeApi, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
@@ -275,23 +240,9 @@ async fn nothing_denied_under(role: Vec<Value>, cluster: Vec<Value>) -> FakeApi 
     ctl.stop().await;
 
     // The status command: health check (pods) and quota check (resourcequotas, limitranges).
-    let settings = Settings {
-        config_path: None,
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: None,
-        pod_namespace: None,
-    };
-    let mut status = Controller::new(
-        client,
-        settings,
-        Box::new(operator_env(TWO_IMAGES)),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = status.status().await.expect("status");
+    let report = controller::status(client, None, &operator_env(TWO_IMAGES))
+        .await
+        .expect("status");
     assert_eq!(report.permissions.write_strategy, "server-side-apply");
     let seen: Vec<String> = api.requests().iter().map(ToString::to_string).collect();
     for needed in ["/pods", "/resourcequotas", "/limitranges", "/leases", "/events"] {
@@ -438,23 +389,9 @@ async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing()
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
     wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
     ctl.stop().await;
-    let settings = Settings {
-        config_path: None,
-        reload_debounce: Duration::from_millis(50),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
-        pod_name: None,
-        pod_namespace: None,
-    };
-    let mut status = Controller::new(
-        client,
-        settings,
-        Box::new(operator_env(TWO_IMAGES)),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let report = status.status().await.expect("status");
+    let report = controller::status(client, None, &operator_env(TWO_IMAGES))
+        .await
+        .expect("status");
     assert!(report.sets[0].present);
     assert!(report.permissions.reviewed);
     assert_eq!(report.permissions.write_strategy, "delete-then-create");
@@ -532,8 +469,7 @@ async fn refresh_under(role: Vec<Value>) -> (FakeApi, Option<String>) {
         Box::new(operator_env(TWO_IMAGES)),
         Arc::new(Metrics::default()),
         Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+    );
     assert!(controller.reload().await);
     controller.review_permissions(NS).await;
     let cluster = controller.cluster(NS);
@@ -580,7 +516,7 @@ async fn refresh_with_update_is_a_rolling_restart() {
         .annotations
         .unwrap_or_default();
     assert!(
-        annotations.contains_key(kubernetes_image_puller::render::labels::RESTARTED_AT),
+        annotations.contains_key(kubernetes_image_puller::labels::RESTARTED_AT),
         "{annotations:?}"
     );
 }

@@ -1,15 +1,16 @@
 //! Config → DaemonSets: structure, labels, spec hash, the sleeper, Pod Security "restricted", determinism.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Vars, load_ok, read_repo_file};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Affinity, Container, NodeAffinity, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kubernetes_image_puller::config::{self, Config, Image, Refresh, SLEEPER_INIT_CONTAINER};
-use kubernetes_image_puller::render::{self, RenderOptions, labels};
+use kubernetes_image_puller::labels;
+use kubernetes_image_puller::render::{self, RenderOptions};
+use support::{Vars, load_ok, read_repo_file};
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -195,7 +196,7 @@ fn scheduling_fields_come_from_the_set() {
     );
 
     // Nothing set: nothing rendered.
-    let c = load_ok(common::MINIMAL_SET);
+    let c = load_ok(support::MINIMAL_SET);
     let p = pod(&render::render(&c, &plain())[0]).clone();
     assert_eq!(
         (
@@ -753,7 +754,7 @@ fn yaml_keeps_quantities_as_strings() {
 #[test]
 fn golden_gpu_pools_yaml() {
     let yaml = render::to_yaml(&render::render(&gpu_pools(), &plain())).unwrap();
-    let path = common::repo_path("tests/golden/gpu-pools.yaml");
+    let path = support::repo_path("tests/golden/gpu-pools.yaml");
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
         std::fs::write(&path, &yaml).unwrap();
         return;

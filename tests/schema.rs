@@ -1,10 +1,10 @@
 //! `schemas/config.schema.json` is generated; it must match the code, and the shipped configs must follow it.
 
-mod common;
+mod support;
 
-use common::{read_repo_file, repo_path};
 use kubernetes_image_puller::config;
 use serde_json::Value;
+use support::{read_repo_file, repo_path};
 
 const SCHEMA_FILE: &str = "schemas/config.schema.json";
 

@@ -5,35 +5,12 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kubernetes_image_puller::config::VarSource;
-use kubernetes_image_puller::controller::{Controller, Settings};
-use kubernetes_image_puller::metrics::Metrics;
-use support::NS;
+use kubernetes_image_puller::controller::Settings;
 use support::fake_api::FakeApi;
+use support::{NS, Vars};
 use tokio::time::Instant;
-
-#[derive(Clone, Default)]
-struct SharedVars(Arc<Mutex<HashMap<String, String>>>);
-
-impl SharedVars {
-    fn set(&self, name: &str, value: &str) {
-        self.0.lock().unwrap().insert(name.into(), value.into());
-    }
-}
-
-impl VarSource for SharedVars {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.lock().unwrap().get(name).filter(|v| !v.is_empty()).cloned()
-    }
-    fn label(&self, name: &str) -> String {
-        name.to_owned()
-    }
-}
 
 fn image_of(api: &FakeApi) -> Option<String> {
     let ds = api.daemonset(NS, "kubernetes-image-puller")?;
@@ -60,28 +37,19 @@ fn health_checks_since(api: &FakeApi, t: Instant) -> Vec<Instant> {
 #[tokio::test(start_paused = true)]
 async fn sighup_rearms_the_health_check_on_the_new_interval() {
     let (api, client) = FakeApi::start();
-    let vars = SharedVars::default();
+    let vars = Vars::default();
     vars.set("NAMESPACE", NS);
     vars.set("IMAGES", "main=quay.io/kip/main:1");
     vars.set("CACHING_INTERVAL_HOURS", "5");
     let settings = Settings {
-        config_path: None,
         reload_debounce: Duration::from_millis(10),
-        resync: Duration::from_secs(3600),
-        leader_elect: false,
         pod_name: None,
         pod_namespace: None,
+        ..support::settings(None)
     };
-    let controller = Controller::new(
-        client,
-        settings,
-        Box::new(vars.clone()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(controller.run(rx));
+    let support::Booted {
+        shutdown: stop, task, ..
+    } = support::boot(client, settings, vars.clone());
     let started = Instant::now();
     wait_for("the DaemonSet of the env-var set", || {
         image_of(&api).as_deref() == Some("quay.io/kip/main:1")

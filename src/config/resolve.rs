@@ -251,7 +251,7 @@ fn scanner_notes_bytes(replaced: impl Fn(&str) -> bool) -> usize {
 }
 
 /// Key and value of the spec-hash annotation render adds (32 hex digits).
-const SPEC_HASH_ANNOTATION_BYTES: usize = crate::render::labels::SPEC_HASH.len() + 32;
+const SPEC_HASH_ANNOTATION_BYTES: usize = crate::labels::SPEC_HASH.len() + 32;
 
 /// Each DaemonSet as rendered must fit in [`MAX_OBJECT_BYTES`]; reported at the set's images, which make up
 /// nearly all of it.

@@ -205,9 +205,9 @@ impl Controller {
     /// Reads the config from the ConfigMap `name` through the API (see the module comment).
     pub fn with_config_map(mut self, name: Option<String>) -> Self {
         if let Some(name) = &name {
-            self.access.watch_config_map(name);
+            self.platform.access.watch_config_map(name);
         }
-        self.api.name = name;
+        self.cfg.api.name = name;
         self
     }
 
@@ -216,47 +216,47 @@ impl Controller {
         self.settings
             .pod_namespace
             .clone()
-            .or_else(|| self.config.as_ref().map(|c| c.namespace.clone()))
+            .or_else(|| self.cfg.config.as_ref().map(|c| c.namespace.clone()))
     }
 
     /// Starts the watch when it is configured, not running, and allowed. Returns whether it runs.
     pub(super) async fn ensure_config_map_watch(&mut self) -> bool {
-        let Some(name) = self.api.name.clone() else {
+        let Some(name) = self.cfg.api.name.clone() else {
             return false;
         };
-        if self.api.watch.is_some() {
+        if self.cfg.api.watch.is_some() {
             return true;
         }
-        let Some(namespace) = self.api.namespace.clone().or_else(|| self.config_map_namespace()) else {
+        let Some(namespace) = self.cfg.api.namespace.clone().or_else(|| self.config_map_namespace()) else {
             return false;
         };
-        if self.review_due {
+        if self.platform.review_due {
             self.review_permissions(&namespace).await;
         }
         let allowed = ["list", "watch"]
             .iter()
-            .all(|v| self.access.allows(v, "", "configmaps"));
+            .all(|v| self.platform.access.allows(v, "", "configmaps"));
         if !allowed {
-            self.api.forbidden = true;
+            self.cfg.api.forbidden = true;
             self.fall_back("reading it is not allowed (configmaps list, watch)");
             return false;
         }
-        if self.api.forbidden {
+        if self.cfg.api.forbidden {
             tracing::info!(configmap = %name, "reading the ConfigMap is allowed now; watching it");
-            self.api.forbidden = false;
+            self.cfg.api.forbidden = false;
         }
-        self.api.watch = Some(start(self.client.clone(), &namespace, &name));
-        self.api.namespace = Some(namespace);
+        self.cfg.api.watch = Some(start(self.client.clone(), &namespace, &name));
+        self.cfg.api.namespace = Some(namespace);
         true
     }
 
     /// Says once that the mounted file (or env) is the source because the ConfigMap cannot be read.
     fn fall_back(&mut self, why: &str) {
-        if self.api.fallback_said {
+        if self.cfg.api.fallback_said {
             return;
         }
-        self.api.fallback_said = true;
-        let name = self.api.name.as_deref().unwrap_or_default();
+        self.cfg.api.fallback_said = true;
+        let name = self.cfg.api.name.as_deref().unwrap_or_default();
         let source = if self.settings.config_path.is_some() {
             "the mounted file"
         } else {
@@ -267,19 +267,19 @@ impl Controller {
 
     /// Handles what the ConfigMap watch saw. Returns true when a new valid config took effect.
     pub(super) async fn on_config_map(&mut self, update: Update) -> bool {
-        let name = self.api.name.clone().unwrap_or_default();
+        let name = self.cfg.api.name.clone().unwrap_or_default();
         match update {
             Update::Content {
                 version,
                 data,
                 regarding,
             } => {
-                if !self.api.live {
+                if !self.cfg.api.live {
                     tracing::info!(configmap = %name, %version, "reading the config from ConfigMap {name} through the API; file changes are ignored from now on");
                 }
-                self.api.live = true;
-                self.api.gone_said = false;
-                self.api.fallback_said = false;
+                self.cfg.api.live = true;
+                self.cfg.api.gone_said = false;
+                self.cfg.api.fallback_said = false;
                 let loaded = config::load_config_map(&name, &data, self.env.as_ref());
                 let version = ConfigVersion {
                     source: "configmap",
@@ -288,39 +288,39 @@ impl Controller {
                 self.take(loaded, version, Some(regarding)).await
             }
             Update::Missing | Update::Deleted => {
-                if !self.api.gone_said {
-                    self.api.gone_said = true;
+                if !self.cfg.api.gone_said {
+                    self.cfg.api.gone_said = true;
                     let what = if matches!(update, Update::Deleted) {
                         "deleted"
                     } else {
                         "not found"
                     };
-                    let keeping = if self.config.is_some() {
+                    let keeping = if self.cfg.config.is_some() {
                         "keeping the config in force, nothing deleted"
                     } else {
                         "no config in force yet"
                     };
                     tracing::warn!(configmap = %name, "ConfigMap {name} {what}: {keeping}");
                 }
-                if !self.api.live {
+                if !self.cfg.api.live {
                     self.fall_back("it does not exist");
                 }
                 false
             }
             Update::Forbidden { verb } => {
-                self.api.watch = None;
-                self.api.forbidden = true;
-                if self.access.forbidden(verb, "", "configmaps") {
-                    self.review_due = true;
+                self.cfg.api.watch = None;
+                self.cfg.api.forbidden = true;
+                if self.platform.access.forbidden(verb, "", "configmaps") {
+                    self.platform.review_due = true;
                 }
                 self.fall_back(&format!("{verb} configmaps is forbidden"));
                 // The file is the source again: it is kubelet's copy of the same ConfigMap.
-                let was_live = std::mem::replace(&mut self.api.live, false);
+                let was_live = std::mem::replace(&mut self.cfg.api.live, false);
                 was_live && self.reload().await
             }
             Update::Failed(e) => {
                 tracing::debug!(configmap = %name, error = %e, "ConfigMap watch failed; retrying with backoff");
-                if !self.api.live {
+                if !self.cfg.api.live {
                     self.fall_back(&format!("the API server cannot be reached yet ({e})"));
                 }
                 false
@@ -331,14 +331,14 @@ impl Controller {
     /// `--once`: one GET of the ConfigMap (no watch); without it (missing, forbidden, unreachable) the
     /// mounted file is used, as at the start of `run`.
     pub(super) async fn read_config_map_once(&mut self) {
-        let Some(name) = self.api.name.clone() else { return };
+        let Some(name) = self.cfg.api.name.clone() else { return };
         let Some(namespace) = self.config_map_namespace() else {
             return;
         };
-        if self.review_due {
+        if self.platform.review_due {
             self.review_permissions(&namespace).await;
         }
-        if !self.access.allows("get", "", "configmaps") {
+        if !self.platform.access.allows("get", "", "configmaps") {
             self.fall_back("reading it is not allowed (configmaps get)");
             return;
         }
@@ -360,7 +360,7 @@ impl Controller {
         }
         let update = tokio::select! {
             _ = shutdown.changed() => return false,
-            u = tokio::time::timeout(FIRST_READ_WAIT, next(&mut self.api.watch)) => u,
+            u = tokio::time::timeout(FIRST_READ_WAIT, next(&mut self.cfg.api.watch)) => u,
         };
         if let Ok(Some(update)) = update {
             self.on_config_map(update).await;
@@ -370,7 +370,7 @@ impl Controller {
 
     /// Records the version in force (`status`, `kip_config_info`).
     pub(super) fn set_in_force(&mut self, version: ConfigVersion) {
-        if self.in_force.as_ref() == Some(&version) {
+        if self.cfg.version.as_ref() == Some(&version) {
             return;
         }
         self.metrics.config_info.clear();
@@ -381,7 +381,7 @@ impl Controller {
                 version: version.version.clone(),
             })
             .set(1);
-        self.in_force = Some(version);
+        self.cfg.version = Some(version);
     }
 
     /// The one place a loaded config (or its rejection) is taken, whatever its source. A rejection is also
@@ -396,10 +396,10 @@ impl Controller {
             Ok(new) => self.accept(new, version).await,
             Err(e) => {
                 let text = e.to_string();
-                let fresh = self.last_rejection.as_deref() != Some(&text);
+                let fresh = self.cfg.rejected.as_deref() != Some(&text);
                 self.reject(text.clone()).await;
                 if fresh && let Some(regarding) = regarding {
-                    let keeping = if self.config.is_some() {
+                    let keeping = if self.cfg.config.is_some() {
                         "keeping the last good config, nothing changed"
                     } else {
                         "no config in force"

@@ -14,8 +14,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::health::PodView;
+use crate::labels;
 use crate::rbac::Access;
-use crate::render::labels;
 
 /// Field manager of every apply; one owner for all the fields this tool sets.
 pub const FIELD_MANAGER: &str = "kubernetes-image-puller";

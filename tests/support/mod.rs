@@ -1,33 +1,130 @@
-//! Shared fixtures of the mock-API tests: configs, rendered DaemonSets, the tower-test verifier (tier 1)
-//! and the stateful fake API server (tier 2).
-#![allow(dead_code)]
+//! The one home of the integration tests' fixtures: the VarSource double, configs and repository files
+//! (`configs`), `boot()` for a running controller, the tower-test verifier (tier 1) and the stateful fake
+//! API server (tier 2).
+#![allow(dead_code)] // each test crate uses its own subset
 
+pub mod configs;
 pub mod fake_api;
 pub mod logs;
 pub mod verifier;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+pub use configs::*;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use kubernetes_image_puller::config::{self, Config, VarSource};
+use kubernetes_image_puller::config::{Config, VarSource};
+use kubernetes_image_puller::controller::{Controller, ControllerError, Settings};
+use kubernetes_image_puller::metrics::Metrics;
 use kubernetes_image_puller::render::{self, RenderOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Namespace of every test config.
 pub const NS: &str = "kip-test";
 /// The instance label value of a config without `deployment_name`.
 pub const INSTANCE: &str = "kubernetes-image-puller";
 
-/// A VarSource with only the given variables: tests never depend on the process environment.
-#[derive(Default, Clone)]
-pub struct Vars(pub HashMap<String, String>);
+/// A VarSource with only the given variables: tests never depend on the process environment. Clones share
+/// the variables, so a test can change what a running controller reads (then send SIGHUP).
+#[derive(Debug, Default, Clone)]
+pub struct Vars(Arc<Mutex<HashMap<String, String>>>);
+
+impl Vars {
+    pub fn new(pairs: &[(&str, &str)]) -> Self {
+        let map = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self(Arc::new(Mutex::new(map)))
+    }
+
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Sets a variable for every clone.
+    pub fn set(&self, name: &str, value: &str) {
+        self.0.lock().unwrap().insert(name.into(), value.into());
+    }
+}
 
 impl VarSource for Vars {
+    /// As the trait asks: an empty value counts as unset.
     fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).filter(|v| !v.trim().is_empty()).cloned()
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
     }
     fn label(&self, name: &str) -> String {
         name.to_owned()
+    }
+}
+
+/// The settings most tests run with: the file at `config_path` (None: the variables), a 50 ms reload
+/// debounce, no resync within a test, no leader election, and pod `kip-0` in [`NS`].
+pub fn settings(config_path: Option<&Path>) -> Settings {
+    Settings {
+        config_path: config_path.map(Path::to_path_buf),
+        reload_debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(3600),
+        leader_elect: false,
+        pod_name: Some("kip-0".into()),
+        pod_namespace: Some(NS.into()),
+    }
+}
+
+/// A controller running in a task, with what tests look at.
+pub struct Booted {
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    pub shutdown: watch::Sender<bool>,
+    pub task: JoinHandle<Result<(), ControllerError>>,
+}
+
+impl Booted {
+    /// Stops the loop and waits (3 s at most) for it to end cleanly.
+    pub async fn stop(self) {
+        self.shutdown.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), self.task)
+            .await
+            .expect("the controller stops within 3 s")
+            .expect("the controller task does not panic")
+            .expect("the controller ends without an error");
+    }
+}
+
+/// Starts the controller loop against `client` with `settings` and `env`.
+pub fn boot(client: kube::Client, settings: Settings, env: Vars) -> Booted {
+    boot_with(client, settings, env, |c| c)
+}
+
+/// [`boot`], with the controller adjusted first (e.g. `with_config_map`).
+pub fn boot_with(
+    client: kube::Client,
+    settings: Settings,
+    env: Vars,
+    adjust: impl FnOnce(Controller) -> Controller,
+) -> Booted {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let controller = adjust(Controller::new(
+        client,
+        settings,
+        Box::new(env),
+        metrics.clone(),
+        ready.clone(),
+    ));
+    let (shutdown, rx) = watch::channel(false);
+    let task = tokio::spawn(controller.run(rx));
+    Booted {
+        metrics,
+        ready,
+        shutdown,
+        task,
     }
 }
 
@@ -46,7 +143,7 @@ pub fn config_toml(sets: &[String]) -> String {
 }
 
 pub fn load(text: &str) -> Config {
-    config::load_toml_str(text, "test.toml", &Vars::default()).expect("test config is valid")
+    load_ok(text)
 }
 
 /// What the controller would apply for `text` (plain Kubernetes, no owner).

@@ -1,6 +1,8 @@
-//! Watching the config for changes: the file's directory (non-recursive) with `notify`, which sees both an
-//! editor's save and the kubelet's update of a mounted ConfigMap (a new `..data` symlink swapped into the
-//! directory). Events are coalesced into one "maybe changed" signal; the controller re-reads and compares.
+//! The config-file watch: turns any change in the config's directory into one "maybe changed" signal.
+//!
+//! The file's directory is watched (non-recursive) with `notify`, which sees both an editor's save and the
+//! kubelet's update of a mounted ConfigMap (a new `..data` symlink swapped into the directory). Events are
+//! coalesced into one signal; the controller re-reads and compares.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub enum WatchError {
     #[error("cannot watch {path} for config changes: {source}")]
     Watch {
         path: PathBuf,
@@ -35,7 +37,7 @@ pub fn watch_target(path: &Path) -> PathBuf {
     }
 }
 
-pub fn watch(path: &Path) -> Result<ConfigWatch, ReloadError> {
+pub fn watch(path: &Path) -> Result<ConfigWatch, WatchError> {
     let target = watch_target(path);
     // Capacity 1: any number of file events collapse into one pending "re-read" signal.
     let (tx, changes) = mpsc::channel(1);
@@ -48,13 +50,13 @@ pub fn watch(path: &Path) -> Result<ConfigWatch, ReloadError> {
             let _ = tx.try_send(());
         }
     })
-    .map_err(|source| ReloadError::Watch {
+    .map_err(|source| WatchError::Watch {
         path: target.clone(),
         source,
     })?;
     watcher
         .watch(&target, RecursiveMode::NonRecursive)
-        .map_err(|source| ReloadError::Watch {
+        .map_err(|source| WatchError::Watch {
             path: target.clone(),
             source,
         })?;

@@ -1,33 +1,10 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)] // each test crate uses its own subset
+//! Config helpers of the offline tests: repository files, loading TOML, and asserting problems.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use kubernetes_image_puller::config::{self, Config, ConfigError, Problem, VarSource};
+use kubernetes_image_puller::config::{self, Config, ConfigError, Problem};
 
-/// A fixed set of variables: the process environment is never read.
-#[derive(Debug, Default, Clone)]
-pub struct Vars(pub HashMap<String, String>);
-
-impl Vars {
-    pub fn new(pairs: &[(&str, &str)]) -> Self {
-        Self(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
-    }
-    pub fn none() -> Self {
-        Self::default()
-    }
-}
-
-impl VarSource for Vars {
-    /// As the trait asks: an empty value counts as unset.
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).filter(|v| !v.trim().is_empty()).cloned()
-    }
-    fn label(&self, name: &str) -> String {
-        name.to_owned()
-    }
-}
+use super::Vars;
 
 /// Path of a file in the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
