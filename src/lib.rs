@@ -15,5 +15,6 @@ pub mod rbac;
 pub mod reconcile;
 pub mod reload;
 pub mod render;
+pub mod scheduling;
 pub mod status;
 pub mod telemetry;
