@@ -13,7 +13,7 @@ use crate::reconcile;
 use crate::scheduling::node_matches;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StatusError {
+pub enum QuotaCheckError {
     /// Reading the quotas or limit ranges failed.
     #[error(transparent)]
     Kube(#[from] KubeError),
@@ -109,7 +109,7 @@ pub async fn quota_check(
     config: &Config,
     nodes_of: &[u64],
     running_of: &[u64],
-) -> Result<QuotaCheck, StatusError> {
+) -> Result<QuotaCheck, QuotaCheckError> {
     let quotas = cluster.resource_quotas().await?;
     let ranges = cluster.limit_ranges().await?;
     let mut check = quota::quota_shortfalls(config, nodes_of, running_of, &quotas)?;
@@ -117,12 +117,11 @@ pub async fn quota_check(
     Ok(check)
 }
 
-
 pub use compat::{GatherError, quota_shortfalls};
 
 /// Transitional, for the controller's current call (being rewritten on another branch): the old name and
 /// error shape over [`quota_check`]. The integrator deletes this module once the controller calls
-/// `quota_check` and matches [`StatusError`].
+/// `quota_check` and matches [`QuotaCheckError`].
 mod compat {
     use super::*;
 
@@ -140,7 +139,11 @@ mod compat {
     impl std::fmt::Display for GatherError {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             match self {
-                Self::List { what, namespace, source } => write!(f, "list {what} in {namespace}: {source}"),
+                Self::List {
+                    what,
+                    namespace,
+                    source,
+                } => write!(f, "list {what} in {namespace}: {source}"),
                 Self::Quota(e) => e.fmt(f),
                 Self::Kube(e) => e.fmt(f),
             }
@@ -156,7 +159,7 @@ mod compat {
         quota_check(cluster, config, nodes_of, running_of)
             .await
             .map_err(|e| match e {
-                StatusError::Kube(KubeError::List {
+                QuotaCheckError::Kube(KubeError::List {
                     what,
                     namespace,
                     source,
@@ -165,8 +168,8 @@ mod compat {
                     namespace,
                     source,
                 },
-                StatusError::Kube(e) => GatherError::Kube(e),
-                StatusError::Quota(e) => GatherError::Quota(e),
+                QuotaCheckError::Kube(e) => GatherError::Kube(e),
+                QuotaCheckError::Quota(e) => GatherError::Quota(e),
             })
     }
 }

@@ -6,10 +6,7 @@ use kube::api::{Api, PostParams};
 
 /// What this identity may do in `namespace`: a SelfSubjectRulesReview, which every authenticated user may
 /// create. Returns the rules and whether the server says the list may be incomplete.
-pub async fn rules_review(
-    client: &Client,
-    namespace: &str,
-) -> Result<(Vec<ResourceRule>, bool), kube::Error> {
+pub async fn rules_review(client: &Client, namespace: &str) -> Result<(Vec<ResourceRule>, bool), kube::Error> {
     let api: Api<SelfSubjectRulesReview> = Api::all(client.clone());
     let review = SelfSubjectRulesReview {
         spec: SelfSubjectRulesReviewSpec {

@@ -93,7 +93,6 @@ pub fn is_forbidden(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403)
 }
 
-
 /// The namespace the puller manages, reached through one client.
 #[derive(Clone)]
 pub struct Cluster {
@@ -301,7 +300,6 @@ impl Cluster {
         })
     }
 
-
     /// The owner reference to the puller's own Deployment, if it can be read. Without it the DaemonSets
     /// simply have no owner (they outlive an uninstall); that is logged, never fatal.
     pub async fn owner_reference(&self, deployment: &str) -> Result<Option<OwnerReference>, kube::Error> {
@@ -334,4 +332,3 @@ fn restarted_at(ds: &DaemonSet) -> Option<String> {
         .get(labels::RESTARTED_AT)
         .cloned()
 }
-
