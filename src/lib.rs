@@ -4,6 +4,7 @@
 //! apply/prune against the API → status.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod controller;
 pub mod health;
