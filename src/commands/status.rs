@@ -65,7 +65,7 @@ pub fn table(report: &StatusReport) -> String {
         if h.nodes_without_pod > 0 {
             let why = h.not_created.as_ref().map_or_else(
                 || "no FailedCreate Event (yet): pods pending, or Events not readable".to_owned(),
-                |n| format!("{} ({}): {}", n.reason, n.cause, n.message),
+                ToString::to_string,
             );
             let _ = writeln!(
                 out,
@@ -74,24 +74,7 @@ pub fn table(report: &StatusReport) -> String {
             );
         }
         for f in h.failing.iter().filter(|f| !f.image.is_empty()) {
-            let more = f.node_count.saturating_sub(f.nodes.len());
-            let more = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                out,
-                "failing: set {} image {} ({}): {} on {} node(s): {}{}: {}",
-                h.set,
-                f.image,
-                f.container,
-                f.reason,
-                f.node_count,
-                f.nodes.join(", "),
-                more,
-                f.message
-            );
+            let _ = writeln!(out, "failing: set {} image {f}", h.set);
         }
     }
     for s in &report.shortfalls {
@@ -117,4 +100,66 @@ pub fn table(report: &StatusReport) -> String {
         let _ = writeln!(out, "permission: {m}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{FailingImage, NotCreated, SetHealth};
+
+    #[test]
+    fn table_words_failing_images_and_refused_pods_as_the_health_summary_does() {
+        let failing = FailingImage {
+            image: "quay.io/x/missing:1".into(),
+            container: "c0".into(),
+            reason: "ErrImagePull".into(),
+            message: "unauthorized".into(),
+            node_count: 1,
+            nodes: vec!["n1".into()],
+        };
+        let mut h = SetHealth {
+            set: "wide".into(),
+            present: true,
+            up_to_date: true,
+            desired: 3,
+            scheduled: 2,
+            ready: 1,
+            updated: 3,
+            failing: vec![failing.clone()],
+            nodes_without_pod: 1,
+            not_created: None,
+        };
+        h.set_not_created(Some(NotCreated {
+            reason: "FailedCreate".into(),
+            cause: "pod_security".into(),
+            message: "violates PodSecurity".into(),
+            count: 2,
+        }));
+        let report = StatusReport {
+            namespace: "ns".into(),
+            sets: vec![h],
+            shortfalls: Vec::new(),
+            permissions: crate::rbac::Access::default().report(),
+            quota_totals: Vec::new(),
+            config: None,
+        };
+        let text = table(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.contains(&"not created: set wide lacks a pod on 1 of 3 node(s): FailedCreate (pod_security): violates PodSecurity"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&format!("failing: set wide image {failing}").as_str()),
+            "{text}"
+        );
+        assert!(
+            lines.contains(
+                &"failing: set wide image quay.io/x/missing:1 (c0): ErrImagePull on 1 node(s): n1: unauthorized"
+            ),
+            "{text}"
+        );
+        // The refused-pod entry counts in FAILING but has no `failing:` line of its own.
+        assert_eq!(lines.iter().filter(|l| l.starts_with("failing:")).count(), 1, "{text}");
+    }
 }
