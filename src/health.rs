@@ -417,24 +417,7 @@ pub struct StateView {
     pub waiting: Option<ContainerStateWaiting>,
 }
 
-impl k8s_openapi::Resource for PodView {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Pod";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "pods";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for PodView {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::k8s::pages::partial_view!(PodView, "Pod", "pods", k8s_openapi::NamespaceResourceScope);
 
 /// The label selector of one set's pods.
 pub fn pod_selector(set: &str) -> String {

@@ -109,24 +109,33 @@ pub struct NodeSpecView {
     pub taints: Option<Vec<Taint>>,
 }
 
-impl k8s_openapi::Resource for NodeView {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Node";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "nodes";
-    type Scope = k8s_openapi::ClusterResourceScope;
-}
+partial_view!(NodeView, "Node", "nodes", k8s_openapi::ClusterResourceScope);
 
-impl k8s_openapi::Metadata for NodeView {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+/// Makes a partial type (a core/v1 kind read with only some of its fields, `metadata` among them) listable
+/// through `Api`: its kind, URL segment and scope.
+macro_rules! partial_view {
+    ($view:ty, $kind:literal, $plural:literal, $scope:ty) => {
+        impl k8s_openapi::Resource for $view {
+            const API_VERSION: &'static str = "v1";
+            const GROUP: &'static str = "";
+            const KIND: &'static str = $kind;
+            const VERSION: &'static str = "v1";
+            const URL_PATH_SEGMENT: &'static str = $plural;
+            type Scope = $scope;
+        }
+
+        impl k8s_openapi::Metadata for $view {
+            type Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+            fn metadata(&self) -> &Self::Ty {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut Self::Ty {
+                &mut self.metadata
+            }
+        }
+    };
 }
+pub(crate) use partial_view;
 
 /// Reads an object's metadata keeping only its name and labels (managedFields, annotations and the rest
 /// are skipped unallocated): for the partial types read in pages.
