@@ -1,5 +1,4 @@
-//! Health of each set, from its DaemonSet status and its pods: nodes desired / ready / up to date, and which
-//! images fail on which nodes and why. Pure functions over API objects; the controller feeds them pages.
+//! Pure health of each set from its DaemonSet, pods and Events: nodes ready and up to date, what fails where and why.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

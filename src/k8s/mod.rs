@@ -1,5 +1,4 @@
-//! The only door to the Kubernetes API: the managed namespace ([`Cluster`]: DaemonSet reads and writes, the
-//! owner Deployment), paged reads ([`pages`]), discovery ([`discovery`]) and Events ([`events`]).
+//! The only module that talks to the Kubernetes API: [`Cluster`] (DaemonSet verbs), pages, discovery, Events.
 
 use std::sync::Arc;
 
