@@ -1,7 +1,7 @@
-//! Health of each set, from its DaemonSet status and its pods: nodes desired / ready / up to date, and which
-//! images fail on which nodes and why. Pure functions over API objects; the controller feeds them pages.
+//! Pure health of each set from its DaemonSet, pods and Events: nodes ready and up to date, what fails where and why.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -37,6 +37,35 @@ pub struct FailingImage {
     pub nodes: Vec<String>,
 }
 
+/// The one wording of a failing image, for the log summary, the `status` table and Events:
+/// `quay.io/x:1 (c): ImagePullBackOff on 12 node(s): n1, n2 and 10 more: manifest unknown`. An entry
+/// without an image (pods the API refused, see [`SetHealth::set_not_created`]) reads as such.
+impl std::fmt::Display for FailingImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.image.is_empty() {
+            return write!(
+                f,
+                "pods not created on {} node(s): {}: {}",
+                self.node_count, self.reason, self.message
+            );
+        }
+        write!(
+            f,
+            "{} ({}): {} on {} node(s): {}",
+            self.image,
+            self.container,
+            self.reason,
+            self.node_count,
+            self.nodes.join(", ")
+        )?;
+        let more = self.node_count.saturating_sub(self.nodes.len());
+        if more > 0 {
+            write!(f, " and {more} more")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct SetHealth {
     pub set: String,
@@ -67,6 +96,13 @@ pub struct NotCreated {
     pub message: String,
     /// Occurrences counted by the Event.
     pub count: i32,
+}
+
+/// `FailedCreate (quota): exceeded quota: ...`, as the log summary and the `status` table show it.
+impl std::fmt::Display for NotCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.reason, self.cause, self.message)
+    }
 }
 
 /// Event reasons of the DaemonSet controller that mean a pod was not created.
@@ -223,25 +259,11 @@ impl SetHealth {
                 if self.nodes_without_pod == 1 { "" } else { "s" }
             ));
             if let Some(n) = &self.not_created {
-                line.push_str(&format!(": {} ({}): {}", n.reason, n.cause, n.message));
+                let _ = write!(line, ": {n}");
             }
         }
         for f in self.failing.iter().filter(|f| !f.image.is_empty()) {
-            let more = f.node_count.saturating_sub(f.nodes.len());
-            line.push_str(&format!(
-                "; {} {} on {} node{} ({}{}): {}",
-                f.image,
-                f.reason,
-                f.node_count,
-                if f.node_count == 1 { "" } else { "s" },
-                f.nodes.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                },
-                f.message
-            ));
+            let _ = write!(line, "; {f}");
         }
         line
     }
@@ -394,24 +416,7 @@ pub struct StateView {
     pub waiting: Option<ContainerStateWaiting>,
 }
 
-impl k8s_openapi::Resource for PodView {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Pod";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "pods";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for PodView {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::k8s::pages::partial_view!(PodView, "Pod", "pods", k8s_openapi::NamespaceResourceScope);
 
 /// The label selector of one set's pods.
 pub fn pod_selector(set: &str) -> String {
@@ -531,6 +536,61 @@ mod tests {
             assert_eq!(failure_cause("FailedCreate", message), cause, "{message}");
         }
         assert_eq!(failure_cause("FailedPlacement", "failed to place pod"), "placement");
+    }
+
+    #[test]
+    fn a_failing_image_reads_the_same_in_the_summary_and_the_table() {
+        let failing = FailingImage {
+            image: "quay.io/x/missing:1".into(),
+            container: "c0".into(),
+            reason: "ImagePullBackOff".into(),
+            message: "manifest unknown".into(),
+            node_count: 12,
+            nodes: vec!["n1".into(), "n2".into()],
+        };
+        let text = "quay.io/x/missing:1 (c0): ImagePullBackOff on 12 node(s): n1, n2 and 10 more: manifest unknown";
+        assert_eq!(failing.to_string(), text);
+        let all_named = FailingImage {
+            node_count: 2,
+            ..failing.clone()
+        };
+        assert!(
+            all_named
+                .to_string()
+                .ends_with("on 2 node(s): n1, n2: manifest unknown")
+        );
+        let refused = NotCreated {
+            reason: "FailedCreate".into(),
+            cause: "quota".into(),
+            message: "exceeded quota: tight".into(),
+            count: 1,
+        };
+        assert_eq!(refused.to_string(), "FailedCreate (quota): exceeded quota: tight");
+        let mut h = SetHealth {
+            set: "wide".into(),
+            present: true,
+            up_to_date: true,
+            desired: 12,
+            scheduled: 11,
+            ready: 10,
+            updated: 12,
+            failing: vec![failing],
+            nodes_without_pod: 1,
+            not_created: None,
+        };
+        h.set_not_created(Some(refused));
+        // The refused-pod entry in `failing` has its own wording and is left out of the image list.
+        assert_eq!(
+            h.failing[1].to_string(),
+            "pods not created on 1 node(s): FailedCreate: exceeded quota: tight"
+        );
+        assert_eq!(
+            h.summary(),
+            format!(
+                "set wide: 10/12 nodes ready, 12 up to date; 1 node without a pod: \
+                 FailedCreate (quota): exceeded quota: tight; {text}"
+            )
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! apply/prune against the API → status.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod controller;
 pub mod health;
@@ -15,6 +16,7 @@ pub mod quota;
 pub mod rbac;
 pub mod reconcile;
 pub mod render;
+pub mod scheduling;
 pub mod status;
 pub mod telemetry;
 pub mod watch;

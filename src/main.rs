@@ -1,25 +1,13 @@
-//! The binary's edge: parse the command line, run a command, turn errors into a message and an exit code.
+//! The binary's edge: parse the command line, dispatch to a command, turn errors into a message and an exit code.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kubernetes_image_puller::cli::{self, Cli, CliError, Command, RunSettings};
-use kubernetes_image_puller::config::Env;
-use kubernetes_image_puller::controller::{self, Controller, Settings};
-use kubernetes_image_puller::http::{self, HttpState};
-use kubernetes_image_puller::metrics::Metrics;
-use kubernetes_image_puller::telemetry;
-use tokio::sync::watch;
+use kubernetes_image_puller::cli::{Cli, Command};
+use kubernetes_image_puller::commands::{self, run::RunOptions};
 
-/// How long the controller may take to return after SIGTERM before the process exits anyway. Nothing is
-/// lost by stopping mid-way: writes are idempotent applies redone by the next process, Events are
-/// best-effort, and the DaemonSets stay in place. Keeps shutdown under a second in every state (a pending
-/// Event post or Lease call against a hung API server, startup discovery, a reload debounce).
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 /// How long runtime teardown may wait for blocking work (a DNS lookup) before the process exits.
 const RUNTIME_TEARDOWN: Duration = Duration::from_millis(100);
 
@@ -51,164 +39,40 @@ fn error_chain(e: &anyhow::Error) -> String {
     text
 }
 
+/// Dispatches to the command; the async ones run on one runtime built here.
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config_path = cli.config.clone();
+    let config = cli.config.as_deref();
     let mut stdout = std::io::stdout().lock();
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Check => Ok(cli::check(config_path.as_deref(), &mut stdout)?),
-        Command::Render { openshift } => {
-            let config = cli::load_config(config_path.as_deref())?;
-            let yaml = cli::render_yaml(&config, openshift).context("cannot write the DaemonSets as YAML")?;
-            std::io::Write::write_all(&mut stdout, yaml.as_bytes())?;
-            Ok(ExitCode::SUCCESS)
+    let code = match &cli.command {
+        Some(Command::Check) => commands::check::run(config, &mut stdout)?,
+        Some(Command::Render { openshift }) => commands::render::run(config, *openshift, &mut stdout)?,
+        Some(Command::Schema) => commands::schema::run(&mut stdout)?,
+        Some(Command::Rbac { output, name }) => commands::rbac::run(*output, name, &mut stdout)?,
+        Some(Command::Quota {
+            nodes: Some(n),
+            from_cluster: false,
+        }) => commands::quota::for_nodes(config, *n, &mut stdout)?,
+        Some(Command::Quota { .. }) => runtime()?.block_on(commands::quota::from_cluster(config, &mut stdout))?,
+        Some(Command::Status { output }) => {
+            runtime()?.block_on(commands::status::run(cli.config.clone(), *output, &mut stdout))?
         }
-        Command::Schema => {
-            let schema = serde_json::to_string_pretty(&kubernetes_image_puller::config::json_schema())?;
-            std::io::Write::write_all(&mut stdout, format!("{schema}\n").as_bytes())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Rbac { output, name } => {
-            let text = cli::rbac(output, &name)?;
-            std::io::Write::write_all(&mut stdout, text.as_bytes())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Quota { nodes, from_cluster } => {
-            let config = cli::load_config(config_path.as_deref())?;
-            let table = match nodes {
-                Some(n) if !from_cluster => cli::quota_table(&config, n)?,
-                _ => {
-                    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-                    let counts = runtime.block_on(async {
-                        let client = client().await?;
-                        let cluster = kubernetes_image_puller::k8s::Cluster::new(client, &config.namespace);
-                        kubernetes_image_puller::status::matching_nodes(&cluster, &config)
-                            .await
-                            .map_err(CliError::count_nodes)
-                            .map_err(anyhow::Error::from)
-                    })?;
-                    cli::quota_table_per_set(&config, &counts)?
-                }
-            };
-            std::io::Write::write_all(&mut stdout, table.as_bytes())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status { output } => {
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let report = runtime.block_on(async {
-                anyhow::Ok(controller::status(client().await?, config_path.as_deref(), &Env).await?)
-            })?;
-            let text = match output {
-                cli::OutputFormat::Table => cli::status_table(&report),
-                cli::OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
-            };
-            std::io::Write::write_all(&mut stdout, text.as_bytes())?;
-            Ok(if report.is_healthy() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Command::Run => {
+        Some(Command::Run) | None => {
             drop(stdout);
-            // Run-only variables are read here, never by the offline commands above.
-            let settings = cli
-                .run
-                .resolve(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))?;
-            let config_map = cli
-                .config_map
-                .resolve(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))?;
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let result = runtime.block_on(run_controller(config_path, settings, config_map));
+            let options = RunOptions::resolve(&cli, |name| {
+                std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+            })?;
+            let runtime = runtime()?;
+            let result = runtime.block_on(commands::run::run(options));
             // Whatever is still pending (an abandoned API call, a DNS lookup) must not hold the exit.
             runtime.shutdown_timeout(RUNTIME_TEARDOWN);
-            result
+            result?
         }
-    }
-}
-
-/// A client for the in-cluster config or the current kubeconfig context.
-async fn client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default()
-        .await
-        .context("cannot set up the Kubernetes client (no in-cluster config and no usable kubeconfig)")
-}
-
-async fn run_controller(
-    config_path: Option<std::path::PathBuf>,
-    args: RunSettings,
-    config_map: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    telemetry::init(args.log_format);
-    let settings = |path| Settings::from_env(path, args.reload_debounce, args.leader_elect);
-    let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
-
-    if args.once {
-        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready)
-            .with_config_map(config_map);
-        let report = controller::run_once(controller).await;
-        print!("{report}");
-        return Ok(if report.ok() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    }
-
-    // Signal handlers first: from here on SIGTERM ends the process promptly, whatever it waits for.
-    let stop = shutdown_on_signal().context("cannot install signal handlers")?;
-    let mut http_stop = stop.clone();
-    // The probes answer from the start, also while the API server is slow to answer discovery.
-    let (_, server) = http::serve(
-        args.http_addr,
-        HttpState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        },
-        async move {
-            let _ = http_stop.wait_for(|stopped| *stopped).await;
-        },
-    )
-    .await?;
-    let server = tokio::spawn(server);
-
-    let controller_stop = stop.clone();
-    let controller = async move {
-        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready)
-            .with_config_map(config_map);
-        controller.run(controller_stop).await?;
-        anyhow::Ok(())
     };
-    let mut stopped = stop;
-    tokio::select! {
-        result = controller => result?,
-        () = async {
-            let _ = stopped.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!(grace = ?SHUTDOWN_GRACE, "an API call was still pending at shutdown; abandoned"),
-    }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
-/// A receiver that turns true at SIGTERM or SIGINT. The handlers (and a SIGHUP handler, so that a SIGHUP
-/// before the controller listens for it does not kill the process) are installed before this returns.
-fn shutdown_on_signal() -> std::io::Result<watch::Receiver<bool>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let hup = signal(SignalKind::hangup())?;
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let _hup = hup;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("shutting down; DaemonSets stay in place");
-        let _ = tx.send(true);
-    });
-    Ok(rx)
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
 #[cfg(test)]

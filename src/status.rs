@@ -1,28 +1,22 @@
-//! Gathering each set's health from the cluster (DaemonSet status, a paged scan of its pods, matching nodes,
-//! quota) — shared by the controller's health check and the `status` command.
+//! Each set's health and quota gathered from the cluster through [`Cluster`], for the health check and `status`.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Taint};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 
-use crate::config::{Config, ImageSet};
+use crate::config::Config;
 use crate::health::{self, FailureTally, NotCreated, NotCreatedTally, SetHealth};
-use crate::k8s::Cluster;
+use crate::k8s::{Cluster, KubeError};
 use crate::quota::{self, QuotaCheck, QuotaError};
 use crate::reconcile;
+use crate::scheduling::node_matches;
 
 #[derive(Debug, thiserror::Error)]
-pub enum GatherError {
-    #[error("list {what} in {namespace}: {source}")]
-    List {
-        what: &'static str,
-        namespace: String,
-        #[source]
-        source: kube::Error,
-    },
+pub enum QuotaCheckError {
+    /// Reading the quotas or limit ranges failed.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     #[error(transparent)]
     Quota(#[from] QuotaError),
 }
@@ -88,33 +82,6 @@ pub async fn gather(
     healths
 }
 
-/// Whether a DaemonSet pod of `set` can run on a node with these labels and taints. DaemonSet pods
-/// tolerate the `node.kubernetes.io/*` condition taints automatically; other NoSchedule/NoExecute taints
-/// need a toleration.
-pub fn node_matches(
-    set: &ImageSet,
-    node_labels: &std::collections::BTreeMap<String, String>,
-    taints: &[Taint],
-) -> bool {
-    let selected = set.node_selector.iter().all(|(k, v)| node_labels.get(k) == Some(v));
-    let tolerated = taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .filter(|t| !t.key.starts_with("node.kubernetes.io/"))
-        .all(|t| set.tolerations.iter().any(|tol| tolerates(tol, t)));
-    selected && tolerated
-}
-
-/// The Kubernetes toleration-matches-taint rule.
-pub fn tolerates(tol: &k8s_openapi::api::core::v1::Toleration, taint: &Taint) -> bool {
-    let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key = tol.key.as_deref().unwrap_or("");
-    let exists = tol.operator.as_deref() == Some("Exists");
-    let key_ok = if key.is_empty() { exists } else { key == taint.key };
-    let value_ok = exists || tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
-    effect_ok && key_ok && value_ok
-}
-
 /// Counts, per set, the nodes its pods can run on, reading nodes one small page at a time (labels and
 /// taints only). Needs cluster-wide `list nodes`; an error (e.g. forbidden) is returned for the caller to report.
 pub async fn matching_nodes(cluster: &Cluster, config: &Config) -> Result<Vec<u64>, kube::Error> {
@@ -137,81 +104,15 @@ pub async fn matching_nodes(cluster: &Cluster, config: &Config) -> Result<Vec<u6
 /// Compares what the sets need with the namespace's ResourceQuotas and LimitRanges. `nodes_of` gives the
 /// nodes each set runs (or will run) on; `running_of` the nodes it already has pods on (already counted
 /// in the quota's usage).
-pub async fn quota_shortfalls(
+pub async fn quota_check(
     cluster: &Cluster,
     config: &Config,
     nodes_of: &[u64],
     running_of: &[u64],
-) -> Result<QuotaCheck, GatherError> {
-    let list_error = |what: &'static str| {
-        let namespace = cluster.namespace().to_owned();
-        move |source| GatherError::List {
-            what,
-            namespace,
-            source,
-        }
-    };
-    let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let ranges: Api<LimitRange> = Api::namespaced(cluster.client().clone(), cluster.namespace());
-    let quotas = quotas
-        .list(&ListParams::default())
-        .await
-        .map_err(list_error("resourcequotas"))?
-        .items;
-    let ranges = ranges
-        .list(&ListParams::default())
-        .await
-        .map_err(list_error("limitranges"))?
-        .items;
+) -> Result<QuotaCheck, QuotaCheckError> {
+    let quotas = cluster.resource_quotas().await?;
+    let ranges = cluster.limit_ranges().await?;
     let mut check = quota::quota_shortfalls(config, nodes_of, running_of, &quotas)?;
     check.shortfalls.extend(quota::limit_range_violations(config, &ranges)?);
     Ok(check)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::Toleration;
-
-    fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
-        Taint {
-            key: key.into(),
-            value: value.map(Into::into),
-            effect: effect.into(),
-            time_added: None,
-        }
-    }
-
-    fn tol(key: Option<&str>, op: &str, value: Option<&str>, effect: Option<&str>) -> Toleration {
-        Toleration {
-            key: key.map(Into::into),
-            operator: Some(op.into()),
-            value: value.map(Into::into),
-            effect: effect.map(Into::into),
-            toleration_seconds: None,
-        }
-    }
-
-    #[test]
-    fn toleration_rules() {
-        let gpu = taint("nvidia.com/gpu", Some("true"), "NoSchedule");
-        assert!(tolerates(
-            &tol(Some("nvidia.com/gpu"), "Exists", None, Some("NoSchedule")),
-            &gpu
-        ));
-        assert!(tolerates(
-            &tol(Some("nvidia.com/gpu"), "Equal", Some("true"), None),
-            &gpu
-        ));
-        assert!(!tolerates(
-            &tol(Some("nvidia.com/gpu"), "Equal", Some("false"), None),
-            &gpu
-        ));
-        assert!(!tolerates(
-            &tol(Some("nvidia.com/gpu"), "Exists", None, Some("NoExecute")),
-            &gpu
-        ));
-        assert!(tolerates(&tol(None, "Exists", None, None), &gpu));
-        assert!(!tolerates(&tol(Some("other"), "Exists", None, None), &gpu));
-    }
 }

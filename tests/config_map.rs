@@ -532,7 +532,7 @@ async fn status_shows_the_config_version() {
         version.version.starts_with("sha256:") && version.version.len() == 19,
         "{version:?}"
     );
-    let table = kubernetes_image_puller::cli::status_table(&report);
+    let table = kubernetes_image_puller::commands::status::table(&report);
     assert!(
         table.contains(&format!("config: file version {}", version.version)),
         "{table}"

@@ -273,7 +273,7 @@ async fn pods_the_api_refused_are_reported_within_seconds_and_in_status() {
     assert_eq!(json["shortfalls"][0]["set"], "wide");
     assert_eq!(json["shortfalls"][0]["needed"], "200Mi");
     assert_eq!(json["shortfalls"][0]["available"], "20Mi");
-    let table = kubernetes_image_puller::cli::status_table(&report);
+    let table = kubernetes_image_puller::commands::status::table(&report);
     assert!(
         table.contains("not created: set wide lacks a pod on 2 of 2 node(s): FailedCreate (quota)"),
         "{table}"
@@ -454,7 +454,7 @@ async fn without_list_on_events_status_still_counts_missing_pods() {
     let a = &report.sets[0];
     assert_eq!((a.nodes_without_pod, a.not_created.is_none()), (1, true), "{a:#?}");
     assert!(!report.is_healthy());
-    let table = kubernetes_image_puller::cli::status_table(&report);
+    let table = kubernetes_image_puller::commands::status::table(&report);
     assert!(
         table.contains("not created: set a lacks a pod on 1 of 1 node(s): no FailedCreate Event"),
         "{table}"

@@ -395,7 +395,7 @@ async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing()
     assert!(report.sets[0].present);
     assert!(report.permissions.reviewed);
     assert_eq!(report.permissions.write_strategy, "delete-then-create");
-    let table = kubernetes_image_puller::cli::status_table(&report);
+    let table = kubernetes_image_puller::commands::status::table(&report);
     assert!(table.contains("write strategy: delete-then-create"), "{table}");
     assert!(
         table.contains("rolling updates need: patch (server-side apply) or update on apps/daemonsets"),

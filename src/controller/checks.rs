@@ -143,15 +143,7 @@ impl Controller {
             if let Some(ds) = live {
                 self.report_not_created(ds, h).await;
                 for f in h.failing.iter().filter(|f| !f.image.is_empty()) {
-                    let note = format!(
-                        "image {} ({}) fails on {} node(s), e.g. {}: {} {}",
-                        f.image,
-                        f.container,
-                        f.node_count,
-                        f.nodes.join(", "),
-                        f.reason,
-                        f.message
-                    );
+                    let note = format!("image {f}");
                     self.events.on_daemonset(ds, true, "ImageNotCached", note).await;
                 }
                 if refresh && health::refresh_due(set, ds, h, Timestamp::now(), config.caching_interval_hours) {
@@ -244,14 +236,15 @@ pub(super) async fn quota_check(cluster: &Cluster, config: &Config, owned: &[Arc
     if !cluster.access().feature_on(Feature::QuotaCheck) {
         return quota::QuotaCheck::default();
     }
-    match status::quota_shortfalls(cluster, config, &nodes_of, &running_of).await {
+    match status::quota_check(cluster, config, &nodes_of, &running_of).await {
         Ok(check) => check,
-        Err(e @ status::GatherError::Quota(_)) => {
+        Err(e @ status::QuotaCheckError::Quota(_)) => {
             tracing::error!(error = %e, "quota check failed");
             quota::QuotaCheck::default()
         }
-        Err(status::GatherError::List { what, source, .. }) if crate::k8s::is_forbidden(&source) => {
-            cluster.access().forbidden("list", "", what);
+        Err(status::QuotaCheckError::Kube(e)) if e.is_forbidden() => {
+            let (verb, group, resource) = e.rbac();
+            cluster.access().forbidden(verb, group, resource);
             quota::QuotaCheck::default()
         }
         Err(e) => {

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
-use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -93,7 +92,7 @@ pub(super) struct ApiConfig {
 /// Watches `name` in `namespace`; updates arrive on the returned channel. A 403 ends the task (no retry
 /// storm); other errors are retried by kube's watcher with backoff (0.8 s doubling to 30 s).
 fn start(client: Client, namespace: &str, name: &str) -> Watch {
-    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let api = crate::k8s::config_maps(client, namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let (tx, rx) = mpsc::channel(8);
     let task = tokio::spawn(async move {
@@ -342,7 +341,7 @@ impl Controller {
             self.fall_back("reading it is not allowed (configmaps get)");
             return;
         }
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+        let api = crate::k8s::config_maps(self.client.clone(), &namespace);
         let update = match tokio::time::timeout(FIRST_READ_WAIT, api.get_opt(&name)).await {
             Ok(Ok(Some(cm))) => content(cm),
             Ok(Ok(None)) => Update::Missing,
