@@ -244,29 +244,21 @@ fn quoted(source: &str) -> String {
 
 impl std::fmt::Display for Shortfall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.source.starts_with("ResourceQuota/") {
-            write!(
-                f,
-                "set {:?} needs {} {} ({}); {} has {} free",
-                self.set,
-                self.resource,
-                self.needed,
-                self.breakdown,
-                quoted(&self.source),
-                self.available
-            )
+        // A quota has an amount free; a LimitRange bound allows at most (or at least) a value.
+        let (verb, available) = if self.source.starts_with("ResourceQuota/") {
+            ("needs", format!("has {} free", self.available))
         } else {
-            write!(
-                f,
-                "set {:?} asks {} {} ({}); {} allows {}",
-                self.set,
-                self.resource,
-                self.needed,
-                self.breakdown,
-                quoted(&self.source),
-                self.available
-            )
-        }
+            ("asks", format!("allows {}", self.available))
+        };
+        write!(
+            f,
+            "set {:?} {verb} {} {} ({}); {} {available}",
+            self.set,
+            self.resource,
+            self.needed,
+            self.breakdown,
+            quoted(&self.source),
+        )
     }
 }
 

@@ -18,6 +18,7 @@ pub mod status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    /// The config file (or the variables standing in for it) is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A run-only environment variable `run` cannot use.
