@@ -220,7 +220,7 @@ fn render_prints_the_daemonsets_as_yaml() {
         "the command prints what render() gives"
     );
     assert_eq!(out, render::to_yaml(&dss).unwrap());
-    assert_eq!(out, read_repo_file("tests/golden/gpu-pools.yaml"));
+    assert_eq!(out, read_repo_file("tests/fixtures/golden/gpu-pools.yaml"));
 
     let (code, out, _) = run(&mut puller(&["render", "--openshift", "--config", path_str(&gpu)]));
     assert_eq!(code, 0);

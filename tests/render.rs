@@ -749,12 +749,12 @@ fn yaml_keeps_quantities_as_strings() {
     );
 }
 
-/// `config/gpu-pools.toml` rendered, compared with `tests/golden/gpu-pools.yaml`. Run with `UPDATE_GOLDEN=1` to
+/// `config/gpu-pools.toml` rendered, compared with `tests/fixtures/golden/gpu-pools.yaml`. Run with `UPDATE_GOLDEN=1` to
 /// rewrite the file after an intended change, and review the diff.
 #[test]
 fn golden_gpu_pools_yaml() {
     let yaml = render::to_yaml(&render::render(&gpu_pools(), &plain())).unwrap();
-    let path = support::repo_path("tests/golden/gpu-pools.yaml");
+    let path = support::repo_path("tests/fixtures/golden/gpu-pools.yaml");
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
         std::fs::write(&path, &yaml).unwrap();
         return;
