@@ -12,8 +12,9 @@
 //! - `status` of the set with a running pod on each node (up to 800 pods, about 9 KB each): its peak RSS
 //!   (VmHWM sampled every millisecond until it exits) and its run time.
 //!
-//! `KIP_BENCH_WORKERS=N` passes TOKIO_WORKER_THREADS=N to the child (a node with N cores). Prints, does not
-//! assert. Run: `cargo bench --bench process`.
+//! `KIP_BENCH_WORKERS=N` passes TOKIO_WORKER_THREADS=N to the child (a node with N cores; the binary now
+//! sets 2 workers itself, so it only mattered before; the threads column shows it); MIMALLOC_* and
+//! GLIBC_TUNABLES are passed through, for allocator trials. Prints, does not assert. Run: `cargo bench --bench process`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -89,6 +90,10 @@ fn puller(command: &str, kubeconfig: &Path) -> Child {
         .stderr(Stdio::null());
     if let Ok(n) = std::env::var("KIP_BENCH_WORKERS") {
         cmd.env("TOKIO_WORKER_THREADS", n);
+    }
+    // Allocator settings under trial (MIMALLOC_PURGE_DELAY=0, GLIBC_TUNABLES=...) reach the child.
+    for (name, value) in std::env::vars().filter(|(n, _)| n.starts_with("MIMALLOC_") || n == "GLIBC_TUNABLES") {
+        cmd.env(name, value);
     }
     cmd.spawn().expect("the release binary starts")
 }
@@ -248,9 +253,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let workers = std::env::var("KIP_BENCH_WORKERS").map_or_else(|_| "default".to_owned(), |n| n);
+    let workers = std::env::var("KIP_BENCH_WORKERS").unwrap_or_else(|_| "default".to_owned());
     println!(
-        "the release binary as a child process (tokio workers: {workers}); upstream env vars, {} images",
+        "the release binary as a child process (TOKIO_WORKER_THREADS: {workers}); upstream env vars, {} images",
         IMAGES.len()
     );
     println!(

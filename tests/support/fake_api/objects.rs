@@ -35,7 +35,7 @@ pub fn realistic_node(n: usize) -> Value {
                                "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:images": {}, "f:conditions": {}, "f:nodeInfo": {}}}}]
         },
         "spec": {"podCIDR": format!("10.{}.{}.0/24", n / 256, n % 256), "providerID": format!("aws:///eu-west-1a/i-{n:017x}"),
-                 "taints": if n % 10 == 0 { json!([{"key": "dedicated", "value": "batch", "effect": "NoSchedule"}]) } else { json!([]) }},
+                 "taints": if n.is_multiple_of(10) { json!([{"key": "dedicated", "value": "batch", "effect": "NoSchedule"}]) } else { json!([]) }},
         "status": {
             "capacity": {"cpu": "8", "memory": "32000000Ki", "pods": "110"},
             "allocatable": {"cpu": "7910m", "memory": "31000000Ki", "pods": "110"},
