@@ -30,7 +30,7 @@ use kubernetes_image_puller::k8s::Cluster;
 use kubernetes_image_puller::metrics::Metrics;
 use kubernetes_image_puller::reconcile::spec_hash_of;
 use serde_json::json;
-use support::fake_api::FakeApi;
+use support::fake_api::{FakeApi, realistic_node};
 use support::{NS, config_toml, rendered, set_toml};
 
 /// Counts live heap bytes and their peak, to see what one operation holds at most.
@@ -400,53 +400,6 @@ async fn scale() {
     }
 }
 
-/// A Node as a real kubelet reports it: labels, conditions, addresses, managedFields and 50 cached images
-/// with ~100-byte names (about 12 KB of JSON).
-fn node(n: usize) -> serde_json::Value {
-    let images: Vec<serde_json::Value> = (0..50)
-        .map(|i| {
-            json!({"names": [
-                format!("registry.example.com/platform-team/service-{i:02}@sha256:{:064x}", n * 100 + i),
-                format!("registry.example.com/platform-team/service-{i:02}:v1.{i}.{n}-build-000000000000"),
-            ], "sizeBytes": 123_456_789 + i})
-        })
-        .collect();
-    let conditions: Vec<serde_json::Value> = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
-        .iter()
-        .map(|t| {
-            json!({"type": t, "status": "False", "lastHeartbeatTime": "2026-11-26T10:00:00Z",
-                        "lastTransitionTime": "2026-11-01T10:00:00Z", "reason": format!("Kubelet{t}"),
-                        "message": "kubelet has sufficient resources available on this node"})
-        })
-        .collect();
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {
-            "name": format!("node-{n:05}"), "uid": format!("00000000-0000-4000-8000-{n:012}"),
-            "labels": {"kubernetes.io/hostname": format!("node-{n:05}"), "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "m6i.2xlarge",
-                       "topology.kubernetes.io/zone": format!("eu-west-1{}", ["a", "b", "c"][n % 3]),
-                       "pool": format!("pool-{}", n % 7)},
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"},
-            "managedFields": [{"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": "2026-11-26T10:00:00Z",
-                               "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:images": {}, "f:conditions": {}, "f:nodeInfo": {}}}}]
-        },
-        "spec": {"podCIDR": format!("10.{}.{}.0/24", n / 256, n % 256), "providerID": format!("aws:///eu-west-1a/i-{n:017x}")},
-        "status": {
-            "capacity": {"cpu": "8", "memory": "32000000Ki", "pods": "110"},
-            "allocatable": {"cpu": "7910m", "memory": "31000000Ki", "pods": "110"},
-            "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": format!("10.0.{}.{}", n / 256, n % 256)},
-                          {"type": "Hostname", "address": format!("node-{n:05}")}],
-            "nodeInfo": {"kubeletVersion": "v1.33.0", "containerRuntimeVersion": "containerd://2.0.0",
-                         "osImage": "Bottlerocket OS 1.30", "kernelVersion": "6.1.0", "architecture": "amd64",
-                         "operatingSystem": "linux", "machineID": "0", "systemUUID": "0", "bootID": "0",
-                         "kubeProxyVersion": "v1.33.0"},
-            "images": images
-        }
-    })
-}
-
 /// The first pass of 3 new sets with realistic nodes in the cluster: when the first create request goes
 /// out, and the controller's extra heap at its peak (the node count for the quota check included; the
 /// fake server's answer pages are counted too).
@@ -458,7 +411,7 @@ async fn node_scale() {
     let mut peaks = Vec::new();
     for nodes in [3usize, 500, 1000] {
         let (api, client) = FakeApi::start();
-        let objects: Vec<serde_json::Value> = (0..nodes).map(node).collect();
+        let objects: Vec<serde_json::Value> = (0..nodes).map(realistic_node).collect();
         let json_size: usize = objects.iter().map(|n| serde_json::to_vec(n).unwrap().len()).sum();
         api.add_node_objects(objects);
         let dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,11 @@ use tokio::time::Instant;
 use tower_test::mock::{self, SendResponse};
 
 mod configmaps;
+mod objects;
+mod socket;
+
+#[allow(unused_imports)] // each test crate uses some of them
+pub use objects::{node_name, realistic_node, realistic_pod};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ResBody = UnsyncBoxBody<Bytes, BoxError>;
