@@ -48,6 +48,11 @@ fn invalid(code: &'static str, message: String) -> ValidationError {
     ValidationError::new(code).with_message(Cow::Owned(message))
 }
 
+/// `Ok` when `valid`, else the error `code` with the message (written only when needed).
+fn require(valid: bool, code: &'static str, message: impl FnOnce() -> String) -> Result<(), ValidationError> {
+    if valid { Ok(()) } else { Err(invalid(code, message())) }
+}
+
 /// RFC 1123 label: what Kubernetes allows for namespaces, container names and (here) set names.
 pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
@@ -90,47 +95,48 @@ pub fn is_label_value(s: &str) -> bool {
 }
 
 pub fn dns_label(s: &str) -> Result<(), ValidationError> {
-    if is_dns_label(s) {
-        return Ok(());
-    }
-    Err(invalid(
-        "dns_label",
+    require(is_dns_label(s), "dns_label", || {
         format!(
             "{s_q} is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit",
             s_q = q(s)
-        ),
-    ))
+        )
+    })
 }
 
 pub fn dns_subdomain(s: &str) -> Result<(), ValidationError> {
-    if is_dns_subdomain(s) {
-        return Ok(());
-    }
-    Err(invalid(
-        "dns_subdomain",
+    require(is_dns_subdomain(s), "dns_subdomain", || {
         format!(
             "{s_q} is not a valid object name: use lowercase letters, digits, '-' and '.', at most 253 characters, each dot-separated part starting and ending with a letter or digit",
             s_q = q(s)
-        ),
-    ))
+        )
+    })
 }
 
 pub fn dns_subdomain_list(names: &[String]) -> Result<(), ValidationError> {
-    let bad: Vec<String> = names
-        .iter()
-        .filter(|n| !is_dns_subdomain(n))
-        .map(|n| format!("{n_q}", n_q = q(n)))
+    all_valid(
+        names,
+        is_dns_subdomain,
+        "dns_subdomain",
+        "Secret names (lowercase letters, digits, '-' and '.')",
+    )
+}
+
+/// Every item passes `valid`, else one error quoting each one that does not: "`a`, `b` not valid {what}".
+fn all_valid<'a>(
+    items: impl IntoIterator<Item = &'a String>,
+    valid: fn(&str) -> bool,
+    code: &'static str,
+    what: &str,
+) -> Result<(), ValidationError> {
+    let bad: Vec<String> = items
+        .into_iter()
+        .filter(|s| !valid(s))
+        .map(|s| q(s).to_string())
         .collect();
     if bad.is_empty() {
         return Ok(());
     }
-    Err(invalid(
-        "dns_subdomain",
-        format!(
-            "{} not valid Secret names (lowercase letters, digits, '-' and '.')",
-            bad.join(", ")
-        ),
-    ))
+    Err(invalid(code, format!("{} not valid {what}", bad.join(", "))))
 }
 
 /// The largest quantity accepted: what the API server holds exactly (2^63 - 1 units).
@@ -319,34 +325,21 @@ pub fn deployment_name(s: &str) -> Result<(), ValidationError> {
 }
 
 pub fn annotation_map(map: &BTreeMap<String, String>) -> Result<(), ValidationError> {
-    let bad: Vec<String> = map
-        .keys()
-        .filter(|k| !is_label_key(k))
-        .map(|k| format!("{k_q}", k_q = q(k)))
-        .collect();
-    if bad.is_empty() {
-        return Ok(());
-    }
-    Err(invalid(
+    all_valid(
+        map.keys(),
+        is_label_key,
         "annotation",
-        format!(
-            "{} not valid annotation keys (optional DNS prefix and '/', then a name)",
-            bad.join(", ")
-        ),
-    ))
+        "annotation keys (optional DNS prefix and '/', then a name)",
+    )
 }
 
 pub fn label_key(s: &str) -> Result<(), ValidationError> {
-    if s.is_empty() || is_label_key(s) {
-        return Ok(());
-    }
-    Err(invalid(
-        "label_key",
+    require(s.is_empty() || is_label_key(s), "label_key", || {
         format!(
             "{s_q} is not a valid taint key (optional DNS prefix and '/', then a name)",
             s_q = q(s)
-        ),
-    ))
+        )
+    })
 }
 
 /// The common shapes of a reference, checked without a regex: `[host[:port]/]path[:tag][@sha256:<64 hex>]`
