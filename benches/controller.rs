@@ -453,10 +453,11 @@ async fn node_scale() {
         peaks.push(peak);
     }
     let growth = peaks[2].saturating_sub(peaks[0]);
+    // Not the controller's own figure: this process also holds the fake server's answer pages. The goal
+    // (<= +1 MiB) is judged on the release binary alone by `cargo bench --bench process`.
     println!(
-        "peak extra heap from 3 to 1000 nodes: +{:.2} MiB; goal <= +1 MiB: {}",
+        "peak extra heap from 3 to 1000 nodes: +{:.2} MiB, fake server included (the controller alone: cargo bench --bench process)",
         mib(growth),
-        met(growth <= 1_048_576)
     );
 }
 
