@@ -75,6 +75,17 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / 1_048_576.0
 }
 
+/// A controller with no environment variables and its own metrics, not started.
+fn controller(client: kube::Client, settings: Settings) -> Controller {
+    Controller::new(
+        client,
+        settings,
+        Box::new(support::Vars::default()),
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
 fn settings(path: &std::path::Path, debounce: Duration) -> Settings {
     Settings {
         config_path: Some(path.to_path_buf()),
@@ -119,13 +130,7 @@ async fn reload_latency() {
     let path = dir.path().join("config.toml");
     write(&path, &sets_config(3, 5, 0));
     let debounce = Duration::from_millis(200);
-    let controller = Controller::new(
-        client,
-        settings(&path, debounce),
-        Box::new(support::Vars::default()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let controller = controller(client, settings(&path, debounce));
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
     let wait_for = |tag: usize| {
@@ -243,14 +248,7 @@ async fn config_map_latency() {
     let path = dir.path().join("config.toml");
     write(&path, &sets_config(1, 5, 0));
     api.put_configmap(NS, CM, &[("config.toml", &sets_config(1, 5, 0))]);
-    let controller = Controller::new(
-        client,
-        settings(&path, Duration::from_millis(200)),
-        Box::new(support::Vars::default()),
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .with_config_map(Some(CM.into()));
+    let controller = controller(client, settings(&path, Duration::from_millis(200))).with_config_map(Some(CM.into()));
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller.run(rx));
     let t0 = Instant::now();
@@ -350,13 +348,7 @@ async fn scale() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("config.toml");
             write(&path, &sets_config(sets, 5, 0));
-            let mut controller = Controller::new(
-                client.clone(),
-                settings(&path, Duration::from_millis(10)),
-                Box::new(support::Vars::default()),
-                Arc::new(Metrics::default()),
-                Arc::new(AtomicBool::new(false)),
-            );
+            let mut controller = controller(client.clone(), settings(&path, Duration::from_millis(10)));
             controller.reload().await;
             let cluster = Cluster::new(client, NS);
 
@@ -417,13 +409,7 @@ async fn node_scale() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         write(&path, &sets_config(3, 5, 0));
-        let mut controller = Controller::new(
-            client.clone(),
-            settings(&path, Duration::from_millis(10)),
-            Box::new(support::Vars::default()),
-            Arc::new(Metrics::default()),
-            Arc::new(AtomicBool::new(false)),
-        );
+        let mut controller = controller(client.clone(), settings(&path, Duration::from_millis(10)));
         controller.reload().await;
         let cluster = Cluster::new(client, NS);
         // Let the startup tasks settle, so the baseline is quiet.

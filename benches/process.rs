@@ -19,8 +19,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -47,21 +47,6 @@ const MIB: f64 = 1024.0 * 1024.0;
 const GOAL_RSS: f64 = 12.0;
 const GOAL_GROWTH: f64 = 1.0;
 const GOAL_REPAIR: Duration = Duration::from_millis(500);
-
-fn kubeconfig(dir: &Path, addr: SocketAddr) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
-             clusters: [{{name: c, cluster: {{server: \"http://{addr}\"}}}}]\n\
-             users: [{{name: u, user: {{token: t}}}}]\n\
-             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
-        ),
-    )
-    .unwrap();
-    path
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -164,7 +149,7 @@ async fn one_size(nodes: usize) -> Figures {
     api.add_node_objects((0..nodes).map(realistic_node));
     api.add_deployment(NS, DEPLOYMENT);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), addr);
+    let kubeconfig = support::kubeconfig(dir.path(), &format!("http://{addr}"));
 
     let t0 = Instant::now();
     let mut child = puller("run", &kubeconfig);

@@ -90,23 +90,6 @@ impl Running {
     }
 }
 
-async fn wait_for(api: &FakeApi, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return t0.elapsed();
-        }
-        if t0.elapsed() > limit {
-            let log: Vec<String> = api.requests().iter().map(ToString::to_string).collect();
-            panic!(
-                "timed out after {limit:?} waiting for {what}\nrequests:\n{}",
-                log.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn yaml(text: &str) -> Value {
     serde_saphyr::from_str(text).expect("YAML")
 }
@@ -134,7 +117,7 @@ async fn an_edit_adding_a_set_creates_its_daemonset_at_once() {
     let (api, client) = FakeApi::start();
     let first = api.put_configmap(NS, CM, &[("config.toml", &one_set())]);
     let ctl = run(api.clone(), client, &one_set()).await;
-    wait_for(&api, "the first DaemonSet", SOON, || ctl.names() == ["general"]).await;
+    support::wait_for(&api, "the first DaemonSet", SOON, || ctl.names() == ["general"]).await;
     assert_eq!(
         ctl.config_info(),
         [format!("kip_config_info{{source=\"configmap\",version=\"{first}\"}} 1")]
@@ -143,7 +126,7 @@ async fn an_edit_adding_a_set_creates_its_daemonset_at_once() {
     // `kubectl apply` of the edited ConfigMap; the mounted file stays as it was (kubelet has not synced).
     let accepted = Instant::now();
     let version = api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
-    wait_for(&api, "the create of the new set's DaemonSet", SOON, || {
+    support::wait_for(&api, "the create of the new set's DaemonSet", SOON, || {
         api.daemonset_writes_since(accepted)
             .iter()
             .any(|r| r.path.ends_with("/daemonsets/gpu") || r.path.ends_with("/daemonsets"))
@@ -157,7 +140,7 @@ async fn an_edit_adding_a_set_creates_its_daemonset_at_once() {
     let took = create.at - accepted;
     println!("ConfigMap edit accepted -> DaemonSet create request: {took:?}");
     assert!(took < Duration::from_millis(500), "took {took:?}");
-    wait_for(&api, "both DaemonSets", SOON, || ctl.names() == ["general", "gpu"]).await;
+    support::wait_for(&api, "both DaemonSets", SOON, || ctl.names() == ["general", "gpu"]).await;
     assert_eq!(
         ctl.config_info(),
         [format!(
@@ -183,7 +166,7 @@ async fn a_broken_edit_leaves_an_event_on_the_configmap_and_changes_nothing() {
     let (api, client) = FakeApi::start();
     let good = api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
     let ctl = run(api.clone(), client, &two_sets()).await;
-    wait_for(&api, "both DaemonSets", SOON, || ctl.names() == ["general", "gpu"]).await;
+    support::wait_for(&api, "both DaemonSets", SOON, || ctl.names() == ["general", "gpu"]).await;
 
     // Line 7 of the edit misspells node_selector.
     let broken = format!(
@@ -193,7 +176,7 @@ async fn a_broken_edit_leaves_an_event_on_the_configmap_and_changes_nothing() {
     let line = broken.lines().position(|l| l.starts_with("node_selecter")).unwrap() + 1;
     let edited = Instant::now();
     api.put_configmap(NS, CM, &[("config.toml", &broken)]);
-    let took = wait_for(&api, "a Warning Event on the ConfigMap", Duration::from_secs(1), || {
+    let took = support::wait_for(&api, "a Warning Event on the ConfigMap", Duration::from_secs(1), || {
         !api.configmap_events(CM).is_empty()
     })
     .await;
@@ -243,11 +226,11 @@ async fn a_deleted_configmap_deletes_nothing_and_is_read_again_when_back() {
     let (api, client) = FakeApi::start();
     api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
     let ctl = run(api.clone(), client, &two_sets()).await;
-    wait_for(&api, "both DaemonSets", SOON, || ctl.names() == ["general", "gpu"]).await;
+    support::wait_for(&api, "both DaemonSets", SOON, || ctl.names() == ["general", "gpu"]).await;
 
     let deleted = Instant::now();
     assert!(api.delete_configmap(NS, CM));
-    wait_for(&api, "the warning", SOON, || {
+    support::wait_for(&api, "the warning", SOON, || {
         logs.count("ConfigMap k8s-image-puller deleted") == 1
     })
     .await;
@@ -258,7 +241,7 @@ async fn a_deleted_configmap_deletes_nothing_and_is_read_again_when_back() {
 
     // Created again (with one set less): read again, and the removed set's DaemonSet is pruned.
     api.put_configmap(NS, CM, &[("config.toml", &one_set())]);
-    wait_for(&api, "the set removed", SOON, || ctl.names() == ["general"]).await;
+    support::wait_for(&api, "the set removed", SOON, || ctl.names() == ["general"]).await;
     ctl.stop().await;
 }
 
@@ -276,14 +259,14 @@ async fn upstream_keys_in_the_configmap_are_read_with_the_same_rules() {
         ],
     );
     let ctl = run(api.clone(), client, &one_set()).await;
-    wait_for(&api, "the upstream DaemonSet", SOON, || ctl.names() == ["puller"]).await;
+    support::wait_for(&api, "the upstream DaemonSet", SOON, || ctl.names() == ["puller"]).await;
     // A bad IMAGES entry names the key of the ConfigMap.
     api.put_configmap(
         NS,
         CM,
         &[("IMAGES", "nginx"), ("DAEMONSET_NAME", "puller"), ("NAMESPACE", NS)],
     );
-    wait_for(&api, "the Event", SOON, || !api.configmap_events(CM).is_empty()).await;
+    support::wait_for(&api, "the Event", SOON, || !api.configmap_events(CM).is_empty()).await;
     let note = api.configmap_events(CM)[0]["note"].as_str().unwrap().to_owned();
     assert!(note.contains("configmap/k8s-image-puller:IMAGES"), "{note}");
     assert_eq!(ctl.names(), ["puller"]);
@@ -301,10 +284,10 @@ async fn configmaps_forbidden_runs_from_the_mounted_file_and_says_so_once() {
     api.authorize(without_configmaps(chart_role()), vec![], NS, "k8s-image-puller");
     api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
     let ctl = run(api.clone(), client, &one_set()).await;
-    wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
+    support::wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
     // The file is the source: its edits apply (after the debounce).
     ctl.write_file(&two_sets());
-    wait_for(&api, "the file's edit", SOON, || ctl.names() == ["general", "gpu"]).await;
+    support::wait_for(&api, "the file's edit", SOON, || ctl.names() == ["general", "gpu"]).await;
     let info = ctl.config_info();
     assert_eq!(info.len(), 1);
     assert!(
@@ -340,7 +323,7 @@ async fn configmaps_forbidden_without_a_review_costs_one_403() {
     api.inject(Match::RulesReview, Action::Status(503), u32::MAX);
     api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
     let ctl = run(api.clone(), client, &one_set()).await;
-    wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
+    support::wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     ctl.stop().await;
     let denied: Vec<String> = api
@@ -366,9 +349,9 @@ async fn the_chart_role_by_resource_name_grants_the_watch() {
     assert_eq!(rule["resourceNames"], json!([CM]));
     api.put_configmap(NS, CM, &[("config.toml", &one_set())]);
     let ctl = run(api.clone(), client, &one_set()).await;
-    wait_for(&api, "the DaemonSet", SOON, || ctl.names() == ["general"]).await;
+    support::wait_for(&api, "the DaemonSet", SOON, || ctl.names() == ["general"]).await;
     api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
-    wait_for(&api, "the edit", SOON, || ctl.names() == ["general", "gpu"]).await;
+    support::wait_for(&api, "the edit", SOON, || ctl.names() == ["general", "gpu"]).await;
     assert!(!ctl_configmap_requests(&api).is_empty());
     ctl.stop().await;
     assert!(api.forbidden_requests().is_empty(), "{:?}", api.forbidden_requests());
@@ -383,7 +366,7 @@ async fn the_file_catching_up_later_does_not_flip_the_config() {
     let version = api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
     // The mounted file is the older version (kubelet has not synced yet): the ConfigMap wins at start.
     let ctl = run(api.clone(), client, &one_set()).await;
-    wait_for(&api, "the ConfigMap's DaemonSets", SOON, || {
+    support::wait_for(&api, "the ConfigMap's DaemonSets", SOON, || {
         ctl.names() == ["general", "gpu"]
     })
     .await;
@@ -416,8 +399,8 @@ async fn the_api_away_at_start_runs_from_the_file_until_the_configmap_is_read() 
     // Only the ConfigMap requests fail for a while (refused connections): the DaemonSets can be written.
     api.configmaps_away_for(Duration::from_secs(3));
     let ctl = run(api.clone(), client, &one_set()).await;
-    wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
-    wait_for(&api, "the ConfigMap's sets", Duration::from_secs(10), || {
+    support::wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
+    support::wait_for(&api, "the ConfigMap's sets", Duration::from_secs(10), || {
         ctl.names() == ["general", "gpu"]
     })
     .await;
@@ -493,15 +476,15 @@ async fn a_configmap_broken_at_start_keeps_the_file_as_the_last_good_config() {
     let broken = format!("{}node_selecter = {{}}\n", one_set());
     api.put_configmap(NS, CM, &[("config.toml", &broken)]);
     let ctl = run(api.clone(), client, &one_set()).await;
-    wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
-    wait_for(&api, "the Event on the ConfigMap", SOON, || {
+    support::wait_for(&api, "the file's DaemonSet", SOON, || ctl.names() == ["general"]).await;
+    support::wait_for(&api, "the Event on the ConfigMap", SOON, || {
         api.configmap_events(CM).len() == 1
     })
     .await;
     let info = ctl.config_info();
     assert!(info[0].contains("source=\"file\""), "{info:?}");
     let fixed = api.put_configmap(NS, CM, &[("config.toml", &two_sets())]);
-    wait_for(&api, "the fixed edit", SOON, || ctl.names() == ["general", "gpu"]).await;
+    support::wait_for(&api, "the fixed edit", SOON, || ctl.names() == ["general", "gpu"]).await;
     assert_eq!(
         ctl.config_info(),
         [format!("kip_config_info{{source=\"configmap\",version=\"{fixed}\"}} 1")]

@@ -294,21 +294,6 @@ fn quota_overflow_is_an_error_naming_what_overflowed() {
 // ---------------------------------------------------------------------------------------------------------------
 // Error messages: the real cause, once
 
-fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
-             clusters: [{{name: c, cluster: {{server: \"{server}\"}}}}]\n\
-             users: [{{name: u, user: {{token: t}}}}]\n\
-             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
 const CLIENT_SETUP: &str =
     "error: cannot set up the Kubernetes client (no in-cluster config and no usable kubeconfig): ";
 
@@ -344,7 +329,7 @@ fn a_taken_port_is_reported_once() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), "http://127.0.0.1:9");
+    let kubeconfig = support::kubeconfig(dir.path(), "http://127.0.0.1:9");
     let (code, _, err) = puller(
         &["run", "--http-addr", &addr.to_string(), "--config", &default_config()],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
@@ -405,7 +390,7 @@ fn quota_from_cluster_blames_permissions_only_when_refused() {
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = kubeconfig(dir.path(), &server);
+        let kubeconfig = support::kubeconfig(dir.path(), &server);
         let (code, out, err) = puller(
             &["quota", "--from-cluster", "--config", &config],
             &[("KUBECONFIG", kubeconfig.to_str().unwrap())],

@@ -118,6 +118,12 @@ async fn issue_scenario() -> Running {
     let (api, client) = FakeApi::start();
     api.add_nodes(2);
     api.add_deployment(NS, "kip");
+    general_on_two_nodes_in_tight_quota(api, client).await
+}
+
+/// Runs `general` (2 images) and, once created, gives it the status of pods on 2 nodes and the quota
+/// "tight" that those pods fill to 80Mi of 100Mi.
+async fn general_on_two_nodes_in_tight_quota(api: FakeApi, client: kube::Client) -> Running {
     let env = vars(&[("DEPLOYMENT_NAME", "kip")]);
     let r = run(api, client, &config_toml(&[set("general", 2)]), env).await;
     r.wait_for("general created", Duration::from_secs(5), |r| {
@@ -175,19 +181,7 @@ async fn quota_event_names_the_set_its_need_and_what_is_free_on_its_daemonset() 
 async fn quota_event_comes_from_the_daemonset_count_when_nodes_cannot_be_counted() {
     let (api, client) = FakeApi::start();
     // No nodes to list (as without the optional `list nodes`): a new set's count comes from its status.
-    let env = vars(&[("DEPLOYMENT_NAME", "kip")]);
-    let r = run(api, client, &config_toml(&[set("general", 2)]), env).await;
-    r.wait_for("general created", Duration::from_secs(5), |r| {
-        r.api.daemonset(NS, "general").is_some()
-    })
-    .await;
-    assert!(r.api.set_daemonset_status(NS, "general", 2, 2, 2));
-    r.api.add_quota(
-        NS,
-        "tight",
-        json!({"limits.memory": "100Mi"}),
-        json!({"limits.memory": "80Mi"}),
-    );
+    let r = general_on_two_nodes_in_tight_quota(api, client).await;
     let edit = r.write_config(&config_toml(&[set("general", 2), set("wide", 5)]));
     r.wait_for("wide created", Duration::from_secs(5), |r| {
         r.api.daemonset(NS, "wide").is_some()

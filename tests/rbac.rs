@@ -97,23 +97,6 @@ async fn run(client: Client, env: Vars, leader_elect: bool) -> Running {
     support::boot(client, settings, env)
 }
 
-async fn wait_for(api: &FakeApi, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return t0.elapsed();
-        }
-        if t0.elapsed() > limit {
-            let log: Vec<String> = api.requests().iter().map(ToString::to_string).collect();
-            panic!(
-                "timed out after {limit:?} waiting for {what}\nrequests:\n{}",
-                log.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn containers(api: &FakeApi) -> Vec<String> {
     api.daemonset(NS, DS)
         .and_then(|d| d.spec)
@@ -147,7 +130,7 @@ async fn upstream_role_converges_by_create_and_delete_then_create_without_a_403(
 
     let t0 = Instant::now();
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
-    let took = wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
+    let took = support::wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
     assert_eq!(containers(&api).len(), 2, "{:?}", containers(&api));
     println!(
         "upstream Role: DaemonSet created {:?} after start",
@@ -159,14 +142,14 @@ async fn upstream_role_converges_by_create_and_delete_then_create_without_a_403(
     // Deleted by hand: back at once (a plain create).
     let before = uid(&api);
     api.delete(NS, DS);
-    let back = wait_for(&api, "the DaemonSet back", SOON, || api.daemonset(NS, DS).is_some()).await;
+    let back = support::wait_for(&api, "the DaemonSet back", SOON, || api.daemonset(NS, DS).is_some()).await;
     assert_ne!(uid(&api), before);
     println!("upstream Role: deleted DaemonSet back after {back:?}");
 
     // A hand edit adding a container: undone by delete-then-create (no patch, no update).
     let before = uid(&api);
     api.edit(NS, DS, add_container);
-    wait_for(&api, "the hand edit undone", SOON, || {
+    support::wait_for(&api, "the hand edit undone", SOON, || {
         containers(&api).len() == 2 && uid(&api) != before
     })
     .await;
@@ -189,7 +172,7 @@ async fn upstream_role_converges_by_create_and_delete_then_create_without_a_403(
     let before = uid(&api);
     let t1 = Instant::now();
     let ctl = run(client, operator_env(THREE_IMAGES), false).await;
-    wait_for(&api, "the third image", SOON, || containers(&api).len() == 3).await;
+    support::wait_for(&api, "the third image", SOON, || containers(&api).len() == 3).await;
     println!(
         "upstream Role: new image applied {:?} after the new process started",
         t1.elapsed()
@@ -223,15 +206,15 @@ async fn nothing_denied_under(role: Vec<Value>, cluster: Vec<Value>) -> FakeApi 
     let (api, client) = FakeApi::start();
     api.authorize(role, cluster, NS, "k8s-image-puller");
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), true).await;
-    wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
+    support::wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
     let first = uid(&api);
 
     // A hand-added container: server-side apply cannot remove it, the replace (update) does, in place.
     api.edit(NS, DS, add_container);
-    wait_for(&api, "the hand edit undone", SOON, || containers(&api).len() == 2).await;
+    support::wait_for(&api, "the hand edit undone", SOON, || containers(&api).len() == 2).await;
     assert_eq!(uid(&api), first, "repaired in place, not re-created");
     api.delete(NS, DS);
-    wait_for(&api, "the DaemonSet back", SOON, || api.daemonset(NS, DS).is_some()).await;
+    support::wait_for(&api, "the DaemonSet back", SOON, || api.daemonset(NS, DS).is_some()).await;
     let metrics = ctl.metrics.encode();
     assert!(
         metrics.contains("kip_write_strategy{strategy=\"server-side-apply\"} 1"),
@@ -288,12 +271,12 @@ async fn without_a_rules_review_a_403_teaches_the_strategy_once() {
     api.authorize(upstream_role(), vec![], NS, "kubernetes-image-puller");
     api.inject(Match::RulesReview, Action::Status(503), u32::MAX);
     let ctl = run(client, operator_env(TWO_IMAGES), false).await;
-    wait_for(&api, "the DaemonSet", SOON * 2, || api.daemonset(NS, DS).is_some()).await;
+    support::wait_for(&api, "the DaemonSet", SOON * 2, || api.daemonset(NS, DS).is_some()).await;
     api.delete(NS, DS);
-    wait_for(&api, "the DaemonSet back", SOON, || api.daemonset(NS, DS).is_some()).await;
+    support::wait_for(&api, "the DaemonSet back", SOON, || api.daemonset(NS, DS).is_some()).await;
     let edited = uid(&api);
     api.edit(NS, DS, add_container);
-    wait_for(&api, "the hand edit undone", SOON, || {
+    support::wait_for(&api, "the hand edit undone", SOON, || {
         uid(&api) != edited && containers(&api).len() == 2
     })
     .await;
@@ -336,7 +319,7 @@ async fn handover_from_the_upstream_process_takes_seconds() {
     assert_eq!(containers(&api), ["old"]);
     let gone = Instant::now();
     api.delete(NS, DS);
-    let took = wait_for(&api, "ours after theirs is gone", SOON, || containers(&api).len() == 2).await;
+    let took = support::wait_for(&api, "ours after theirs is gone", SOON, || containers(&api).len() == 2).await;
     println!(
         "handover: ours created {:?} after the upstream DaemonSet was deleted",
         gone.elapsed().min(took)
@@ -357,7 +340,7 @@ async fn leader_election_waits_out_an_absent_api() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!ctl.task.is_finished(), "run must not end while the API is away");
     assert!(api.daemonset(NS, DS).is_none());
-    wait_for(
+    support::wait_for(
         &api,
         "the DaemonSet once the API is back",
         Duration::from_secs(10),
@@ -369,7 +352,7 @@ async fn leader_election_waits_out_an_absent_api() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!ctl.task.is_finished(), "run must not end when the API goes away later");
     api.delete(NS, DS);
-    wait_for(
+    support::wait_for(
         &api,
         "the DaemonSet back after the outage",
         Duration::from_secs(10),
@@ -387,7 +370,7 @@ async fn status_under_the_upstream_role_names_the_strategy_and_what_is_missing()
     let (api, client) = FakeApi::start();
     api.authorize(upstream_role(), vec![], NS, "kubernetes-image-puller");
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
-    wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
+    support::wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
     ctl.stop().await;
     let report = controller::status(client, None, &operator_env(TWO_IMAGES))
         .await
@@ -420,10 +403,10 @@ async fn with_update_but_no_patch_changes_are_made_in_place() {
     role.push(json!({"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["update"]}));
     api.authorize(role, vec![], NS, "kubernetes-image-puller");
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
-    wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
+    support::wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
     let first = uid(&api);
     api.edit(NS, DS, add_container);
-    wait_for(&api, "the hand edit undone", SOON, || containers(&api).len() == 2).await;
+    support::wait_for(&api, "the hand edit undone", SOON, || containers(&api).len() == 2).await;
     assert!(
         ctl.metrics
             .encode()
@@ -431,7 +414,7 @@ async fn with_update_but_no_patch_changes_are_made_in_place() {
     );
     ctl.stop().await;
     let ctl = run(client, operator_env(THREE_IMAGES), false).await;
-    wait_for(&api, "the third image", SOON, || containers(&api).len() == 3).await;
+    support::wait_for(&api, "the third image", SOON, || containers(&api).len() == 3).await;
     ctl.stop().await;
     assert_eq!(uid(&api), first, "updated in place");
     let puts = api.requests().iter().filter(|r| r.method == http::Method::PUT).count();
@@ -449,7 +432,7 @@ async fn refresh_under(role: Vec<Value>) -> (FakeApi, Option<String>) {
     let (api, client) = FakeApi::start();
     api.authorize(role, vec![], NS, "kubernetes-image-puller");
     let ctl = run(client.clone(), operator_env(TWO_IMAGES), false).await;
-    wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
+    support::wait_for(&api, "the DaemonSet", SOON, || api.daemonset(NS, DS).is_some()).await;
     ctl.stop().await;
     api.edit(NS, DS, |ds| {
         ds["metadata"]["creationTimestamp"] = json!("2020-01-01T00:00:00Z")

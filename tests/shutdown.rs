@@ -2,9 +2,11 @@
 //! debounce, startup discovery, an Event post or Lease setup against an API server that accepts
 //! connections and never answers. Real signals, real binary, real sockets on 127.0.0.1.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,21 +16,6 @@ const PULLER: &str = env!("CARGO_BIN_EXE_kubernetes-image-puller");
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(1);
 
 const CONFIG: &str = "namespace = \"kip-shutdown\"\n[[sets]]\nname = \"s\"\nimages = { a = \"busybox\" }\n";
-
-fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
-             clusters: [{{name: c, cluster: {{server: \"{server}\"}}}}]\n\
-             users: [{{name: u, user: {{token: t}}}}]\n\
-             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// An API server that accepts every connection, reads the request head, records its first line, and never
 /// answers (the sockets stay open until the test process ends).
@@ -242,7 +229,7 @@ fn sigterm_ends_the_controller_within_a_second_in_every_state() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
         std::fs::write(&config, CONFIG).unwrap();
-        let kubeconfig = kubeconfig(dir.path(), api);
+        let kubeconfig = support::kubeconfig(dir.path(), api);
         let mut running = start(&args, &env, &kubeconfig, &config);
         running.wait_for("/healthz", Duration::from_secs(10), Running::healthz);
         ready(&mut running, &config);

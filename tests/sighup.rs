@@ -5,22 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use kubernetes_image_puller::controller::Settings;
 use support::fake_api::FakeApi;
 use support::{NS, Vars};
-use tokio::time::Instant;
 
+/// The image of the env-var set's DaemonSet.
 fn image_of(api: &FakeApi) -> Option<String> {
-    let ds = api.daemonset(NS, "kubernetes-image-puller")?;
-    ds.spec?.template.spec?.containers.first()?.image.clone()
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::first_image(api, "kubernetes-image-puller")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,16 +19,11 @@ async fn sighup_reloads_the_env_var_config() {
     let vars = Vars::default();
     vars.set("NAMESPACE", NS);
     vars.set("IMAGES", "main=quay.io/kip/main:1");
-    let settings = Settings {
-        reload_debounce: Duration::from_millis(10),
-        pod_name: None,
-        pod_namespace: None,
-        ..support::settings(None)
-    };
+    let settings = support::env_var_settings();
     let support::Booted {
         shutdown: stop, task, ..
     } = support::boot(client, settings, vars.clone());
-    wait_for("the DaemonSet of the env-var set", || {
+    support::wait_for(&api, "the DaemonSet of the env-var set", Duration::from_secs(5), || {
         image_of(&api).as_deref() == Some("quay.io/kip/main:1")
     })
     .await;
@@ -54,7 +39,7 @@ async fn sighup_reloads_the_env_var_config() {
         .status()
         .unwrap();
     assert!(status.success());
-    wait_for("the new image after SIGHUP", || {
+    support::wait_for(&api, "the new image after SIGHUP", Duration::from_secs(5), || {
         image_of(&api).as_deref() == Some("quay.io/kip/main:2")
     })
     .await;

@@ -98,6 +98,16 @@ impl Booted {
 }
 
 /// Starts the controller loop against `client` with `settings` and `env`.
+/// Settings of a controller in env-var mode (no config file, so SIGHUP is the only reload), outside a pod.
+pub fn env_var_settings() -> Settings {
+    Settings {
+        reload_debounce: Duration::from_millis(10),
+        pod_name: None,
+        pod_namespace: None,
+        ..settings(None)
+    }
+}
+
 pub fn boot(client: kube::Client, settings: Settings, env: Vars) -> Booted {
     boot_with(client, settings, env, |c| c)
 }
@@ -190,4 +200,50 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until `cond` holds, polling every 5 ms; after `limit` panics naming `what` and listing the requests
+/// the fake API server received. Returns how long it took.
+pub async fn wait_for(
+    api: &fake_api::FakeApi,
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Duration {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        if cond() {
+            return t0.elapsed();
+        }
+        if t0.elapsed() > limit {
+            let log: Vec<String> = api.requests().iter().map(ToString::to_string).collect();
+            panic!(
+                "timed out after {limit:?} waiting for {what}\nrequests:\n{}",
+                log.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The image of the first cache container of DaemonSet `name` in the test namespace.
+pub fn first_image(api: &fake_api::FakeApi, name: &str) -> Option<String> {
+    let ds = api.daemonset(NS, name)?;
+    ds.spec?.template.spec?.containers.first()?.image.clone()
+}
+
+/// A kubeconfig in `dir` whose one context points at `server` (a fake API server's URL) with a token.
+pub fn kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: c, cluster: {{server: \"{server}\"}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
+        ),
+    )
+    .unwrap();
+    path
 }
