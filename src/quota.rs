@@ -531,7 +531,7 @@ pub fn limit_range_violations(config: &Config, ranges: &[LimitRange]) -> Result<
 mod tests {
     use super::*;
     use crate::config::rules::quantity_nanos as q;
-    use crate::config::{Image, Refresh, Resources};
+    use crate::config::{Image, Resources};
 
     fn set(name: &str, images: usize, memory_limit: &str) -> ImageSet {
         ImageSet {
@@ -546,13 +546,7 @@ mod tests {
                 memory_limit: memory_limit.into(),
                 ..Resources::default()
             },
-            node_selector: Default::default(),
-            tolerations: vec![],
-            affinity: None,
-            image_pull_secrets: vec![],
-            priority_class_name: None,
-            annotations: Default::default(),
-            refresh: Refresh::Interval,
+            ..ImageSet::default()
         }
     }
 

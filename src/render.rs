@@ -6,7 +6,7 @@
 //! use", safe from the kubelet's image garbage collection. Pods meet the Pod Security "restricted" profile.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{
@@ -111,11 +111,21 @@ pub fn selector_labels(set: &ImageSet) -> BTreeMap<String, String> {
 }
 
 pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> DaemonSet {
-    let mut ds = render_unhashed(config, set, options);
+    let mut ds = render_unhashed(config, set, &set.images, options);
+    let hash = rendered_spec_hash(&mut ds, set);
+    finish(ds, hash, options)
+}
+
+/// The object of `set` built for a spec hash computed beforehand.
+fn build(config: &Config, set: &ImageSet, options: &RenderOptions, hash: String) -> DaemonSet {
+    finish(render_unhashed(config, set, &set.images, options), hash, options)
+}
+
+/// Adds the spec hash and the owner to an object rendered by [`render_unhashed`].
+fn finish(mut ds: DaemonSet, hash: String, options: &RenderOptions) -> DaemonSet {
     // The owner reference is left out of the hash: it depends on where the render runs (the controller
     // knows its Deployment, `status` on a laptop does not), and "up to date" must not. The controller
     // compares the owner reference field by field instead.
-    let hash = rendered_spec_hash(&mut ds, set);
     ds.metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)
@@ -124,8 +134,90 @@ pub fn render_set(config: &Config, set: &ImageSet, options: &RenderOptions) -> D
     ds
 }
 
-/// The DaemonSet without its spec-hash annotation (what the hash is computed over).
-fn render_unhashed(config: &Config, set: &ImageSet, options: &RenderOptions) -> DaemonSet {
+/// One set's desired DaemonSet in the light form a pass compares with: its name and spec hash, computed
+/// without building the object. The k8s-openapi object (about 2 KB in some 22 allocations per image) is
+/// built on first use: a write, a field comparison, a refresh. A reload that changed one set of 100 builds
+/// one object; the unchanged sets, verified against their live objects, need only their hash.
+#[derive(Debug)]
+pub struct Desired {
+    name: String,
+    hash: String,
+    form: Form,
+}
+
+#[derive(Debug)]
+enum Form {
+    Built(DaemonSet),
+    Lazy {
+        source: Arc<(Arc<Config>, RenderOptions)>,
+        index: usize,
+        object: OnceLock<DaemonSet>,
+    },
+}
+
+impl Desired {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The spec hash the object carries (its [`labels::SPEC_HASH`] annotation).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The whole object, as [`render_set`] gives it; built at the first call.
+    pub fn object(&self) -> &DaemonSet {
+        match &self.form {
+            Form::Built(ds) => ds,
+            Form::Lazy { source, index, object } => object.get_or_init(|| {
+                let (config, options) = &**source;
+                build(config, &config.sets[*index], options, self.hash.clone())
+            }),
+        }
+    }
+
+    /// Whether the object was built (a figure for tests and benchmarks).
+    pub fn is_built(&self) -> bool {
+        match &self.form {
+            Form::Built(_) => true,
+            Form::Lazy { object, .. } => object.get().is_some(),
+        }
+    }
+}
+
+/// An object rendered elsewhere (tests, hand-made objects): name and hash read from it.
+impl From<DaemonSet> for Desired {
+    fn from(ds: DaemonSet) -> Self {
+        Self {
+            name: ds.metadata.name.clone().unwrap_or_default(),
+            hash: labels::spec_hash_of(&ds).unwrap_or_default().to_owned(),
+            form: Form::Built(ds),
+        }
+    }
+}
+
+/// Every set's [`Desired`], in config order: names and hashes now, objects when first used.
+pub fn desired(config: &Arc<Config>, options: &RenderOptions) -> Vec<Desired> {
+    let source = Arc::new((config.clone(), options.clone()));
+    config
+        .sets
+        .iter()
+        .enumerate()
+        .map(|(index, set)| Desired {
+            name: set.name.clone(),
+            hash: light_spec_hash(config, set, options),
+            form: Form::Lazy {
+                source: source.clone(),
+                index,
+                object: OnceLock::new(),
+            },
+        })
+        .collect()
+}
+
+/// The DaemonSet without its spec-hash annotation (what the hash is computed over), holding the cache
+/// containers of `images` (the set's own, or none for the skeleton the hash and the size are made from).
+fn render_unhashed(config: &Config, set: &ImageSet, images: &[Image], options: &RenderOptions) -> DaemonSet {
     let selector = selector_labels(set);
     let mut object_labels = selector.clone();
     object_labels.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
@@ -157,7 +249,7 @@ fn render_unhashed(config: &Config, set: &ImageSet, options: &RenderOptions) -> 
                     labels: Some(object_labels),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(config, set, options)),
+                spec: Some(pod_spec(config, set, images, options)),
             },
             ..DaemonSetSpec::default()
         }),
@@ -183,19 +275,7 @@ pub fn encoded_len(config: &Config, set: &ImageSet) -> usize {
 
 /// The set rendered without images (and without hashing: the hash annotation has a fixed length).
 fn bare_len(config: &Config, set: &ImageSet) -> usize {
-    let bare = ImageSet {
-        name: set.name.clone(),
-        images: Vec::new(),
-        resources: set.resources.clone(),
-        node_selector: set.node_selector.clone(),
-        tolerations: set.tolerations.clone(),
-        affinity: set.affinity.clone(),
-        image_pull_secrets: set.image_pull_secrets.clone(),
-        priority_class_name: set.priority_class_name.clone(),
-        annotations: set.annotations.clone(),
-        refresh: set.refresh,
-    };
-    let rendered = render_unhashed(config, &bare, &RenderOptions::default());
+    let rendered = render_unhashed(config, set, &[], &RenderOptions::default());
     let len = json_len(&rendered);
     let others = rendered.metadata.annotations.as_ref().is_some_and(|a| !a.is_empty());
     let entry = |value_len: usize| json_escaped_len(labels::SPEC_HASH) + value_len + 5; // "k":"v"
@@ -332,37 +412,46 @@ fn hex16(digest: &[u8]) -> String {
     hex
 }
 
-/// [`spec_hash`] of a DaemonSet just rendered from `set` (before the hash and owner are added), the same digest of the same bytes, about four
-/// times faster: its cache containers differ only in name and image (and pull policy, pinned or not), so
-/// the JSON of a container is written from a per-set template with those two strings spliced in, instead
-/// of serializing each container's nested maps and lists again. Falls back to [`spec_hash`] when the
-/// object is not laid out as expected (a test holds the equality).
-pub fn rendered_spec_hash(ds: &mut DaemonSet, set: &ImageSet) -> String {
+/// [`spec_hash`] of [`render_set`]'s object before the hash and owner are added, the same digest of the
+/// same bytes, computed without building the cache containers: they differ only in name and image (and
+/// pull policy, pinned or not), so the JSON of each is written from a per-set template with those two
+/// strings spliced in, into the JSON of the object rendered without images. Falls back to serializing the
+/// whole object when the skeleton is not laid out as expected (a test holds the equality).
+fn light_spec_hash(config: &Config, set: &ImageSet, options: &RenderOptions) -> String {
+    let skeleton = serde_json::to_vec(&render_unhashed(config, set, &[], options)).unwrap_or_default();
+    templated_hash(&skeleton, set).unwrap_or_else(|| spec_hash(&render_unhashed(config, set, &set.images, options)))
+}
+
+/// The same digest for an object just rendered from `set` with its containers: they are taken out while
+/// the skeleton is serialized, then put back.
+fn rendered_spec_hash(ds: &mut DaemonSet, set: &ImageSet) -> String {
     let Some(pod) = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
         return spec_hash(ds);
     };
     let containers = std::mem::take(&mut pod.containers);
-    // The object with no cache containers: split where they go. `"containers":[]` appears once, as the
-    // key: a string value holding it would be escaped (`\"containers\"`), and no user map holds a list.
     let skeleton = serde_json::to_vec(&*ds).unwrap_or_default();
     if let Some(pod) = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
         pod.containers = containers;
     }
+    templated_hash(&skeleton, set).unwrap_or_else(|| spec_hash(ds))
+}
+
+/// The digest of `skeleton` (JSON of an object with no cache containers) with `set`'s containers written
+/// in, from templates. None if the skeleton or a template is not laid out as expected.
+fn templated_hash(skeleton: &[u8], set: &ImageSet) -> Option<String> {
+    // Split where the containers go. `"containers":[]` appears once, as the key: a string value holding it
+    // would be escaped (`\"containers\"`), and no user map holds a list.
     const KEY: &[u8] = b"\"containers\":[";
     let mut at = skeleton
         .windows(KEY.len() + 1)
         .enumerate()
         .filter(|(_, w)| w.starts_with(KEY) && w[KEY.len()] == b']');
     let (Some((split, _)), None) = (at.next(), at.next()) else {
-        return spec_hash(ds);
+        return None;
     };
     let resources = resource_requirements(&set.resources);
-    let (Some(tagged), Some(pinned)) = (
-        ContainerTemplate::new(&resources, ""),
-        ContainerTemplate::new(&resources, "@"),
-    ) else {
-        return spec_hash(ds);
-    };
+    let tagged = ContainerTemplate::new(&resources, "")?;
+    let pinned = ContainerTemplate::new(&resources, "@")?;
     let mut w = std::io::BufWriter::with_capacity(8192, Sha256::new());
     let mut write = || -> std::io::Result<()> {
         use std::io::Write as _;
@@ -380,11 +469,9 @@ pub fn rendered_spec_hash(ds: &mut DaemonSet, set: &ImageSet) -> String {
         }
         w.write_all(&skeleton[split + KEY.len()..])
     };
-    if write().is_err() {
-        return spec_hash(ds);
-    }
-    let digest = w.into_inner().map(Sha256::finalize).unwrap_or_default();
-    hex16(&digest)
+    write().ok()?;
+    let digest = w.into_inner().map(Sha256::finalize).ok()?;
+    Some(hex16(&digest))
 }
 
 /// The JSON of one cache container cut around its image and name values (each written as a JSON string
@@ -429,7 +516,7 @@ fn find_once(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     }
 }
 
-fn pod_spec(config: &Config, set: &ImageSet, options: &RenderOptions) -> PodSpec {
+fn pod_spec(config: &Config, set: &ImageSet, images: &[Image], options: &RenderOptions) -> PodSpec {
     let resources = resource_requirements(&set.resources);
     let install = Container {
         name: SLEEPER_INIT_CONTAINER.into(),
@@ -443,11 +530,7 @@ fn pod_spec(config: &Config, set: &ImageSet, options: &RenderOptions) -> PodSpec
     };
     PodSpec {
         init_containers: Some(vec![install]),
-        containers: set
-            .images
-            .iter()
-            .map(|image| cache_container(image, &resources))
-            .collect(),
+        containers: images.iter().map(|image| cache_container(image, &resources)).collect(),
         volumes: Some(vec![Volume {
             name: SLEEPER_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource {
@@ -549,7 +632,6 @@ fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Refresh;
 
     fn image(name: &str, reference: &str) -> Image {
         Image {
@@ -569,15 +651,10 @@ mod tests {
         };
         let set = ImageSet {
             name: "s".into(),
-            images: vec![],
-            resources: Resources::default(),
             node_selector: BTreeMap::from([(node_selector.0.into(), node_selector.1.into())]),
-            tolerations: vec![],
-            affinity: None,
             image_pull_secrets: vec!["regcred".into()],
-            priority_class_name: None,
             annotations: BTreeMap::from([("note".into(), note.into())]),
-            refresh: Refresh::Interval,
+            ..ImageSet::default()
         };
         (config, set)
     }
@@ -659,8 +736,9 @@ mod tests {
             set.images = images;
             for openshift in [false, true] {
                 let options = RenderOptions { openshift, owner: None };
-                let mut ds = render_unhashed(&config, &set, &options);
+                let mut ds = render_unhashed(&config, &set, &set.images, &options);
                 let whole = spec_hash(&ds);
+                assert_eq!(light_spec_hash(&config, &set, &options), whole, "{:?}", set.images);
                 assert_eq!(rendered_spec_hash(&mut ds, &set), whole, "{:?}", set.images);
                 // The object is given back as it was, containers included.
                 assert_eq!(spec_hash(&ds), whole);
@@ -668,6 +746,46 @@ mod tests {
                 assert_eq!(rendered.metadata.annotations.unwrap()[labels::SPEC_HASH], whole);
             }
         }
+    }
+
+    #[test]
+    fn desired_is_the_rendered_object_built_on_first_use() {
+        let (mut config, mut set) = fixture(("pool", "a"), "note");
+        set.images = vec![image("a", "busybox:1.36"), image("b", "quay.io/x/y:1")];
+        let other = ImageSet {
+            name: "t".into(),
+            images: vec![image("c", "nginx:1.27")],
+            ..set.clone()
+        };
+        config.sets = vec![set, other];
+        let owner = OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "kip".into(),
+            uid: "u".into(),
+            ..OwnerReference::default()
+        };
+        let options = RenderOptions {
+            openshift: true,
+            owner: Some(owner),
+        };
+        let config = Arc::new(config);
+        let desired = desired(&config, &options);
+        let rendered = render(&config, &options);
+        assert_eq!(desired.len(), 2);
+        assert!(desired.iter().all(|d| !d.is_built()), "names and hashes only");
+        for (d, r) in desired.iter().zip(&rendered) {
+            assert_eq!(Some(d.name()), r.metadata.name.as_deref());
+            assert_eq!(Some(d.hash()), labels::spec_hash_of(r));
+        }
+        assert_eq!(desired[1].object(), &rendered[1]);
+        assert!(
+            desired[1].is_built() && !desired[0].is_built(),
+            "only the object asked for"
+        );
+        let built = Desired::from(rendered[0].clone());
+        assert_eq!((built.name(), built.hash()), (desired[0].name(), desired[0].hash()));
+        assert_eq!(built.object(), desired[0].object());
     }
 
     /// The hash is part of every live object: it must not change between runs, builds or platforms (a
@@ -694,14 +812,8 @@ mod tests {
                     reference: format!("registry.k8s.io/pause@sha256:{}", "a".repeat(64)),
                 },
             ],
-            resources: Resources::default(),
             node_selector: BTreeMap::from([("pool".into(), "a".into())]),
-            tolerations: vec![],
-            affinity: None,
-            image_pull_secrets: vec![],
-            priority_class_name: None,
-            annotations: BTreeMap::new(),
-            refresh: Refresh::Interval,
+            ..ImageSet::default()
         };
         let ds = render_set(&config, &set, &RenderOptions::default());
         assert_eq!(

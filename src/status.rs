@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::health::{self, FailureTally, NotCreated, NotCreatedTally, SetHealth};
 use crate::k8s::{Cluster, KubeError};
 use crate::quota::{self, QuotaCheck, QuotaError};
-use crate::reconcile;
+use crate::render::Desired;
 use crate::scheduling::node_matches;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,13 +52,13 @@ pub async fn not_created(cluster: &Cluster, ds: &DaemonSet) -> Option<NotCreated
 pub async fn gather(
     cluster: &Cluster,
     config: &Config,
-    desired: &[DaemonSet],
+    desired: &[Desired],
     owned: &[Arc<DaemonSet>],
 ) -> Vec<SetHealth> {
     let mut healths = Vec::with_capacity(config.sets.len());
     for (set, want) in config.sets.iter().zip(desired) {
         let live = owned.iter().find(|d| d.name_any() == set.name).map(Arc::as_ref);
-        let mut h = health::from_daemonset(&set.name, live, reconcile::spec_hash_of(want));
+        let mut h = health::from_daemonset(&set.name, live, Some(want.hash()));
         if let Some(ds) = live {
             // Without `list pods` the health check keeps to the DaemonSet's counts (announced once by Access).
             if cluster.access().allows("list", "", "pods") {

@@ -12,8 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use kubernetes_image_puller::config::{
-    self, CONFIG_FILE_KEY, Config, ConfigError, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet,
-    MAX_CONFIG_BYTES, Refresh, Resources,
+    self, CONFIG_FILE_KEY, Config, ConfigError, DEFAULT_KIP_IMAGE, DEFAULT_NAMESPACE, Image, ImageSet, MAX_CONFIG_BYTES,
 };
 use kubernetes_image_puller::render::{self, MAX_OBJECT_BYTES, RenderOptions};
 use support::{MINIMAL_SET, Vars, load_ok, problems, problems_with, read_repo_file, repo_path};
@@ -688,14 +687,7 @@ fn plain_config(images: &BTreeMap<String, String>) -> Config {
                     reference: r.clone(),
                 })
                 .collect(),
-            resources: Resources::default(),
-            node_selector: BTreeMap::new(),
-            tolerations: vec![],
-            affinity: None,
-            image_pull_secrets: vec![],
-            priority_class_name: None,
-            annotations: BTreeMap::new(),
-            refresh: Refresh::Interval,
+            ..ImageSet::default()
         }],
     }
 }

@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use kubernetes_image_puller::k8s::Cluster;
 use kubernetes_image_puller::labels;
 use kubernetes_image_puller::reconcile::{self, Drift, PassReport};
+use kubernetes_image_puller::render::Desired;
 use serde_json::{Value, json};
 
 use support::fake_api::as_served;
@@ -56,6 +57,11 @@ fn find<'a>(list: &'a [DaemonSet], name: &str) -> &'a DaemonSet {
     list.iter().find(|d| d.name_any() == name).expect("rendered set")
 }
 
+/// Objects rendered here, as the desired sets a pass takes.
+fn as_desired(rendered: &[DaemonSet]) -> Vec<Desired> {
+    rendered.iter().cloned().map(Desired::from).collect()
+}
+
 /// Runs one pass while `server` answers for the API; both must finish within 5 s.
 async fn pass<F>(
     cluster: &Cluster,
@@ -67,7 +73,8 @@ async fn pass<F>(
 where
     F: Future<Output = Verifier>,
 {
-    let both = async { tokio::join!(reconcile::reconcile(cluster, desired, owned, INSTANCE, known), server) };
+    let desired = as_desired(desired);
+    let both = async { tokio::join!(reconcile::reconcile(cluster, &desired, owned, INSTANCE, known), server) };
     let (report, mut verifier) = tokio::time::timeout(Duration::from_secs(5), both)
         .await
         .expect("pass or verifier timed out");
@@ -82,10 +89,10 @@ async fn pass_without_requests(
     desired: &[DaemonSet],
     owned: &[Arc<DaemonSet>],
 ) -> PassReport {
-    let known = HashSet::new();
+    let (known, desired) = (HashSet::new(), as_desired(desired));
     let report = tokio::time::timeout(
         Duration::from_millis(500),
-        reconcile::reconcile(cluster, desired, owned, INSTANCE, &known),
+        reconcile::reconcile(cluster, &desired, owned, INSTANCE, &known),
     )
     .await
     .expect("the pass waited on the API: it sent a request");

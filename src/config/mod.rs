@@ -48,8 +48,9 @@ pub struct Config {
     pub sets: Vec<ImageSet>,
 }
 
-/// One image set, with the defaults merged in.
-#[derive(Debug, Clone, PartialEq)]
+/// One image set, with the defaults merged in. (`Default` is for building sets in code: the built-in
+/// resources, no images; `load` never fills a missing field from it.)
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageSet {
     /// DNS-1123 label; the DaemonSet's name.
     pub name: String,

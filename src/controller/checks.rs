@@ -172,16 +172,11 @@ impl Controller {
     /// The periodic refresh of moving tags: a rolling restart with `patch` (or, with `update`, by a replace
     /// carrying the restart annotation), else (the upstream verbs) delete-then-create of the DaemonSet,
     /// which pulls every image again too.
-    async fn refresh(
-        &self,
-        cluster: &Cluster,
-        live: &DaemonSet,
-        desired: &[DaemonSet],
-    ) -> Result<DaemonSet, KubeError> {
+    async fn refresh(&self, cluster: &Cluster, live: &DaemonSet, desired: &[Desired]) -> Result<DaemonSet, KubeError> {
         let name = live.name_any();
         let strategy = self.platform.access.strategy();
         let at = Timestamp::now().to_string();
-        let result = match desired.iter().find(|d| d.name_any() == name) {
+        let result = match desired.iter().find(|d| d.name() == name).map(Desired::object) {
             Some(want) if !strategy.apply && strategy.update => cluster.restart_by_replace(want, live, &at).await,
             Some(want) if !strategy.apply => cluster.recreate(want, live).await,
             _ => cluster.restart(&name, &at).await,

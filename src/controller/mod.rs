@@ -1,8 +1,9 @@
 //! The controller: one level-triggered loop over the whole config.
 //!
 //! A pass is triggered by a config change (file watch, SIGHUP, the ConfigMap through the API), a change to a
-//! DaemonSet this instance owns (label-selected watch), or the resync tick; each pass renders every desired
-//! DaemonSet, applies what differs and prunes owned orphans. A per-object `Controller<DaemonSet>` is not
+//! DaemonSet this instance owns (label-selected watch), or the resync tick; each pass compares every set's
+//! desired DaemonSet with the live one (by spec hash; the object is built when a write or a field comparison
+//! needs it), applies what differs and prunes owned orphans. A per-object `Controller<DaemonSet>` is not
 //! used: it only requeues objects it already has, so it could never create the DaemonSet of a newly added set.
 //! Every `caching_interval_hours` the health check lists each set's pods (paged), reports stuck images, and
 //! refreshes moving tags with a rolling restart. Failures are retried with backoff; nothing is deleted
@@ -32,7 +33,7 @@ use crate::labels;
 use crate::metrics::{KindLabel, Metrics, ResultLabel, VerbLabel};
 use crate::rbac::{Access, Feature};
 use crate::reconcile::{self, PassReport};
-use crate::render::{self, RenderOptions};
+use crate::render::{self, Desired, RenderOptions};
 use crate::{quota, status};
 
 mod checks;
@@ -247,8 +248,9 @@ impl Controller {
         }
     }
 
-    /// The DaemonSets the config in force wants, rendered once per config (and owner), not per pass.
-    pub fn desired(&mut self) -> Arc<Vec<DaemonSet>> {
+    /// The sets the config in force wants, hashed once per config (and owner), not per pass; each object
+    /// is built when a pass first needs it, then kept with the config.
+    pub fn desired(&mut self) -> Arc<Vec<Desired>> {
         let Some(config) = self.cfg.config.clone() else {
             return Arc::default();
         };
@@ -274,7 +276,7 @@ impl Controller {
             openshift,
             owner: self.platform.owner.clone(),
         };
-        let rendered = Arc::new(render::render(&config, &options));
+        let rendered = Arc::new(render::desired(&config, &options));
         self.memory.desired = Some((config, self.platform.owner.clone(), openshift, rendered.clone()));
         rendered
     }

@@ -64,7 +64,8 @@ pub async fn status(
         openshift: detect_openshift(cluster.client()).await.unwrap_or(false),
         owner: None,
     };
-    let desired = render::render(&config, &options);
+    let config = Arc::new(config);
+    let desired = render::desired(&config, &options);
     let sets = status::gather(&cluster, &config, &desired, &owned).await;
     let quota = checks::quota_check(&cluster, &config, &owned).await;
     Ok(StatusReport {

@@ -17,9 +17,9 @@ impl Controller {
         let writing = desired.iter().any(|d| {
             owned
                 .iter()
-                .find(|l| l.name_any() == d.name_any())
+                .find(|l| l.name_any() == d.name())
                 .and_then(|l| labels::spec_hash_of(l))
-                != labels::spec_hash_of(d)
+                != Some(d.hash())
         });
         let strategy = self.platform.access.strategy();
         let memory = &mut self.memory;

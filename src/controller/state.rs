@@ -3,7 +3,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::ConfigVersion;
@@ -12,6 +11,7 @@ use crate::config::Config;
 use crate::quota;
 use crate::rbac::Access;
 use crate::reconcile::{Overlay, Verified};
+use crate::render::Desired;
 
 /// The config in force and where it came from.
 #[derive(Default)]
@@ -51,8 +51,8 @@ impl Platform {
     }
 }
 
-/// The rendered DaemonSets of the config in force, with the owner and platform they were rendered for.
-pub(super) type DesiredCache = (Arc<Config>, Option<OwnerReference>, bool, Arc<Vec<DaemonSet>>);
+/// The desired sets of the config in force, with the owner and platform they were rendered for.
+pub(super) type DesiredCache = (Arc<Config>, Option<OwnerReference>, bool, Arc<Vec<Desired>>);
 
 /// What the passes remember between them; all of it is forgotten when the namespace changes.
 #[derive(Default)]

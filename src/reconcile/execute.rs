@@ -10,6 +10,7 @@ use super::PassReport;
 use super::plan::{self, Action, Drift, Lookup, Verified, Write};
 use crate::k8s::{Cluster, KubeError};
 use crate::rbac::WriteStrategy;
+use crate::render::Desired;
 
 /// Performs `actions` in order. An error on one object is recorded and the rest go on; nothing is deleted
 /// because of an error (deletes are only those the plan made from the live list).
@@ -53,20 +54,20 @@ async fn step<'a>(
         } => update(cluster, desired, &live, drift, how, strategy, report).await,
         Action::Create { desired, known } => {
             report.reads += 1;
-            let found = match cluster.get(&desired.name_any()).await {
+            let found = match cluster.get(desired.name()).await {
                 Ok(found) => found,
                 Err(e) => {
                     report.errors.push(e);
                     return None;
                 }
             };
-            let (namespace, name) = (cluster.namespace(), desired.name_any());
+            let (namespace, name) = (cluster.namespace(), desired.name().to_owned());
             match plan::after_lookup(desired, found, instance, namespace, known, verified, strategy) {
                 Lookup::Conflict(why) => report.conflicts.push((name, why)),
                 Lookup::Owned(action) => return Some(action),
                 Lookup::Take { how, repair } => {
                     report.writes += how.calls();
-                    match write(cluster, how, desired, None).await {
+                    match write(cluster, how, desired.object(), None).await {
                         Ok(written) => {
                             if repair {
                                 report.repaired.push(name);
@@ -94,7 +95,7 @@ async fn step<'a>(
 /// Writes a drifted owned object; a hand edit an apply could not undo is then replaced outright.
 async fn update(
     cluster: &Cluster,
-    desired: &DaemonSet,
+    desired: &Desired,
     live: &DaemonSet,
     drift: Drift,
     how: Write,
@@ -102,6 +103,7 @@ async fn update(
     report: &mut PassReport,
 ) {
     report.writes += how.calls();
+    let (name, desired) = (desired.name().to_owned(), desired.object());
     let mut written = match write(cluster, how, desired, Some(live)).await {
         Ok(written) => written,
         Err(e) => return report.errors.push(e),
@@ -116,7 +118,6 @@ async fn update(
             Err(e) => return report.errors.push(e),
         };
     }
-    let name = desired.name_any();
     if drift == Drift::Changed {
         report.updated.push(name);
     } else {

@@ -16,6 +16,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 
 use crate::k8s::{Cluster, KubeError};
 use crate::rbac::WriteStrategy;
+use crate::render::Desired;
 
 pub mod execute;
 pub mod plan;
@@ -65,7 +66,7 @@ impl PassReport {
 /// passes and writes the way its permissions allow: it calls [`plan()`] and [`execute()`] itself).
 pub async fn reconcile(
     cluster: &Cluster,
-    desired: &[DaemonSet],
+    desired: &[Desired],
     owned: &[Arc<DaemonSet>],
     instance: &str,
     known: &HashSet<String>,

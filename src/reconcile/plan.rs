@@ -1,4 +1,4 @@
-//! The pure half of a pass: what to do to each DaemonSet, from the desired objects, the owned live ones and
+//! The pure half of a pass: what to do to each DaemonSet, from the desired sets, the owned live ones and
 //! what earlier passes remembered ([`Verified`], [`Overlay`]). No I/O: unit tested without a cluster.
 
 use std::collections::{HashMap, HashSet};
@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::PassReport;
 use crate::labels::{self, is_owned, spec_hash_of};
 use crate::rbac::WriteStrategy;
+use crate::render::Desired;
 
 /// How a live object compares with the desired one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,11 +128,11 @@ pub enum Action<'a> {
     Keep { live: Arc<DaemonSet>, hash: &'a str },
     /// Not among ours: the name is looked up first (another's object is never taken over); [`after_lookup`]
     /// decides the rest. `known`: applied before by this process, so a re-creation is a repair.
-    Create { desired: &'a DaemonSet, known: bool },
+    Create { desired: &'a Desired, known: bool },
     /// Ours and drifted: written with `how`. After an [`Write::Apply`] of a hand edit, [`after_apply`] tells
     /// whether the object must be replaced outright.
     Update {
-        desired: &'a DaemonSet,
+        desired: &'a Desired,
         live: Arc<DaemonSet>,
         drift: Drift,
         how: Write,
@@ -140,9 +141,10 @@ pub enum Action<'a> {
     Delete { live: Arc<DaemonSet> },
 }
 
-/// The actions of one pass. Pure: `verified` only lets steady-state objects skip the field comparison.
+/// The actions of one pass. Pure: `verified` only lets steady-state objects skip the field comparison
+/// (and the building of the desired object: an unchanged, verified set needs only its name and hash).
 pub fn plan<'a>(
-    desired: &'a [DaemonSet],
+    desired: &'a [Desired],
     owned: &[Arc<DaemonSet>],
     instance: &str,
     known: &HashSet<String>,
@@ -152,7 +154,7 @@ pub fn plan<'a>(
     // Names borrowed, not copied: a steady-state pass allocates little more than the action list.
     let mut actions = Vec::with_capacity(desired.len());
     for d in desired {
-        let name = name_of(d);
+        let name = d.name();
         match owned.iter().find(|l| name_of(l) == name && is_owned(l, instance)) {
             Some(live) => actions.push(for_owned(d, live.clone(), verified, strategy)),
             None => actions.push(Action::Create {
@@ -161,7 +163,7 @@ pub fn plan<'a>(
             }),
         }
     }
-    let wanted: HashSet<&str> = desired.iter().map(name_of).collect();
+    let wanted: HashSet<&str> = desired.iter().map(Desired::name).collect();
     actions.extend(
         owned
             .iter()
@@ -177,16 +179,16 @@ fn name_of(ds: &DaemonSet) -> &str {
 
 /// Keep or update one owned object.
 pub fn for_owned<'a>(
-    desired: &'a DaemonSet,
+    desired: &'a Desired,
     live: Arc<DaemonSet>,
     verified: &Verified,
     strategy: WriteStrategy,
 ) -> Action<'a> {
-    let hash = spec_hash_of(desired).unwrap_or_default();
+    let hash = desired.hash();
     let drift = if spec_hash_of(&live) == Some(hash) && verified.holds(&live, hash) {
         Drift::UpToDate
     } else {
-        compare(desired, &live)
+        compare(desired.object(), &live)
     };
     match drift {
         Drift::UpToDate => Action::Keep { live, hash },
@@ -212,7 +214,7 @@ pub enum Lookup<'a> {
 
 /// Decides a [`Action::Create`] once the name was looked up (`found`) in `namespace`.
 pub fn after_lookup<'a>(
-    desired: &'a DaemonSet,
+    desired: &'a Desired,
     found: Option<DaemonSet>,
     instance: &str,
     namespace: &str,
@@ -222,7 +224,7 @@ pub fn after_lookup<'a>(
 ) -> Lookup<'a> {
     match found {
         Some(other) if !is_owned(&other, instance) => {
-            let name = desired.name_any();
+            let name = desired.name();
             let owner = other.labels().get(labels::MANAGED_BY).map_or("nobody", String::as_str);
             Lookup::Conflict(format!(
                 "a DaemonSet named {name:?} already exists in {namespace} and is not managed by this puller (managed-by: {owner}); rename the set or remove that DaemonSet"
@@ -426,11 +428,11 @@ mod tests {
             .iter()
             .map(|a| match a {
                 Action::Keep { live, .. } => format!("keep {}", live.name_any()),
-                Action::Create { desired, known } => format!("create {} known={known}", desired.name_any()),
+                Action::Create { desired, known } => format!("create {} known={known}", desired.name()),
                 Action::Update {
                     desired, drift, how, ..
                 } => {
-                    format!("update {} {drift:?} {how:?}", desired.name_any())
+                    format!("update {} {drift:?} {how:?}", desired.name())
                 }
                 Action::Delete { live } => format!("delete {}", live.name_any()),
             })
@@ -441,7 +443,7 @@ mod tests {
 
     #[test]
     fn plan_keeps_updates_creates_and_prunes_only_what_is_ours() {
-        let want = |n: &str, h: &str, i: &str| DaemonSet::clone(&labelled(n, Some(ME), h, i));
+        let want = |n: &str, h: &str, i: &str| Desired::from(DaemonSet::clone(&labelled(n, Some(ME), h, i)));
         let desired = vec![
             want("same", "h1", "a"),
             want("changed", "h2", "b"),
@@ -507,7 +509,7 @@ mod tests {
 
     #[test]
     fn verified_objects_skip_the_field_comparison_until_uid_generation_or_hash_moves() {
-        let desired = vec![DaemonSet::clone(&labelled("s", Some(ME), "h", "a"))];
+        let desired = vec![Desired::from(DaemonSet::clone(&labelled("s", Some(ME), "h", "a")))];
         // A live object whose fields differ but whose (uid, generation, hash) were verified before: kept.
         let live = labelled("s", Some(ME), "h", "server-default");
         let mut verified = Verified::default();
@@ -533,7 +535,7 @@ mod tests {
 
     #[test]
     fn a_looked_up_name_is_a_conflict_ours_or_free() {
-        let desired = DaemonSet::clone(&labelled("s", Some(ME), "h", "a"));
+        let desired = Desired::from(DaemonSet::clone(&labelled("s", Some(ME), "h", "a")));
         let none = Verified::default();
         let apply = WriteStrategy::default();
         let other = DaemonSet::clone(&labelled("s", None, "x", "a"));
