@@ -534,6 +534,56 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_builds_only_the_objects_it_compares_or_writes() {
+        use crate::config::{Config, Image, ImageSet};
+        use crate::render::{self, RenderOptions};
+        let set = |name: &str, tag: &str| ImageSet {
+            name: name.into(),
+            images: vec![Image {
+                name: "web".into(),
+                reference: format!("nginx:{tag}"),
+            }],
+            ..ImageSet::default()
+        };
+        let config = |b_tag: &str| {
+            Arc::new(Config {
+                namespace: "ns".into(),
+                caching_interval_hours: 1,
+                kip_image: "kip:1".into(),
+                deployment_name: Some(ME.into()),
+                sets: vec![set("a", "1"), set("b", b_tag)],
+            })
+        };
+        let options = RenderOptions::default();
+        let live: Vec<_> = render::render(&config("1"), &options)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let mut verified = Verified::default();
+        for ds in &live {
+            verified.record(ds, spec_hash_of(ds).unwrap());
+        }
+        let (known, strategy) = (HashSet::new(), WriteStrategy::default());
+        let built = |desired: &[Desired]| desired.iter().map(Desired::is_built).collect::<Vec<_>>();
+
+        // The same config again: verified objects are kept on their hash alone.
+        let same = render::desired(&config("1"), &options);
+        let actions = plan(&same, &live, ME, &known, &verified, strategy);
+        assert_eq!(kinds(&actions), ["keep a", "keep b"]);
+        assert_eq!(built(&same), [false, false]);
+        // One set edited: only its object is built.
+        let edited = render::desired(&config("2"), &options);
+        let actions = plan(&edited, &live, ME, &known, &verified, strategy);
+        assert_eq!(kinds(&actions), ["keep a", "update b Changed Apply"]);
+        assert_eq!(built(&edited), [false, true]);
+        // After a start nothing is verified: every object is built and compared field by field.
+        let fresh = render::desired(&config("1"), &options);
+        let actions = plan(&fresh, &live, ME, &known, &Verified::default(), strategy);
+        assert_eq!(kinds(&actions), ["keep a", "keep b"]);
+        assert_eq!(built(&fresh), [true, true]);
+    }
+
+    #[test]
     fn a_looked_up_name_is_a_conflict_ours_or_free() {
         let desired = Desired::from(DaemonSet::clone(&labelled("s", Some(ME), "h", "a")));
         let none = Verified::default();
