@@ -14,8 +14,18 @@
 # musl; bump it deliberately together with rust-version in Cargo.toml. `scratch` below is empty by
 # definition and needs no pin.
 ARG RUST_IMAGE=docker.io/library/rust:1.95.0-alpine3.22
+# checkov:skip=CKV_DOCKER_7: the base image is ${RUST_IMAGE}, whose default above is pinned to a version tag; checkov does not resolve ARG defaults (ci/release-checks.sh checks the pin)
+# Where the binaries come from: "build" compiles them in the stage below; "prebuilt" takes already built static
+# binaries from prebuilt/ in the build context (kubernetes-image-puller, kip-sleep, ca-certificates.crt), as the
+# e2e harness does offline (e2e/cluster/images.sh). Both feed the same final stage.
+ARG BINARIES=build
 
+# Multi-arch (`--platform linux/amd64,linux/arm64`): this stage runs once per target platform, on that
+# platform's variant of the Rust image (natively, or under QEMU emulation on another host), so each build is
+# a native musl build with no cross toolchain.
 FROM ${RUST_IMAGE} AS build
+# Set by BuildKit for each platform of a multi-platform build: keys the target/ cache below.
+ARG TARGETPLATFORM
 # gcc and musl-dev: C parts of dependencies (ring). On Alpine the host target is
 # *-unknown-linux-musl, which links statically by default.
 RUN apk add --no-cache musl-dev gcc ca-certificates
@@ -23,29 +33,39 @@ WORKDIR /src
 COPY . .
 # Registry, git checkouts and target/ live in BuildKit cache mounts: rebuilds
 # only recompile what changed. target/ is not in the image, so the binaries are
-# copied out in the same step.
+# copied out in the same step. target/ gets one cache per platform, so that the
+# builds of a multi-platform build do not share (and keep rebuilding) one
+# target/release/ holding binaries of the other architecture.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    --mount=type=cache,target=/src/target,sharing=locked \
+    --mount=type=cache,id=kip-target-${TARGETPLATFORM},target=/src/target,sharing=locked \
     cargo build --release --locked --bins \
  && mkdir -p /out \
- && cp target/release/kubernetes-image-puller target/release/kip-sleep /out/ \
- && for b in /out/*; do \
-      if readelf -l "$b" | grep -q 'Requesting program interpreter'; then \
+ && cp target/release/kubernetes-image-puller target/release/kip-sleep /etc/ssl/certs/ca-certificates.crt /out/ \
+ && for b in /out/kubernetes-image-puller /out/kip-sleep; do \
+      readelf -l "$b" >/tmp/program-headers || exit 1; \
+      if grep -q 'Requesting program interpreter' /tmp/program-headers; then \
         echo "$b is not statically linked" >&2; exit 1; \
       fi; \
     done
 
+FROM scratch AS prebuilt
+COPY prebuilt/ /out/
+
+# ARG in FROM picks the stage by name; the stage not picked is never built.
+FROM ${BINARIES} AS binaries
+
 FROM scratch
+# checkov:skip=CKV_DOCKER_2: no HEALTHCHECK: Kubernetes ignores it and probes /healthz and /readyz on port 8080 (the chart's liveness and readiness probes); the scratch image has no shell or client to run one
 LABEL org.opencontainers.image.title="kubernetes-image-puller" \
       org.opencontainers.image.description="Keeps container images cached on Kubernetes nodes" \
       org.opencontainers.image.licenses="EPL-2.0"
 # CA bundle for any TLS peer that is not the cluster API (which uses the
 # ServiceAccount's own ca.crt).
-COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=build /out/kubernetes-image-puller /out/kip-sleep /usr/local/bin/
-COPY --from=build /out/kip-sleep /bin/sleep
-COPY --from=build /out/kip-sleep /bin/cp
+COPY --from=binaries /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=binaries /out/kubernetes-image-puller /out/kip-sleep /usr/local/bin/
+COPY --from=binaries /out/kip-sleep /bin/sleep
+COPY --from=binaries /out/kip-sleep /bin/cp
 # Non-root, numeric so that runAsNonRoot can be verified; no shell needed.
 USER 65532:65532
 EXPOSE 8080
