@@ -1,5 +1,8 @@
-//! End-to-end tests against a real Kubernetes API server: the cluster of the current `KUBECONFIG` context
-//! (kind, k3s, a real one). Without a reachable cluster each test prints why and passes as skipped.
+//! End-to-end tests against a real Kubernetes API server: the cluster of the current `KUBECONFIG` context,
+//! usually the harness of `e2e/cluster/up.sh --real-node` (kube-apiserver, controller-manager, scheduler, kwok's
+//! simulated nodes, a real kubelet with containerd, a loopback registry). Without a reachable cluster each
+//! test prints why and passes as skipped, unless `KIP_E2E_REQUIRE_CLUSTER=1` (CI), where that is a failure.
+//! Run them one at a time (`--test-threads=1`): some stop and start the harness's components.
 //!
 //! Each test makes its own namespace enforcing Pod Security "restricted", runs the controller in-process
 //! against it with a temp config file, edits the file and the cluster, checks the cluster, and deletes the
@@ -43,20 +46,45 @@ fn env_home() -> String {
     std::env::var("HOME").unwrap_or_default()
 }
 
+/// In CI a missing cluster or real node is a failure, not a skip.
+fn cluster_required() -> bool {
+    std::env::var("KIP_E2E_REQUIRE_CLUSTER").is_ok_and(|v| v == "1")
+}
+
+fn skip_or_fail(why: &str) {
+    assert!(!cluster_required(), "e2e: {why} (KIP_E2E_REQUIRE_CLUSTER=1)");
+    println!("e2e skipped: {why}");
+}
+
 macro_rules! client_or_skip {
     () => {
         match cluster().await {
             Ok(c) => c,
             Err(why) => {
-                println!("e2e skipped: {why}");
+                skip_or_fail(&why);
                 return;
             }
         }
     };
 }
 
-// After the macro: the module uses `client_or_skip!`.
+/// A client, and the real node Ready; else skip (or fail in CI).
+macro_rules! real_node_or_skip {
+    () => {{
+        let client = client_or_skip!();
+        if let Err(why) = harness::real_node(&client).await {
+            skip_or_fail(&why);
+            return;
+        }
+        client
+    }};
+}
+
+// After the macros: the modules use them.
 mod config_map;
+mod harness;
+mod process;
+mod real_node;
 
 /// A namespace enforcing Pod Security "restricted", deleted on drop.
 struct TempNamespace {
@@ -113,19 +141,28 @@ impl Drop for TempNamespace {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
+async fn wait_until<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_until_for(what, WAIT, check).await;
+}
+
+/// Polls `check` every 200 ms; returns how long it took, panics after `limit`.
+async fn wait_until_for<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let start = Instant::now();
-    while start.elapsed() < WAIT {
+    while start.elapsed() < limit {
         if check().await {
-            return;
+            return start.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("timed out after {WAIT:?} waiting for: {what}");
+    panic!("timed out after {limit:?} waiting for: {what}");
 }
 
 fn kip_image() -> Option<String> {

@@ -44,7 +44,8 @@ mkdir -p "$ctx/prebuilt"
 cp "$static_bin/kubernetes-image-puller" "$static_bin/kip-sleep" /etc/ssl/certs/ca-certificates.crt "$ctx/prebuilt/"
 image="$REGISTRY/kip-e2e/kubernetes-image-puller:e2e"
 log "building $image from the Dockerfile's final stage"
-buildah_ bud --quiet --layers=false --build-arg BINARIES=prebuilt -f "$ROOT/Dockerfile" -t "$image" "$ctx" >/dev/null
+buildah_ bud --quiet --layers=false --build-arg BINARIES=prebuilt \
+  --build-arg TARGETPLATFORM="linux/$(go env GOARCH)" -f "$ROOT/Dockerfile" -t "$image" "$ctx" >/dev/null
 push "$image"
 
 scratch_image() { # IMAGE ENTRYPOINT-JSON SRC:DEST...
