@@ -203,6 +203,15 @@ check "helm template: upstream-style values ($CHART/ci/upstream-values.yaml)" \
   helm_template "$OUT/chart-upstream.yaml" -f "$CHART/ci/upstream-values.yaml"
 check "helm template: image sets ($CHART/ci/sets-values.yaml)" \
   helm_template "$OUT/chart-sets.yaml" -f "$CHART/ci/sets-values.yaml"
+# The monitoring objects (off by default); ci/monitoring-checks.sh tests the rules and the dashboard themselves.
+monitoring_objects() {
+  helm_template "$OUT/chart-monitoring.yaml" -f "$CHART/ci/monitoring-values.yaml" &&
+    "${HELPER[@]}" keep-kinds "$OUT/chart-monitoring.yaml" /dev/null ServiceMonitor &&
+    "${HELPER[@]}" keep-kinds "$OUT/chart-monitoring.yaml" /dev/null PrometheusRule &&
+    grep -q '^    "grafana_dashboard": "1"$' "$OUT/chart-monitoring.yaml"
+}
+check "helm template: monitoring on ($CHART/ci/monitoring-values.yaml): ServiceMonitor, PrometheusRule, dashboard ConfigMap" \
+  monitoring_objects
 
 check "chart default: upstream ConfigMap keys, Deployment, RBAC as contracted" \
   "${HELPER[@]}" assert-chart default "$OUT/chart-default.yaml"
@@ -274,7 +283,7 @@ helm3_compat() {
   "$h3" version --template '{{.Version}}'
   echo
   "$h3" lint --strict "$CHART" -f "$CHART/ci/sets-values.yaml" "${IMAGE_ARGS[@]}" || return 1
-  for f in default upstream sets; do
+  for f in default upstream sets monitoring; do
     case $f in
       default) set -- ;;
       *) set -- -f "$CHART/ci/$f-values.yaml" ;;
@@ -478,12 +487,13 @@ check "networkPolicy.cache.enabled=false: no NetworkPolicy" no_cache_netpol
 
 validate() { # FILE
   local f=$1 v=$WORK/validate.in.yaml
-  "${HELPER[@]}" drop-kinds "$f" "$v" ServiceMonitor || return 1
+  "${HELPER[@]}" drop-kinds "$f" "$v" ServiceMonitor PrometheusRule || return 1
   "$KV" --strict --quiet -k "$K8S_VERSION" "$v" || return 1
   # kubernetes-validate only warns on kinds it has no schema for: count that as a failure.
   ! "$KV" --strict --quiet -k "$K8S_VERSION" "$v" | grep -q .
 }
 for f in "$OUT"/chart-default.yaml "$OUT"/chart-upstream.yaml "$OUT"/chart-sets.yaml "$OUT"/chart-netpol.yaml \
+  "$OUT"/chart-monitoring.yaml \
   "$OUT"/os-serviceaccount.yaml "$OUT"/os-configmap.yaml "$OUT"/os-configmap-sets.yaml "$OUT"/os-app.yaml \
   "$OUT"/render-*.yaml; do
   [[ -f $f ]] || continue
@@ -514,6 +524,8 @@ if bash "${CHECKOV[@]}" --install >"$WORK/log.checkov" 2>&1; then
   checkov_check "checkov: chart, upstream values" "$OUT/chart-upstream.yaml"
   checkov_check "checkov: chart, image sets values" "$OUT/chart-sets.yaml"
   checkov_check "checkov: chart, controller NetworkPolicy on" "$OUT/chart-netpol.yaml"
+  checkov_check "checkov: chart, monitoring on (ServiceMonitor, PrometheusRule, dashboard ConfigMap)" \
+    "$OUT/chart-monitoring.yaml"
   # `oc process | oc apply -n NS` (or the current project) puts the objects in a namespace.
   checkov_openshift() {
     "${HELPER[@]}" set-namespace "$OUT/os-all.yaml" "$OUT/os-all-ns.yaml" "$NS" &&

@@ -65,8 +65,19 @@ def expect(cond, msg):
 
 # --- configmap-dir -----------------------------------------------------------
 
+def config_map_of(docs):
+    """The controller's ConfigMap: the only one, else the one its Deployment mounts (not the Grafana dashboard's)."""
+    cms = by_kind(docs, "ConfigMap")
+    if len(cms) > 1:
+        mounted = {v["configMap"]["name"] for d in by_kind(docs, "Deployment")
+                   for v in d["spec"]["template"]["spec"].get("volumes", []) if "configMap" in v}
+        cms = [c for c in cms if c["metadata"]["name"] in mounted]
+    expect(len(cms) == 1, f"expected exactly one ConfigMap (the one the Deployment mounts), found {len(cms)}")
+    return cms[0]
+
+
 def cmd_configmap_dir(manifests, outdir):
-    cm = one(load_docs(manifests), "ConfigMap")
+    cm = config_map_of(load_docs(manifests))
     os.makedirs(outdir, exist_ok=True)
     for key, value in (cm.get("data") or {}).items():
         expect("/" not in key, f"bad ConfigMap key {key!r}")

@@ -26,7 +26,7 @@ only environment variables and would silently ignore this chart's config.
 {{- $repo := toString (.Values.image.repository | default "") -}}
 {{- $build := "build it from this repository's Dockerfile and push it (docker build -t REGISTRY/kubernetes-image-puller:TAG . && docker push REGISTRY/kubernetes-image-puller:TAG), then install with --set image.repository=REGISTRY/kubernetes-image-puller --set image.tag=TAG (docs/deploy.md, \"Building the image\")" -}}
 {{- if not $repo -}}
-{{- fail (printf "image.repository is required: this chart runs the Rust kubernetes-image-puller, which has no published image; %s" $build) -}}
+{{- fail (printf "image.repository is required: this chart runs the Rust kubernetes-image-puller, whose image is published by each fork's release workflow (ghcr.io/OWNER/kubernetes-image-puller) or built by you; %s" $build) -}}
 {{- end -}}
 {{- if regexMatch "(^|/)eclipse/kubernetes-image-puller$" $repo -}}
 {{- fail (printf "image.repository %q is the upstream Go program, which reads only environment variables and would ignore this chart's config and flags; swap the image: %s. The rest of an upstream values file works unchanged" $repo $build) -}}
@@ -57,6 +57,45 @@ it. checkov splits on every "=", so reasons contain none. Empty when none apply.
 {{- range $i, $s := $skips }}
 checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The metrics Service's name. A ServiceMonitor's targets carry it as their `job`
+label, which the PrometheusRule's default selector matches.
+*/}}
+{{- define "kip.metricsServiceName" -}}
+{{- printf "%s-metrics" .Values.deploymentName | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+PromQL label matchers that pick this release's controller series in every
+alert rule: prometheusRule.selector, else the job and namespace labels that the
+chart's ServiceMonitor gives its targets.
+*/}}
+{{- define "kip.metricsSelector" -}}
+{{- $sel := trim (toString (.Values.prometheusRule.selector | default "")) -}}
+{{- if $sel -}}
+{{- $sel -}}
+{{- else -}}
+{{- printf "job=%s,namespace=%s" (include "kip.metricsServiceName" . | toJson) (.Release.Namespace | toJson) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Extra labels of every alert (prometheusRule.alertLabels), as YAML; empty when none. */}}
+{{- define "kip.alertLabels" -}}
+{{- with .Values.prometheusRule.alertLabels }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/*
+`runbook_url: <prometheusRule.runbookBaseUrl><alert name in lower case>` for
+(list $ "AlertName"); empty when no base URL is set. The lower-case name is the
+anchor GitHub and GitLab give a heading named after the alert.
+*/}}
+{{- define "kip.runbookUrl" -}}
+{{- $base := toString ((index . 0).Values.prometheusRule.runbookBaseUrl | default "") -}}
+{{- if $base -}}
+runbook_url: {{ printf "%s%s" $base (lower (index . 1)) | quote }}
+{{- end -}}
 {{- end -}}
 
 {{- define "kip.serviceAccountName" -}}
