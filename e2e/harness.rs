@@ -193,6 +193,15 @@ impl Drop for Process {
         if self.running() {
             self.terminate();
         }
+        // What the real cluster made it warn about: the first place to look for a departure of the fake API.
+        let output = self.output();
+        let warnings: Vec<&str> = output
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        if !warnings.is_empty() {
+            println!("{} warned:\n  {}", self.log.display(), warnings.join("\n  "));
+        }
     }
 }
 

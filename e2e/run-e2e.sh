@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The e2e suite against the real-cluster harness: starts it (e2e/cluster/up.sh --real-node: control plane,
 # simulated nodes, a real kubelet with containerd, the loopback registry with this project's image built
-# from the Dockerfile's final stage), then runs `cargo test --test e2e` one test at a time against it.
+# from the Dockerfile's final stage), then runs `cargo test --test e2e` one test at a time against it, and the
+# real-cluster bench (e2e/bench.rs).
 #
 # Usage: e2e/run-e2e.sh [--down]     --down: stop the harness at the end (also on failure)
 #
@@ -49,3 +50,5 @@ export KIP_E2E_BIN="$PWD/target/$target/release/kubernetes-image-puller"
 export KIP_E2E_REQUIRE_CLUSTER=${KIP_E2E_REQUIRE_CLUSTER:-$([[ ${CI:-} == true ]] && echo 1 || echo 0)}
 echo "--- cargo test --test e2e (KUBECONFIG=$KUBECONFIG, image $KIP_E2E_IMAGE)"
 cargo test --test e2e -- --test-threads=1 --nocapture
+echo "--- bench: the release binary on the real control plane at 3, 500 and 1,000 simulated nodes"
+cargo test --test real_cluster_bench
