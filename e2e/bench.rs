@@ -245,10 +245,10 @@ fn start(bin: &PathBuf) -> Child {
 /// Polls every 5 ms until the DaemonSet exists with another uid than `old`; the time since `since`.
 async fn wait(api: &Api<DaemonSet>, old: Option<String>, since: Instant) -> Duration {
     loop {
-        if let Some(ds) = api.get_opt(SET).await.unwrap() {
-            if ds.metadata.uid != old {
-                return since.elapsed();
-            }
+        if let Some(ds) = api.get_opt(SET).await.unwrap()
+            && ds.metadata.uid != old
+        {
+            return since.elapsed();
         }
         assert!(
             since.elapsed() < Duration::from_secs(60),

@@ -53,6 +53,7 @@ async fn configmap_edits_apply_through_the_api() {
         leader_elect: false,
         pod_name: None,
         pod_namespace: Some(ns.name.clone()),
+        failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
     };
     let controller = Controller::new(
         client.clone(),

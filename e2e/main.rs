@@ -202,6 +202,7 @@ async fn start_controller(client: &Client, config: PathBuf, namespace: &str) -> 
         leader_elect: false,
         pod_name: None,
         pod_namespace: Some(namespace.to_owned()),
+        failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
     };
     let ready = Arc::new(AtomicBool::new(false));
     let controller = Controller::new(
@@ -543,6 +544,7 @@ async fn start_env_controller(client: &Client, env: Vars, namespace: &str) -> (R
         leader_elect: false,
         pod_name: None,
         pod_namespace: Some(namespace.to_owned()),
+        failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
     };
     let metrics = Arc::new(Metrics::default());
     let controller = Controller::new(

@@ -1,5 +1,6 @@
 //! Prometheus metrics (prefix `kip_`): per set node and image counts, reconcile and reload outcomes.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::health::SetHealth;
+use crate::health::{FailingImage, SetHealth};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SetLabel {
@@ -166,14 +167,15 @@ impl Metrics {
         self.images.get_or_create(&l).set(images as i64);
     }
 
-    /// Replaces the failing-image series of the given sets (images that recovered drop out).
-    pub fn record_failures(&self, healths: &[SetHealth]) {
+    /// Replaces the failing-image series with `failing` (per set, its failing images; images that
+    /// recovered and sets not listed drop out).
+    pub fn record_failing(&self, failing: &BTreeMap<String, Vec<FailingImage>>) {
         self.image_failing_nodes.clear();
-        for h in healths {
+        for (set, images) in failing {
             // Entries without an image are pods never created: counted by `set_nodes_without_pod`.
-            for f in h.failing.iter().filter(|f| !f.image.is_empty()) {
+            for f in images.iter().filter(|f| !f.image.is_empty()) {
                 let l = ImageLabel {
-                    set: h.set.clone(),
+                    set: set.clone(),
                     image: f.image.clone(),
                 };
                 self.image_failing_nodes.get_or_create(&l).set(f.node_count as i64);

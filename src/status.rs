@@ -58,28 +58,34 @@ pub async fn gather(
     let mut healths = Vec::with_capacity(config.sets.len());
     for (set, want) in config.sets.iter().zip(desired) {
         let live = owned.iter().find(|d| d.name_any() == set.name).map(Arc::as_ref);
-        let mut h = health::from_daemonset(&set.name, live, Some(want.hash()));
-        if let Some(ds) = live {
-            // Without `list pods` the health check keeps to the DaemonSet's counts (announced once by Access).
-            if cluster.access().allows("list", "", "pods") {
-                let mut tally = FailureTally::default();
-                match cluster
-                    .for_each_pod_page(&health::pod_selector(&set.name), |pods| tally.add_pods(pods))
-                    .await
-                {
-                    Ok(()) => h.failing = tally.finish(),
-                    Err(e) if e.is_forbidden() => {}
-                    Err(e) => tracing::warn!(set = %set.name, error = %e, "cannot list pods for the health check"),
-                }
-            }
-            if h.nodes_without_pod > 0 {
-                let why = not_created(cluster, ds).await;
-                h.set_not_created(why);
-            }
-        }
-        healths.push(h);
+        healths.push(gather_set(cluster, &set.name, Some(want.hash()), live).await);
     }
     healths
+}
+
+/// One set's health: its DaemonSet's counts, its pods read page by page in the partial form (failing images
+/// with the kubelet's reason per node), and why pods were not created. `hash`: the desired spec hash, to
+/// tell whether the live object is up to date (None: not asked).
+pub async fn gather_set(cluster: &Cluster, set: &str, hash: Option<&str>, live: Option<&DaemonSet>) -> SetHealth {
+    let mut h = health::from_daemonset(set, live, hash);
+    let Some(ds) = live else { return h };
+    // Without `list pods` the health check keeps to the DaemonSet's counts (announced once by Access).
+    if cluster.access().allows("list", "", "pods") {
+        let mut tally = FailureTally::default();
+        match cluster
+            .for_each_pod_page(&health::pod_selector(set), |pods| tally.add_pods(pods))
+            .await
+        {
+            Ok(()) => h.failing = tally.finish(),
+            Err(e) if e.is_forbidden() => {}
+            Err(e) => tracing::warn!(set, error = %e, "cannot list pods for the health check"),
+        }
+    }
+    if h.nodes_without_pod > 0 {
+        let why = not_created(cluster, ds).await;
+        h.set_not_created(why);
+    }
+    h
 }
 
 /// Counts, per set, the nodes its pods can run on, reading nodes one small page at a time (labels and

@@ -549,6 +549,7 @@ async fn once_reads_the_configmap_with_one_get() {
         leader_elect: false,
         pod_name: None,
         pod_namespace: Some(NS.into()),
+        failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
     };
     let controller = Controller::new(
         client,

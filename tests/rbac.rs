@@ -445,6 +445,7 @@ async fn refresh_under(role: Vec<Value>) -> (FakeApi, Option<String>) {
         leader_elect: false,
         pod_name: None,
         pod_namespace: None,
+        failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
     };
     let mut controller = Controller::new(
         client,

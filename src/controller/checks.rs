@@ -164,7 +164,8 @@ impl Controller {
                 }
             }
         }
-        self.metrics.record_failures(&healths);
+        self.reported.failing = healths.iter().map(|h| (h.set.clone(), h.failing.clone())).collect();
+        self.metrics.record_failing(&self.reported.failing);
         self.metrics.record_not_created(&healths);
         healths
     }

@@ -38,6 +38,7 @@ use crate::{quota, status};
 
 mod checks;
 mod config_map;
+mod looks;
 mod once;
 mod pass;
 mod run;
@@ -64,7 +65,13 @@ pub struct Settings {
     pub leader_elect: bool,
     pub pod_name: Option<String>,
     pub pod_namespace: Option<String>,
+    /// How long a set's DaemonSet may show unready pods before its pods are looked at for failing images
+    /// (normal pulls are not reported); the look repeats with backoff while the set stays unready.
+    pub failure_settle: Duration,
 }
+
+/// The default [`Settings::failure_settle`]: a usual pull of a cached-size image is over by then.
+pub const FAILURE_SETTLE: Duration = Duration::from_secs(15);
 
 impl Settings {
     pub fn from_env(config_path: Option<PathBuf>, reload_debounce: Duration, leader_elect: bool) -> Self {
@@ -76,6 +83,7 @@ impl Settings {
             leader_elect,
             pod_name: var("POD_NAME"),
             pod_namespace: var("POD_NAMESPACE"),
+            failure_settle: FAILURE_SETTLE,
         }
     }
 }

@@ -15,7 +15,7 @@ pub(super) fn backoff(failures: u32) -> Duration {
 }
 
 /// Longest a pass may take before it is abandoned and retried (an API call that hangs).
-const PASS_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const PASS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// After a pass that wrote, quick looks at the DaemonSets' Events (each delay after the previous look), so
 /// pods the API refuses (quota, Pod Security, LimitRange) are reported within seconds; bounded.
@@ -148,6 +148,12 @@ impl Controller {
                 }
             }
             Trigger::HealthTick => return self.on_health_tick(s, shutdown).await,
+            Trigger::LookDue => {
+                let look = self.on_look_due(s);
+                if unless_shutdown(shutdown, look).await.is_none() {
+                    return Flow::Stop;
+                }
+            }
             // Handled in `handle`.
             Trigger::Shutdown | Trigger::Config(_) | Trigger::WatchEnded => {}
         }
@@ -197,20 +203,28 @@ impl Controller {
                 self.memory.overlay.clear();
                 s.due = Some(Instant::now());
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => {
-                self.memory.overlay.observe(&obj);
-                if s.synced && s.due.is_none() {
-                    let now = Instant::now();
-                    s.due = Some(s.passed_at.map_or(now, |t| (t + EVENT_DEBOUNCE).max(now)));
-                }
-                // Pods missing anew without a write of ours (a new node, a quota taken by others): one look.
-                if self.missing_pods_changed(&obj) && s.quick.is_none() {
-                    s.quick = Some((Instant::now() + QUICK_CHECKS[0], QUICK_CHECKS.len() - 1));
-                }
-            }
+            Ok(watcher::Event::Init) => {}
+            // A set already unready when the watch (re)starts gets its look too.
+            Ok(watcher::Event::InitApply(obj)) => self.plan_look(s, &obj, false),
+            Ok(watcher::Event::Apply(obj)) => self.on_daemonset_changed(s, &obj, false),
+            Ok(watcher::Event::Delete(obj)) => self.on_daemonset_changed(s, &obj, true),
             Err(e) => tracing::warn!(error = %e, "DaemonSet watch failed; restarting it with backoff"),
         }
+    }
+
+    /// An owned DaemonSet changed or went: a pass soon, and the looks at why its pods are missing or unready.
+    fn on_daemonset_changed(&mut self, s: &mut Session, obj: &DaemonSet, deleted: bool) {
+        self.memory.overlay.observe(obj);
+        if s.synced && s.due.is_none() {
+            let now = Instant::now();
+            s.due = Some(s.passed_at.map_or(now, |t| (t + EVENT_DEBOUNCE).max(now)));
+        }
+        // Pods missing anew without a write of ours (a new node, a quota taken by others): one look.
+        if self.missing_pods_changed(obj) && s.quick.is_none() {
+            s.quick = Some((Instant::now() + QUICK_CHECKS[0], QUICK_CHECKS.len() - 1));
+        }
+        // Pods unready: which image fails, and why, after the settling delay (not at the health check).
+        self.plan_look(s, obj, deleted);
     }
 
     async fn on_pass_due(&mut self, s: &mut Session, shutdown: &mut watch::Receiver<bool>) -> Flow {

@@ -1,6 +1,6 @@
 //! The controller's memory, in four small parts that change for different reasons.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use super::ConfigVersion;
 use super::config_map::ApiConfig;
 use crate::config::Config;
+use crate::health::FailingImage;
 use crate::quota;
 use crate::rbac::Access;
 use crate::reconcile::{Overlay, Verified};
@@ -79,4 +80,6 @@ pub(super) struct Reported {
     pub not_created: HashMap<String, String>,
     /// Per DaemonSet, the nodes without a pod its status last showed, to notice a new shortage.
     pub missing: HashMap<String, i32>,
+    /// Per set, its images failing at the last look or health check: the `kip_image_failing_nodes` series.
+    pub failing: BTreeMap<String, Vec<FailingImage>>,
 }

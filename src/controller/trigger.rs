@@ -2,6 +2,7 @@
 //! handlers in `run` decide. Deadlines (the reload debounce, a pass due, the next quick check) are sources
 //! too, so no handler ever sleeps.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 
 use futures::Stream;
@@ -30,6 +31,8 @@ pub(super) enum Trigger {
     Resync,
     /// Time to look whether a name taken by another's DaemonSet is free again.
     ConflictRecheck,
+    /// A set unready since the settling delay: its pods are looked at for failing images.
+    LookDue,
     HealthTick,
 }
 
@@ -123,6 +126,8 @@ pub(super) struct Session {
     pub due: Option<Instant>,
     /// The next quick check after a write, and its index in the quick-check delays.
     pub quick: Option<(Instant, usize)>,
+    /// Per set whose DaemonSet showed unready pods: the looks at its pods (see `looks`).
+    pub looks: BTreeMap<String, super::looks::Look>,
     /// Failed passes in a row, for the backoff.
     pub failures: u32,
     /// When the last pass ended: watch events right after it are batched, later ones act at once.
@@ -165,6 +170,7 @@ impl Session {
             synced: false,
             due: None,
             quick: None,
+            looks: BTreeMap::new(),
             failures: 0,
             passed_at: None,
             resync: tokio::time::interval(resync),
@@ -190,6 +196,7 @@ impl Session {
         let acting = self.synced && self.is_leader();
         let pass_at = self.due.filter(|_| acting);
         let quick_at = self.quick.map(|(at, _)| at).filter(|_| acting);
+        let look_at = self.looks.values().filter_map(|l| l.next).min().filter(|_| acting);
         let recheck = acting && self.due.is_none() && conflicts;
         tokio::select! {
             biased;
@@ -199,6 +206,7 @@ impl Session {
             event = self.stream.next() => event.map_or(Trigger::WatchEnded, |e| Trigger::Watch(Box::new(e))),
             () = until(pass_at) => Trigger::PassDue,
             () = until(quick_at) => Trigger::QuickCheckDue,
+            () = until(look_at) => Trigger::LookDue,
             _ = self.resync.tick() => Trigger::Resync,
             _ = self.conflict_tick.tick(), if recheck => Trigger::ConflictRecheck,
             _ = self.health_tick.tick(), if acting => Trigger::HealthTick,
@@ -326,6 +334,7 @@ mod tests {
             leader_elect: false,
             pod_name: None,
             pod_namespace: None,
+            failure_settle: super::FAILURE_SETTLE,
         }
     }
 

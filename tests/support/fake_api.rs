@@ -429,6 +429,11 @@ impl FakeApi {
         }
     }
 
+    /// Takes pods out of the store (a pod replaced by the DaemonSet controller, or gone with its node).
+    pub fn remove_pods(&self, namespace: &str, gone: impl Fn(&Value) -> bool) {
+        self.state().pods.retain(|(ns, p)| ns != namespace || !gone(p));
+    }
+
     /// Creates an object directly (e.g. a foreign DaemonSet); watchers see ADDED.
     pub fn create(&self, ds: &DaemonSet) -> DaemonSet {
         let mut body = serde_json::to_value(ds).expect("json");

@@ -74,6 +74,7 @@ pub fn settings(config_path: Option<&Path>) -> Settings {
         leader_elect: false,
         pod_name: Some("kip-0".into()),
         pod_namespace: Some(NS.into()),
+        failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
     }
 }
 
