@@ -83,6 +83,7 @@ macro_rules! real_node_or_skip {
 // After the macros: the modules use them.
 mod config_map;
 mod harness;
+mod monitoring;
 mod process;
 mod real_node;
 
