@@ -296,6 +296,22 @@ pub fn node_images() -> Vec<String> {
         .collect()
 }
 
+/// Removes `reference` from the real node's containerd (as kubelet's image garbage collection would).
+pub fn remove_node_image(reference: &str) {
+    let dir = std::env::var("KIP_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/kip-cluster".into());
+    let status = Command::new("ctr")
+        .args([
+            "--address",
+            &format!("{dir}/containerd/containerd.sock"),
+            "-n",
+            "k8s.io",
+        ])
+        .args(["images", "rm", reference])
+        .status()
+        .expect("run ctr");
+    assert!(status.success(), "ctr images rm {reference}: {status}");
+}
+
 /// The digest (`sha256:...`) the registry serves for `repo:tag` on the loopback registry.
 pub async fn registry_digest(repo: &str, tag: &str) -> String {
     let registry = registry().expect("KIP_E2E_REGISTRY");

@@ -216,3 +216,157 @@ async fn cache_runs_on_the_real_node_and_a_registry_outage_today() {
     assert!(status.success(), "controller exit {status}:\n{}", controller.output());
     drop(ns);
 }
+
+/// The manifest `repo:reference` on the loopback registry, as served (OCI).
+fn registry_manifest(repo: &str, reference: &str) -> serde_json::Value {
+    let registry = harness::registry().expect("registry");
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
+        .arg(format!("http://{registry}/v2/{repo}/manifests/{reference}"))
+        .output()
+        .expect("curl");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("manifest {repo}:{reference}: {e}"))
+}
+
+/// Pushes `manifest` as `repo:tag` (its blobs are in `repo` already); returns its digest.
+fn put_registry_manifest(repo: &str, tag: &str, manifest: &serde_json::Value) -> String {
+    let registry = harness::registry().expect("registry");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sfi",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        ])
+        .args(["--data-binary", &manifest.to_string()])
+        .arg(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("docker-content-digest:")
+                .map(|d| d.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("push {repo}:{tag}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn delete_registry_manifest(repo: &str, digest: &str) {
+    let registry = harness::registry().expect("registry");
+    let status = std::process::Command::new("curl")
+        .args(["-sf", "-X", "DELETE"])
+        .arg(format!("http://{registry}/v2/{repo}/manifests/{digest}"))
+        .status()
+        .expect("curl");
+    assert!(status.success(), "delete {repo}@{digest}");
+}
+
+/// The waiting reason of container `name` in `pod`, if it waits.
+fn waiting_reason(pod: &Pod, name: &str) -> Option<String> {
+    statuses(pod)
+        .into_iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.state)
+        .and_then(|s| s.waiting)
+        .and_then(|w| w.reason)
+}
+
+/// An image made unpullable (gone from the registry and from the node) and its cache pod replaced: the
+/// running controller names the image, the node and the kubelet's reason in `kip_image_failing_nodes` and a
+/// log line within a minute of the first ErrImagePull, not at the next hourly health check; the image
+/// pushed back and the pod Ready again, both clear within a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_image_is_named_within_a_minute_and_cleared_when_it_is_back() {
+    let client = real_node_or_skip!();
+    let ns = TempNamespace::new(&client, "kip-e2e-fail").await;
+    let dir = tempfile::tempdir().unwrap();
+    // A manifest of its own (busybox's blobs, an annotation of this run): deleting it removes no other tag.
+    let repo = "kip-e2e/busybox";
+    let nonce = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_second());
+    let mut manifest = registry_manifest(repo, "1");
+    manifest["annotations"]["kip-e2e.nonce"] = serde_json::Value::String(nonce.clone());
+    let tag = format!("vanishing-{nonce}");
+    let digest = put_registry_manifest(repo, &tag, &manifest);
+    let vanishing = format!("{}:{tag}", image("busybox"));
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        r#"namespace = "{ns}"
+kip_image = "{kip}"
+
+[[sets]]
+name = "vanish"
+node_selector = {{ "{REAL_NODE_LABEL}" = "real" }}
+tolerations = [{{ key = "{REAL_NODE_TAINT}", operator = "Exists", effect = "NoSchedule" }}]
+images = {{ v = "{vanishing}" }}
+"#,
+        ns = ns.name,
+        kip = image("kubernetes-image-puller:e2e"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let env = [
+        ("KUBECONFIG", std::env::var("KUBECONFIG").expect("KUBECONFIG")),
+        ("CONFIG_FILE", config.display().to_string()),
+    ];
+    let controller = Process::start(dir.path(), "controller", &["run"], &env);
+    harness::wait_daemonset_ready(&client, &ns.name, "vanish", 1, Duration::from_secs(120)).await;
+
+    // Unpullable: gone from the registry and from the node's runtime; the cache pod replaced.
+    delete_registry_manifest(repo, &digest);
+    harness::remove_node_image(&vanishing);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let old = cache_pod(&client, &ns.name).await.expect("the cache pod");
+    pods.delete(&old.name_any(), &DeleteParams::default().grace_period(1))
+        .await
+        .unwrap();
+    let deleted = Instant::now();
+    let pulled_wrong = loop {
+        let reason = cache_pod(&client, &ns.name)
+            .await
+            .filter(|p| p.uid() != old.uid())
+            .and_then(|p| waiting_reason(&p, "v"));
+        if let Some(r) = reason.filter(|r| r == "ErrImagePull" || r == "ImagePullBackOff") {
+            break r;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(60),
+            "no ErrImagePull within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let first_error = Instant::now();
+    let series = format!("kip_image_failing_nodes{{set=\"vanish\",image=\"{vanishing}\"}}");
+    wait_until_for("the failing image in the metrics", Duration::from_secs(60), || async {
+        harness::sample(&controller.metrics().await, &series).is_some_and(|v| v >= 1.0)
+    })
+    .await;
+    let named = first_error.elapsed();
+    let output = controller.output();
+    let line = output
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains(&vanishing) && l.contains(REAL_NODE) && l.contains("ImagePull"))
+        .unwrap_or_else(|| panic!("no log line names {vanishing}, {REAL_NODE} and the reason:\n{output}"));
+    println!(
+        "failing image: {} seen by the test, in the metrics {named:?} later; log: {line}",
+        pulled_wrong
+    );
+
+    // Back: pushed again, the pod replaced so it pulls now (not at the kubelet's next back-off retry).
+    put_registry_manifest(repo, &tag, &manifest);
+    let failing = cache_pod(&client, &ns.name).await.expect("the failing cache pod");
+    pods.delete(&failing.name_any(), &DeleteParams::default().grace_period(1))
+        .await
+        .unwrap();
+    harness::wait_daemonset_ready(&client, &ns.name, "vanish", 1, Duration::from_secs(120)).await;
+    let ready = Instant::now();
+    wait_until_for("the failing image cleared", Duration::from_secs(60), || async {
+        let text = controller.metrics().await;
+        !text.is_empty() && harness::sample(&text, &series).is_none_or(|v| v == 0.0)
+    })
+    .await;
+    println!("image back: cleared {:?} after the pod turned Ready", ready.elapsed());
+    delete_registry_manifest(repo, &digest);
+    drop(controller);
+    drop(ns);
+}
