@@ -394,6 +394,9 @@ pub struct PodSpecView {
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodStatusView {
+    /// Pending, Running, Succeeded, Failed: pods in the last two no longer count against a quota.
+    #[serde(default)]
+    pub phase: Option<String>,
     #[serde(default)]
     pub init_container_statuses: Option<Vec<ContainerView>>,
     #[serde(default)]
