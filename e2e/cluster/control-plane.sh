@@ -82,5 +82,5 @@ start_kwok() {
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.2 --node-port 10350 --server-address 127.0.0.1:10351 \
-    --cidr 10.0.0.1/16
+    --cidr "${KWOK_POD_CIDR%.0/*}.1/${KWOK_POD_CIDR#*/}"
 }

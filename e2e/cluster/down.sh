@@ -34,6 +34,7 @@ if [[ -d $DIR ]]; then
   done
 fi
 ip link delete kip0 2>/dev/null || true
+for cidr in "$SERVICE_CIDR" "$KWOK_POD_CIDR"; do ip route del blackhole "$cidr" 2>/dev/null || true; done
 
 if ((purge)); then
   log "deleting $DIR"

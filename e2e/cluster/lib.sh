@@ -13,6 +13,8 @@ CONTAINERD_SOCK="$DIR/containerd/containerd.sock"
 # Service IPs are never routed anywhere: no kube-proxy runs, and the pods' network has no default route.
 SERVICE_CIDR="10.96.0.0/16"
 POD_SUBNET="10.88.0.0/16"
+# The pod IPs kwok gives pods on simulated nodes: never a real host.
+KWOK_POD_CIDR="10.0.0.0/16"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() {

@@ -49,6 +49,11 @@ if ((missing)); then
 fi
 
 BIN="$("$HERE/build.sh")"
+# Nothing addressed to the Service range or to kwok's simulated pod IPs may leave the machine (the API server
+# would dial a Service's endpoints for a webhook): both are routed nowhere.
+for cidr in "$SERVICE_CIDR" "$KWOK_POD_CIDR"; do
+  ip route replace blackhole "$cidr" 2>/dev/null || log "cannot add a blackhole route for $cidr"
+done
 mkdir -p "$DIR"/{logs,pids,etcd}
 make_pki
 
