@@ -248,7 +248,11 @@ EXPECTED_ROLE = {
     ("", "resourcequotas"): {"list"},
     ("", "limitranges"): {"list"},
     ("", "configmaps"): {"get", "list", "watch"},
+    # The admission webhook's TLS Secret (get, update by name; create cannot be restricted by name).
+    ("", "secrets"): {"get", "update", "create"},
 }
+# The admission webhook's own ValidatingWebhookConfiguration (chart ClusterRole, with webhook.enabled).
+WEBHOOK_CLUSTER_RULES = {("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"get", "patch", "create"}}
 
 
 def rules_map(rules):
@@ -350,7 +354,9 @@ def cmd_assert_chart(scenario, manifests):
         expect(data["CACHING_CPU_REQUEST"] == ".05" and data["CACHING_CPU_LIMIT"] == ".2", "cpu")
         expect("che-theia=quay.io/eclipse/che-theia:next" in data["IMAGES"], "IMAGES")
         check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
-        expect(not by_kind(docs, "ClusterRole"), "ClusterRole rendered by default")
+        cr = one(docs, "ClusterRole")
+        expect(rules_map(cr["rules"]) == WEBHOOK_CLUSTER_RULES,
+               "default ClusterRole: the webhook's validatingwebhookconfigurations only")
         expect(not by_kind(docs, "ServiceMonitor"), "ServiceMonitor rendered by default")
     elif scenario == "upstream":
         cm = check_common(docs, ns, "kubernetes-image-puller")
@@ -383,7 +389,8 @@ def cmd_assert_chart(scenario, manifests):
         expect(cfg["defaults"]["cpu_limit"] == "0.2", "numeric quantity written as string")
         check_deployment(docs, ns, "kubernetes-image-puller", image, "true", 2)
         cr = one(docs, "ClusterRole")
-        expect(rules_map(cr["rules"]) == {("", "nodes"): {"list"}}, "ClusterRole: nodes list only")
+        expect(rules_map(cr["rules"]) == {("", "nodes"): {"list"}, **WEBHOOK_CLUSTER_RULES},
+               "ClusterRole: nodes list and the webhook's validatingwebhookconfigurations only")
         crb = one(docs, "ClusterRoleBinding")
         expect(crb["subjects"][0]["namespace"] == ns, "ClusterRoleBinding subject namespace")
         sm = one(docs, "ServiceMonitor")
@@ -530,7 +537,8 @@ def cmd_assert_controller_netpol(manifests, cidr, *api_ports):
     spec = mine[0]["spec"]
     expect(set(spec["policyTypes"]) == {"Ingress", "Egress"}, "policyTypes")
     ingress_ports = [(p["port"], p.get("protocol")) for r in spec["ingress"] for p in r["ports"]]
-    expect(ingress_ports == [("http", "TCP")], f"ingress ports {ingress_ports}")
+    # http (probes, metrics) and, with webhook.enabled (the default), the admission webhook.
+    expect(ingress_ports in ([("http", "TCP")], [("http", "TCP"), ("webhook", "TCP")]), f"ingress ports {ingress_ports}")
     names = {p["name"] for c in dep["spec"]["template"]["spec"]["containers"] for p in c.get("ports") or []}
     expect("http" in names, "the controller has no port named http")
     api, dns = spec["egress"]

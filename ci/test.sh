@@ -9,11 +9,18 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The registry resolver's tests run against real registries on loopback (Debian's docker-registry, htpasswd).
+if [[ ${KIP_SKIP_E2E:-0} != 1 ]] && { ! command -v docker-registry >/dev/null || ! command -v htpasswd >/dev/null; }; then
+  echo "== installing docker-registry and apache2-utils (registry tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry apache2-utils >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
-echo "== cargo test (unit, mock, fake API; the e2e target skips here: no KUBECONFIG)"
+echo "== cargo test (unit, mock, fake API, real registries on loopback; the e2e target skips here: no KUBECONFIG)"
 env -u KUBECONFIG KIP_E2E_REQUIRE_CLUSTER=0 cargo test
 echo "== supply chain: cargo deny (licences, bans, sources; offline)"
 bash ci/cargo-deny.sh

@@ -20,6 +20,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub config_map: ConfigMapArg,
+
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +125,116 @@ pub struct ConfigMapArg {
     pub config_map: Option<String>,
 }
 
+/// The run-only options of the validating admission webhook (kept apart from [`RunArgs`], whose literal
+/// other code builds). Off unless `--webhook-addr` (or `WEBHOOK_ADDR`) is given. See [`WebhookArgs::resolve`].
+#[derive(Debug, Clone, Default, Args)]
+pub struct WebhookArgs {
+    /// Serve the validating admission webhook (POST /validate, TLS with a self-managed CA) on this address:
+    /// a broken config ConfigMap is then refused at `kubectl apply`, with line:col. Needs --webhook-service
+    /// or --webhook-url. [env: WEBHOOK_ADDR]
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub webhook_addr: Option<std::net::SocketAddr>,
+
+    /// Register the webhook by URL (`clientConfig.url`, e.g. https://127.0.0.1:8443/validate), for
+    /// development and tests outside a cluster; the certificate is made for the URL's host. [env:
+    /// WEBHOOK_URL]
+    #[arg(long, global = true, value_name = "URL", conflicts_with = "webhook_service")]
+    pub webhook_url: Option<String>,
+
+    /// Register the webhook as this Service in the pod's namespace (`clientConfig.service`, port 443); the
+    /// certificate is made for NAME.NAMESPACE.svc. [env: WEBHOOK_SERVICE]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub webhook_service: Option<String>,
+
+    /// The Secret holding the webhook's CA and certificate. [env: WEBHOOK_SECRET] [default:
+    /// kubernetes-image-puller-webhook-tls]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub webhook_secret: Option<String>,
+
+    /// The ValidatingWebhookConfiguration the controller creates or patches (only one labelled
+    /// app.kubernetes.io/managed-by=kubernetes-image-puller). [env: WEBHOOK_CONFIGURATION] [default:
+    /// kubernetes-image-puller]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub webhook_configuration: Option<String>,
+
+    /// Validity of the webhook's CA and certificate, in seconds; they are renewed when less than a third is
+    /// left. [env: WEBHOOK_CERT_VALIDITY_SECONDS] [default: 31536000 (365 days)]
+    #[arg(long, global = true, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(WEBHOOK_CERT_VALIDITY_MIN_SECONDS..))]
+    pub webhook_cert_validity_seconds: Option<u64>,
+}
+
+/// Shortest `--webhook-cert-validity-seconds`: renewal then happens every 40 s.
+pub const WEBHOOK_CERT_VALIDITY_MIN_SECONDS: u64 = 60;
+
+/// The webhook's settings once flags and environment variables are combined (a flag wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookOptions {
+    pub addr: std::net::SocketAddr,
+    pub endpoint: crate::webhook::Endpoint,
+    pub secret: String,
+    pub configuration: String,
+    pub validity: std::time::Duration,
+}
+
+impl WebhookArgs {
+    /// `None` when the webhook is off (no `--webhook-addr` / `WEBHOOK_ADDR`). Run-only like
+    /// [`RunArgs::resolve`].
+    pub fn resolve(&self, var: impl Fn(&str) -> Option<String>) -> Result<Option<WebhookOptions>, CliError> {
+        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let addr = match (self.webhook_addr, get("WEBHOOK_ADDR")) {
+            (Some(a), _) => a,
+            (None, Some(v)) => v.parse().map_err(|_| CliError::Env {
+                name: "WEBHOOK_ADDR",
+                value: v,
+                expected: "an address with a port, e.g. 0.0.0.0:8443",
+            })?,
+            (None, None) => return Ok(None),
+        };
+        let url = self.webhook_url.clone().or_else(|| get("WEBHOOK_URL"));
+        let service = self.webhook_service.clone().or_else(|| get("WEBHOOK_SERVICE"));
+        let endpoint = match (url, service) {
+            (Some(url), None) if url.starts_with("https://") => crate::webhook::Endpoint::Url(url),
+            (None, Some(name)) if parse_config_map_name(&name).is_ok() && !name.contains('.') => {
+                crate::webhook::Endpoint::Service { name, port: None }
+            }
+            (url, service) => {
+                return Err(CliError::Webhook(format!(
+                    "the webhook needs exactly one of --webhook-url (https://...) or --webhook-service (a Service name); got url {url:?}, service {service:?}"
+                )));
+            }
+        };
+        let validity = match (self.webhook_cert_validity_seconds, get("WEBHOOK_CERT_VALIDITY_SECONDS")) {
+            (Some(s), _) => s,
+            (None, Some(v)) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s >= WEBHOOK_CERT_VALIDITY_MIN_SECONDS)
+                .ok_or(CliError::Env {
+                    name: "WEBHOOK_CERT_VALIDITY_SECONDS",
+                    value: v,
+                    expected: "a whole number of seconds, at least 60",
+                })?,
+            (None, None) => crate::webhook::DEFAULT_VALIDITY.as_secs(),
+        };
+        Ok(Some(WebhookOptions {
+            addr,
+            endpoint,
+            secret: self
+                .webhook_secret
+                .clone()
+                .or_else(|| get("WEBHOOK_SECRET"))
+                .unwrap_or_else(|| crate::webhook::DEFAULT_SECRET.to_owned()),
+            configuration: self
+                .webhook_configuration
+                .clone()
+                .or_else(|| get("WEBHOOK_CONFIGURATION"))
+                .unwrap_or_else(|| crate::webhook::DEFAULT_CONFIGURATION.to_owned()),
+            validity: std::time::Duration::from_secs(validity),
+        }))
+    }
+}
+
 /// A ConfigMap name: a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters,
 /// starting and ending with a letter or digit), as the API server requires.
 fn parse_config_map_name(value: &str) -> Result<String, String> {
@@ -167,6 +280,9 @@ pub enum CliError {
         value: String,
         expected: &'static str,
     },
+    /// The webhook's options do not fit together.
+    #[error("{0}")]
+    Webhook(String),
 }
 
 impl RunArgs {
@@ -260,5 +376,69 @@ fn parse_bool(value: &str) -> Option<bool> {
         v if v.eq_ignore_ascii_case("true") => Some(true),
         v if v.eq_ignore_ascii_case("false") => Some(false),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+    use crate::webhook::Endpoint;
+
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn the_webhook_is_off_without_an_address_and_needs_one_endpoint() {
+        let none = WebhookArgs::default();
+        assert_eq!(none.resolve(vars(&[])).unwrap(), None);
+        let on = none
+            .resolve(vars(&[
+                ("WEBHOOK_ADDR", "0.0.0.0:8443"),
+                ("WEBHOOK_SERVICE", "kip-metrics"),
+            ]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            on.endpoint,
+            Endpoint::Service {
+                name: "kip-metrics".into(),
+                port: None
+            }
+        );
+        assert_eq!(on.secret, crate::webhook::DEFAULT_SECRET);
+        assert_eq!(on.configuration, crate::webhook::DEFAULT_CONFIGURATION);
+        assert_eq!(on.validity, crate::webhook::DEFAULT_VALIDITY);
+        let flags = WebhookArgs {
+            webhook_addr: Some("127.0.0.1:9443".parse().unwrap()),
+            webhook_url: Some("https://127.0.0.1:9443/validate".into()),
+            webhook_cert_validity_seconds: Some(120),
+            ..WebhookArgs::default()
+        };
+        let url = flags.resolve(vars(&[])).unwrap().unwrap();
+        assert_eq!(url.endpoint, Endpoint::Url("https://127.0.0.1:9443/validate".into()));
+        assert_eq!(url.validity, std::time::Duration::from_secs(120));
+        assert!(
+            none.resolve(vars(&[("WEBHOOK_ADDR", "0.0.0.0:8443")])).is_err(),
+            "no endpoint"
+        );
+        assert!(
+            none.resolve(vars(&[
+                ("WEBHOOK_ADDR", "0.0.0.0:8443"),
+                ("WEBHOOK_URL", "http://x/validate")
+            ]))
+            .is_err(),
+            "not https"
+        );
+        assert!(none.resolve(vars(&[("WEBHOOK_ADDR", "nope")])).is_err());
+        assert!(
+            none.resolve(vars(&[
+                ("WEBHOOK_ADDR", "0.0.0.0:8443"),
+                ("WEBHOOK_SERVICE", "s"),
+                ("WEBHOOK_CERT_VALIDITY_SECONDS", "5"),
+            ]))
+            .is_err(),
+            "too short a validity"
+        );
     }
 }

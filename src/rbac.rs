@@ -37,6 +37,9 @@ pub enum Feature {
     LeaderElection,
     /// Reading the config from the API (`--config-map`): edits apply at once, not after kubelet's sync.
     ConfigMap,
+    /// The validating admission webhook (`--webhook-addr`): its TLS Secret and its
+    /// ValidatingWebhookConfiguration. Without them: one warning, no webhook.
+    Webhook,
 }
 
 /// One row of the table.
@@ -52,6 +55,8 @@ pub struct Permission {
     pub feature: Feature,
     /// Granted by name only (`resourceNames`): the one ConfigMap named at deploy time, never all of them.
     pub named: bool,
+    /// The names `resourceNames` restricts the row to (empty: all); the chart's and template's defaults.
+    pub resource_names: &'static [&'static str],
 }
 
 const fn row(
@@ -74,11 +79,37 @@ const fn row(
         },
         feature,
         named: matches!(feature, Feature::ConfigMap),
+        resource_names: if matches!(feature, Feature::ConfigMap) {
+            &[DEFAULT_CONFIG_MAP]
+        } else {
+            &[]
+        },
+    }
+}
+
+/// A row restricted by `resourceNames` to `names`.
+const fn named(p: Permission, names: &'static [&'static str]) -> Permission {
+    Permission {
+        named: true,
+        resource_names: names,
+        ..p
+    }
+}
+
+/// A cluster-scoped row (granted by the ClusterRole).
+const fn cluster(p: Permission) -> Permission {
+    Permission {
+        scope: Scope::Cluster,
+        ..p
     }
 }
 
 /// The ConfigMap name the `rbac` command puts in `resourceNames` (the chart's and template's default).
 pub const DEFAULT_CONFIG_MAP: &str = "k8s-image-puller";
+/// The webhook's TLS Secret and ValidatingWebhookConfiguration names in `resourceNames` (the defaults of
+/// `--webhook-secret` and `--webhook-configuration`).
+pub const DEFAULT_WEBHOOK_SECRET: &str = crate::webhook::DEFAULT_SECRET;
+pub const DEFAULT_WEBHOOK_CONFIGURATION: &str = crate::webhook::DEFAULT_CONFIGURATION;
 
 /// Every permission the code uses. Required rows are exactly the upstream Role (what the upstream chart,
 /// OpenShift template and the Che operator grant), so upstream users keep working with no change.
@@ -167,30 +198,67 @@ pub const TABLE: &[Permission] = &[
         "node counts of new sets for the quota check (cluster-scoped; optional ClusterRole)",
         Feature::NodeCount,
     ),
+    named(
+        row(
+            "",
+            "secrets",
+            &["get", "update"],
+            "the admission webhook's CA and certificate (--webhook-addr), restricted by resourceNames to its one Secret: read, reused, renewed (without it: no webhook)",
+            Feature::Webhook,
+        ),
+        &[DEFAULT_WEBHOOK_SECRET],
+    ),
+    row(
+        "",
+        "secrets",
+        &["create"],
+        "the admission webhook's Secret, made at first start (create cannot be restricted by resourceNames; without it the Secret must exist)",
+        Feature::Webhook,
+    ),
+    cluster(named(
+        row(
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            &["get", "patch"],
+            "the admission webhook's own ValidatingWebhookConfiguration, restricted by resourceNames: its caBundle kept current (cluster-scoped; without it: no webhook)",
+            Feature::Webhook,
+        ),
+        &[DEFAULT_WEBHOOK_CONFIGURATION],
+    )),
+    cluster(row(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        &["create"],
+        "the admission webhook's ValidatingWebhookConfiguration, made when missing (create cannot be restricted by resourceNames; without it the chart's must exist)",
+        Feature::Webhook,
+    )),
 ];
 
 /// The table as RBAC rules of one scope: one rule per (group, resource), verbs in table order.
 pub fn rules(scope: Scope) -> Vec<Value> {
-    let mut out: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    type Rule<'a> = (&'a str, &'a str, &'a [&'a str], Vec<&'a str>);
+    let mut out: Vec<Rule<'_>> = Vec::new();
     for p in TABLE.iter().filter(|p| p.scope == scope) {
-        match out.iter_mut().find(|(g, r, _)| *g == p.group && *r == p.resource) {
-            Some((_, _, verbs)) => {
+        match out
+            .iter_mut()
+            .find(|(g, r, n, _)| *g == p.group && *r == p.resource && *n == p.resource_names)
+        {
+            Some((_, _, _, verbs)) => {
                 for v in p.verbs {
                     if !verbs.contains(v) {
                         verbs.push(v);
                     }
                 }
             }
-            None => out.push((p.group, p.resource, p.verbs.to_vec())),
+            None => out.push((p.group, p.resource, p.resource_names, p.verbs.to_vec())),
         }
     }
     out.into_iter()
-        .map(|(g, r, v)| {
-            let named = TABLE.iter().any(|p| p.named && p.group == g && p.resource == r);
-            if named {
-                json!({"apiGroups": [g], "resources": [r], "resourceNames": [DEFAULT_CONFIG_MAP], "verbs": v})
-            } else {
+        .map(|(g, r, n, v)| {
+            if n.is_empty() {
                 json!({"apiGroups": [g], "resources": [r], "verbs": v})
+            } else {
+                json!({"apiGroups": [g], "resources": [r], "resourceNames": n, "verbs": v})
             }
         })
         .collect()
@@ -222,9 +290,10 @@ pub fn manifests_yaml(name: &str) -> String {
         ));
         for rule in rules(scope) {
             let (group, resource) = (rule["apiGroups"][0].as_str(), rule["resources"][0].as_str());
+            let names = rule.get("resourceNames").cloned().unwrap_or_else(|| json!([]));
             for p in TABLE
                 .iter()
-                .filter(|p| Some(p.group) == group && Some(p.resource) == resource)
+                .filter(|p| Some(p.group) == group && Some(p.resource) == resource && json!(p.resource_names) == names)
             {
                 let need = if p.required { "required" } else { "optional" };
                 out.push_str(&format!("  # {} ({need}): {}\n", p.verbs.join(", "), p.purpose));
@@ -602,7 +671,13 @@ mod tests {
         assert!(role.iter().all(|r| r["resources"][0] != "nodes"));
         assert_eq!(
             rules(Scope::Cluster),
-            [json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]})]
+            [
+                json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}),
+                json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                       "resourceNames": [DEFAULT_WEBHOOK_CONFIGURATION], "verbs": ["get", "patch"]}),
+                json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                       "verbs": ["create"]}),
+            ]
         );
         let yaml = manifests_yaml("kip");
         assert!(yaml.contains("kind: ClusterRole") && yaml.contains("# patch (optional): server-side apply"));
@@ -660,6 +735,36 @@ mod tests {
         // An incomplete review proves no absence: everything not forbidden is tried.
         a.learn(upstream(), true);
         assert!(a.allows("list", "", "pods"));
+    }
+
+    #[test]
+    fn the_webhook_secret_is_granted_by_name_except_create() {
+        let role = rules(Scope::Namespaced);
+        let secrets: Vec<&Value> = role.iter().filter(|r| r["resources"][0] == "secrets").collect();
+        assert_eq!(
+            secrets,
+            [
+                &json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": [DEFAULT_WEBHOOK_SECRET],
+                        "verbs": ["get", "update"]}),
+                &json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}),
+            ]
+        );
+        assert!(
+            TABLE
+                .iter()
+                .filter(|p| p.feature == Feature::Webhook)
+                .all(|p| !p.required)
+        );
+        let yaml = manifests_yaml("kip");
+        assert_eq!(
+            yaml.matches("# get, update (optional): the admission webhook's CA")
+                .count(),
+            1
+        );
+        assert!(
+            !Access::default_features(true).contains(&Feature::Webhook),
+            "never announced by Access"
+        );
     }
 
     #[test]

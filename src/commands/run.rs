@@ -15,6 +15,7 @@ use crate::controller::{self, Controller, Settings};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::telemetry;
+use crate::webhook;
 
 /// How long the controller may take to return after SIGTERM before the process exits anyway. Nothing is
 /// lost by stopping mid-way: writes are idempotent applies redone by the next process, Events are
@@ -28,6 +29,8 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     pub settings: RunSettings,
     pub config_map: Option<String>,
+    /// The admission webhook's settings; `None` when it is off.
+    pub webhook: Option<crate::cli::WebhookOptions>,
 }
 
 impl RunOptions {
@@ -37,6 +40,7 @@ impl RunOptions {
             config_path: cli.config.clone(),
             settings: cli.run.resolve(&var)?,
             config_map: cli.config_map.resolve(&var)?,
+            webhook: cli.webhook.resolve(&var)?,
         })
     }
 }
@@ -46,6 +50,7 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
         config_path,
         settings: args,
         config_map,
+        webhook,
     } = options;
     telemetry::init(args.log_format);
     let settings = |path| Settings::from_env(path, args.reload_debounce, args.leader_elect);
@@ -82,9 +87,26 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
     let server = tokio::spawn(server);
 
     let controller_stop = stop.clone();
+    let webhook_stop = stop.clone();
+    let webhook_config_map = config_map.clone();
     let controller = async move {
-        let controller = Controller::new(client().await?, settings(config_path), Box::new(Env), metrics, ready)
-            .with_config_map(config_map);
+        let client = client().await?;
+        // The admission webhook beside the controller: it never stops the controller (a missing permission
+        // is one warning and no webhook).
+        if let Some(w) = webhook {
+            let settings = webhook::WebhookSettings {
+                addr: w.addr,
+                endpoint: w.endpoint,
+                secret: w.secret,
+                configuration: w.configuration,
+                validity: w.validity,
+                config_map: webhook_config_map,
+                namespace: std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty()),
+            };
+            tokio::spawn(webhook::run(client.clone(), settings, webhook_stop));
+        }
+        let controller =
+            Controller::new(client, settings(config_path), Box::new(Env), metrics, ready).with_config_map(config_map);
         controller.run(controller_stop).await?;
         Ok::<_, CommandError>(())
     };

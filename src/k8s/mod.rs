@@ -15,6 +15,7 @@ use crate::rbac::Access;
 pub mod discovery;
 pub mod events;
 pub mod pages;
+pub mod webhook;
 
 pub use discovery::{is_openshift, rules_review};
 pub use events::{EVENT_REPEAT_AFTER, Events, FIELD_MAX, NOTE_MAX, reporting_instance, truncate_note};

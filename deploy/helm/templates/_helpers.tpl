@@ -63,6 +63,11 @@ checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
 The metrics Service's name. A ServiceMonitor's targets carry it as their `job`
 label, which the PrometheusRule's default selector matches.
 */}}
+{{/* The admission webhook's ValidatingWebhookConfiguration (cluster-scoped: unique per install). */}}
+{{- define "kip.webhookConfigurationName" -}}
+{{- .Values.webhook.configurationName | default (printf "%s-%s" .Release.Namespace .Values.deploymentName) | trunc 253 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "kip.metricsServiceName" -}}
 {{- printf "%s-metrics" .Values.deploymentName | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

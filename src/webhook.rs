@@ -1,0 +1,910 @@
+//! The validating admission webhook: a broken config ConfigMap is refused at `kubectl apply`, with every
+//! problem and its line:col, exactly as `check` reports them.
+//!
+//! Three parts:
+//! - [`review`] (pure): an `admission.k8s.io/v1` AdmissionReview in, the AdmissionReview answer out. Only
+//!   the config ConfigMap is looked at (label [`CONFIG_LABEL`]=`true`, or the name given with
+//!   `--config-map`, in the webhook's namespace); anything else is allowed. No side effects, so dry-run
+//!   requests are answered the same way (`sideEffects: None`).
+//! - [`serve`]: `POST /validate` over TLS (rustls with ring), with a certificate that can be swapped while
+//!   serving ([`CertStore`]).
+//! - [`run`]: the self-managed certificates (a CA and a serving certificate, kept in one Secret, reused
+//!   while valid, renewed when less than a third of their validity is left) and the
+//!   ValidatingWebhookConfiguration (created if missing, patched if labelled ours, never touched otherwise),
+//!   whose `caBundle` follows the CA. Without permission for either: one warning, no webhook; the controller
+//!   runs on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::config::{self, VarSource};
+use crate::k8s;
+use crate::labels;
+
+/// The label the chart puts on the config ConfigMap; the webhook configuration's `objectSelector` matches it.
+pub const CONFIG_LABEL: &str = "kubernetes-image-puller.io/config";
+/// The path the API server posts AdmissionReviews to.
+pub const PATH: &str = "/validate";
+/// The name of the one webhook in the configuration (a fully qualified name, as the API requires).
+pub const WEBHOOK_NAME: &str = "config.kubernetes-image-puller.io";
+/// Default name of the Secret holding the CA and the serving certificate.
+pub const DEFAULT_SECRET: &str = "kubernetes-image-puller-webhook-tls";
+/// Default name of the ValidatingWebhookConfiguration.
+pub const DEFAULT_CONFIGURATION: &str = "kubernetes-image-puller";
+/// Default validity of the CA and the serving certificate.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Largest AdmissionReview read: a ConfigMap holds at most 1 MiB, an UPDATE carries it twice, JSON escapes it.
+pub const MAX_REVIEW_BYTES: usize = 6 * 1024 * 1024;
+/// The API server waits this long for an answer, then applies `failurePolicy: Ignore`.
+pub const TIMEOUT_SECONDS: i32 = 5;
+
+const NOT_BEFORE_ANNOTATION: &str = "kubernetes-image-puller.io/not-before";
+const NOT_AFTER_ANNOTATION: &str = "kubernetes-image-puller.io/not-after";
+const NAMES_ANNOTATION: &str = "kubernetes-image-puller.io/dns-names";
+
+/// Which object is the config: a ConfigMap in `namespace` labelled [`CONFIG_LABEL`]=`true` or named
+/// `config_map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub namespace: String,
+    pub config_map: Option<String>,
+}
+
+impl Target {
+    fn is_config(&self, request: &Value, object: &Value) -> bool {
+        let kind = &request["kind"];
+        if !kind["group"].as_str().unwrap_or("").is_empty() || kind["kind"].as_str() != Some("ConfigMap") {
+            return false;
+        }
+        let meta = &object["metadata"];
+        let namespace = request["namespace"].as_str().or(meta["namespace"].as_str());
+        if namespace != Some(self.namespace.as_str()) {
+            return false;
+        }
+        let labelled = meta["labels"][CONFIG_LABEL].as_str() == Some("true");
+        let named = self.config_map.is_some() && meta["name"].as_str() == self.config_map.as_deref();
+        labelled || named
+    }
+}
+
+/// Why a body is not an AdmissionReview (answered with 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("not an AdmissionReview: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("not an admission.k8s.io/v1 AdmissionReview with a request")]
+    NoRequest,
+}
+
+/// Answers one AdmissionReview: allowed, or refused with the config's problems (the `check` command's text:
+/// `configmap/NAME:config.toml: N problems:` then one `- ...:LINE:COL: field: message` line each). Pure.
+pub fn review(body: &[u8], target: &Target, env: &dyn VarSource) -> Result<Value, ReviewError> {
+    let input: Value = serde_json::from_slice(body)?;
+    let request = &input["request"];
+    let Some(uid) = request["uid"].as_str() else {
+        return Err(ReviewError::NoRequest);
+    };
+    let object = &request["object"];
+    let refusal = if object.is_object() && target.is_config(request, object) {
+        problems_of(request, object, env)
+    } else {
+        None
+    };
+    let response = match refusal {
+        None => json!({"uid": uid, "allowed": true}),
+        Some(message) => json!({
+            "uid": uid,
+            "allowed": false,
+            "status": {"code": 422, "reason": "Invalid", "message": message},
+        }),
+    };
+    Ok(json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": response,
+    }))
+}
+
+/// The problems of the ConfigMap's data as `check` words them, or `None` when the config is valid.
+fn problems_of(request: &Value, object: &Value, env: &dyn VarSource) -> Option<String> {
+    let meta = &object["metadata"];
+    let name = meta["name"]
+        .as_str()
+        .or(request["name"].as_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("(new)");
+    let data: BTreeMap<String, String> = match object.get("data") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(data) => match serde_json::from_value(data.clone()) {
+            Ok(data) => data,
+            Err(e) => return Some(format!("configmap/{name}: data is not a map of strings: {e}")),
+        },
+    };
+    config::load_config_map(name, &data, env).err().map(|e| e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Certificates
+
+/// A CA and a serving certificate signed by it, PEM-encoded, with the validity and names they were made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// The serving certificate's DNS names (or IP addresses), sorted.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot make the webhook certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("cannot use the webhook certificate: {0}")]
+    Use(String),
+}
+
+fn offset_date_time(unix: i64) -> Result<time::OffsetDateTime, TlsError> {
+    time::OffsetDateTime::from_unix_timestamp(unix).map_err(|e| TlsError::Use(e.to_string()))
+}
+
+impl Tls {
+    /// A new CA and serving certificate for `names`, valid from a minute before `now` (clock skew) for
+    /// `validity`.
+    pub fn generate(names: &[String], validity: Duration, now: i64) -> Result<Self, TlsError> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let not_before = now - 60;
+        let not_after = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX / 2));
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.distinguished_name
+            .push(DnType::CommonName, "kubernetes-image-puller webhook CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.not_before = offset_date_time(not_before)?;
+        ca.not_after = offset_date_time(not_after)?;
+        let ca_key = KeyPair::generate()?;
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        let mut leaf = CertificateParams::new(names.clone())?;
+        leaf.distinguished_name.push(
+            DnType::CommonName,
+            names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "kubernetes-image-puller".into()),
+        );
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        leaf.not_before = offset_date_time(not_before)?;
+        leaf.not_after = offset_date_time(not_after)?;
+        let leaf_key = KeyPair::generate()?;
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+        Ok(Self {
+            ca_pem: ca_cert.pem(),
+            cert_pem: leaf_cert.pem(),
+            key_pem: leaf_key.serialize_pem(),
+            not_before,
+            not_after,
+            names,
+        })
+    }
+
+    /// Whether these certificates should be replaced at `now`: made for other names, not yet valid, or with
+    /// less than a third of their validity left.
+    pub fn needs_renewal(&self, names: &[String], now: i64) -> bool {
+        let mut wanted = names.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        let total = self.not_after - self.not_before;
+        wanted != self.names || now < self.not_before || total <= 0 || (self.not_after - now) * 3 < total
+    }
+
+    /// When [`Tls::needs_renewal`] turns true (unix seconds).
+    pub fn renew_at(&self) -> i64 {
+        self.not_after - (self.not_after - self.not_before) / 3
+    }
+
+    /// The serving certificate and key as rustls uses them.
+    pub fn certified_key(&self) -> Result<CertifiedKey, TlsError> {
+        let use_err = |e: &dyn std::fmt::Display| TlsError::Use(e.to_string());
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| use_err(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| use_err(&e))?;
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| use_err(&e))?;
+        Ok(CertifiedKey::new(chain, signing))
+    }
+
+    /// The Secret holding these certificates (type `kubernetes.io/tls`, plus `ca.crt`).
+    pub fn to_secret(&self, name: &str, namespace: &str) -> Secret {
+        let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(BTreeMap::from([(
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGER.to_owned(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    (NOT_BEFORE_ANNOTATION.to_owned(), self.not_before.to_string()),
+                    (NOT_AFTER_ANNOTATION.to_owned(), self.not_after.to_string()),
+                    (NAMES_ANNOTATION.to_owned(), self.names.join(",")),
+                ])),
+                ..ObjectMeta::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(BTreeMap::from([
+                ("ca.crt".to_owned(), bytes(&self.ca_pem)),
+                ("tls.crt".to_owned(), bytes(&self.cert_pem)),
+                ("tls.key".to_owned(), bytes(&self.key_pem)),
+            ])),
+            ..Secret::default()
+        }
+    }
+
+    /// The certificates a Secret written by [`Tls::to_secret`] holds, or `None` when it holds none (or
+    /// something else).
+    pub fn from_secret(secret: &Secret) -> Option<Self> {
+        let annotations = secret.metadata.annotations.as_ref()?;
+        let data = secret.data.as_ref()?;
+        let text = |key: &str| String::from_utf8(data.get(key)?.0.clone()).ok();
+        let tls = Self {
+            ca_pem: text("ca.crt")?,
+            cert_pem: text("tls.crt")?,
+            key_pem: text("tls.key")?,
+            not_before: annotations.get(NOT_BEFORE_ANNOTATION)?.parse().ok()?,
+            not_after: annotations.get(NOT_AFTER_ANNOTATION)?.parse().ok()?,
+            names: annotations
+                .get(NAMES_ANNOTATION)?
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        // Unusable data (edited by hand) is replaced rather than served.
+        tls.certified_key().ok().map(|_| tls)
+    }
+}
+
+/// The serving certificate, swapped in place on renewal (new connections get the new one).
+#[derive(Debug)]
+pub struct CertStore(RwLock<Arc<CertifiedKey>>);
+
+impl CertStore {
+    pub fn new(key: CertifiedKey) -> Self {
+        Self(RwLock::new(Arc::new(key)))
+    }
+
+    pub fn set(&self, key: CertifiedKey) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Server
+
+/// Longest time a client may take for the TLS handshake, and for a whole connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most connections at once; more are closed at once (the API server retries, then ignores).
+const MAX_CONNECTIONS: usize = 64;
+
+#[derive(Clone)]
+struct WebhookState {
+    target: Arc<Target>,
+}
+
+fn router(target: Arc<Target>) -> Router {
+    Router::new()
+        .route(PATH, post(validate))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(WebhookState { target })
+}
+
+async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
+    match review(&body, &state.target, &config::Env) {
+        Ok(answer) => {
+            if answer["response"]["allowed"] == Value::Bool(false) {
+                tracing::info!("webhook refused a config ConfigMap");
+            }
+            ([(header::CONTENT_TYPE, "application/json")], answer.to_string()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Binds `addr` (so a taken port is reported at once) and returns the bound address and the server future,
+/// which serves `POST /validate` over TLS with `certs` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    certs: Arc<CertStore>,
+    target: Arc<Target>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send + 'static)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let router = router(target);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tracing::info!(addr = %bound, path = PATH, "serving the admission webhook");
+    let server = async move {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "webhook accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue; // every slot busy: closed at once
+            };
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+                    return;
+                };
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(crate::http::HEADER_READ_TIMEOUT);
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            });
+        }
+    };
+    Ok((bound, server))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Registration and certificate management
+
+/// How the API server reaches the webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `clientConfig.url` (development and tests outside a cluster).
+    Url(String),
+    /// `clientConfig.service`: this Service in the webhook's namespace, port 443 unless given.
+    Service { name: String, port: Option<i32> },
+}
+
+/// The webhook's settings (see `--webhook-*` in `cli.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
+    pub secret: String,
+    pub configuration: String,
+    pub validity: Duration,
+    pub config_map: Option<String>,
+    /// `POD_NAMESPACE`; else the client's default namespace.
+    pub namespace: Option<String>,
+}
+
+/// The DNS names (or IP addresses) the serving certificate is for.
+pub fn dns_names(endpoint: &Endpoint, namespace: &str) -> Vec<String> {
+    match endpoint {
+        Endpoint::Url(url) => url_host(url).into_iter().collect(),
+        Endpoint::Service { name, .. } => vec![
+            format!("{name}.{namespace}.svc"),
+            format!("{name}.{namespace}.svc.cluster.local"),
+        ],
+    }
+}
+
+/// The host of an `https://HOST[:PORT]/...` URL (brackets of an IPv6 address removed).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// The ValidatingWebhookConfiguration the controller keeps, as a JSON object (created as is, or sent as a
+/// merge patch).
+pub fn configuration(name: &str, endpoint: &Endpoint, namespace: &str, ca_bundle_pem: &str) -> Value {
+    use base64::Engine;
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_bundle_pem);
+    let client_config = match endpoint {
+        Endpoint::Url(url) => json!({"url": url, "caBundle": ca_bundle}),
+        Endpoint::Service { name, port } => json!({
+            "service": {"name": name, "namespace": namespace, "path": PATH, "port": port.unwrap_or(443)},
+            "caBundle": ca_bundle,
+        }),
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {labels::MANAGED_BY: labels::MANAGER}},
+        "webhooks": [{
+            "name": WEBHOOK_NAME,
+            "clientConfig": client_config,
+            "rules": [{
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["configmaps"],
+                "scope": "Namespaced",
+            }],
+            "failurePolicy": "Ignore",
+            "matchPolicy": "Equivalent",
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1"],
+            "objectSelector": {"matchLabels": {CONFIG_LABEL: "true"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        }],
+    })
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Loads the certificates from the Secret, or makes and stores new ones. `previous` is kept in the
+/// `caBundle` during a renewal so that the old serving certificate stays trusted until the switch.
+async fn ensure_certificates(
+    client: &Client,
+    settings: &WebhookSettings,
+    namespace: &str,
+    names: &[String],
+) -> Result<(Tls, Option<Tls>), kube::Error> {
+    let live = k8s::webhook::get_secret(client, namespace, &settings.secret).await?;
+    let current = live.as_ref().and_then(Tls::from_secret);
+    if let Some(tls) = &current
+        && !tls.needs_renewal(names, now())
+    {
+        return Ok((tls.clone(), None));
+    }
+    let fresh = Tls::generate(names, settings.validity, now())
+        .map_err(|e| kube::Error::Service(Box::new(std::io::Error::other(e.to_string()))))?;
+    let mut secret = fresh.to_secret(&settings.secret, namespace);
+    match live {
+        None => {
+            k8s::webhook::create_secret(client, namespace, &secret).await?;
+        }
+        Some(live) => {
+            secret.metadata.resource_version = live.metadata.resource_version.clone();
+            k8s::webhook::update_secret(client, namespace, &secret).await?;
+        }
+    }
+    tracing::info!(secret = %settings.secret, names = ?fresh.names, "webhook certificates made");
+    Ok((fresh, current))
+}
+
+/// Creates the configuration if missing, or patches it if it is ours; a configuration not labelled ours
+/// is left alone (with a warning). Returns whether it is registered with our CA.
+async fn ensure_configuration(
+    client: &Client,
+    settings: &WebhookSettings,
+    namespace: &str,
+    ca_bundle_pem: &str,
+) -> Result<bool, kube::Error> {
+    let desired = configuration(&settings.configuration, &settings.endpoint, namespace, ca_bundle_pem);
+    match k8s::webhook::get_configuration(client, &settings.configuration).await? {
+        None => {
+            let vwc: ValidatingWebhookConfiguration = serde_json::from_value(desired)
+                .map_err(|e| kube::Error::Service(Box::new(std::io::Error::other(e.to_string()))))?;
+            k8s::webhook::create_configuration(client, &vwc).await?;
+            tracing::info!(name = %settings.configuration, "ValidatingWebhookConfiguration created");
+            Ok(true)
+        }
+        Some(live) => {
+            let ours = live
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::MANAGED_BY))
+                .map(String::as_str)
+                == Some(labels::MANAGER);
+            if !ours {
+                tracing::warn!(
+                    name = %settings.configuration,
+                    "ValidatingWebhookConfiguration {} exists without the label {}={}: left alone; the webhook serves but may not be registered",
+                    settings.configuration, labels::MANAGED_BY, labels::MANAGER
+                );
+                return Ok(false);
+            }
+            let mut patch = desired;
+            if let Some(object) = patch.as_object_mut() {
+                object.remove("apiVersion");
+                object.remove("kind");
+            }
+            k8s::webhook::patch_configuration(client, &settings.configuration, &patch).await?;
+            Ok(true)
+        }
+    }
+}
+
+fn warn_forbidden(what: &str, e: &kube::Error) {
+    tracing::warn!(
+        error = %e,
+        "no permission for the admission webhook's {what}: the webhook is off; everything else works (grant the optional rows of `kubernetes-image-puller rbac` to enable it)"
+    );
+}
+
+/// Runs the webhook until `stop` turns true: certificates, registration, the server and renewals. Returns at
+/// once (after one warning) when the Secret or the configuration is forbidden, or the port is taken.
+pub async fn run(client: Client, settings: WebhookSettings, mut stop: watch::Receiver<bool>) {
+    let namespace = settings
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let names = dns_names(&settings.endpoint, &namespace);
+    // Replicas starting together race to create the Secret: the loser (409) reads the winner's.
+    let mut attempt = ensure_certificates(&client, &settings, &namespace, &names).await;
+    for _ in 0..2 {
+        match &attempt {
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                attempt = ensure_certificates(&client, &settings, &namespace, &names).await;
+            }
+            _ => break,
+        }
+    }
+    let (tls, previous) = match attempt {
+        Ok(t) => t,
+        Err(e) if k8s::is_forbidden(&e) => return warn_forbidden("Secret", &e),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up the admission webhook's certificates: the webhook is off");
+            return;
+        }
+    };
+    let key = match tls.certified_key() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(error = %e, "the admission webhook is off");
+            return;
+        }
+    };
+    let certs = Arc::new(CertStore::new(key));
+    let target = Arc::new(Target {
+        namespace: namespace.clone(),
+        config_map: settings.config_map.clone(),
+    });
+    let mut server_stop = stop.clone();
+    let served = serve(settings.addr, certs.clone(), target, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    })
+    .await;
+    let server = match served {
+        Ok((_, server)) => tokio::spawn(server),
+        Err(e) => {
+            tracing::warn!(addr = %settings.addr, error = %e, "cannot listen for the admission webhook: the webhook is off");
+            return;
+        }
+    };
+    let bundle = |tls: &Tls, previous: &Option<Tls>| match previous {
+        Some(p) => format!("{}{}", tls.ca_pem, p.ca_pem),
+        None => tls.ca_pem.clone(),
+    };
+    match ensure_configuration(&client, &settings, &namespace, &bundle(&tls, &previous)).await {
+        Ok(_) => {}
+        Err(e) if k8s::is_forbidden(&e) => {
+            warn_forbidden("ValidatingWebhookConfiguration", &e);
+            server.abort();
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register the admission webhook; retrying at the next renewal check")
+        }
+    }
+    let mut tls = tls;
+    loop {
+        // Look again at the renewal time, and at least hourly (a renewal by another replica, a deleted
+        // configuration).
+        let wait = u64::try_from(tls.renew_at() - now()).unwrap_or(0).clamp(1, 3600);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(Duration::from_secs(wait)) => {}
+        }
+        match ensure_certificates(&client, &settings, &namespace, &names).await {
+            Ok((fresh, previous)) => {
+                let renewed = previous.is_some() || fresh != tls;
+                if renewed {
+                    // Trust the new CA (and still the old one) before serving the new certificate.
+                    let _ = ensure_configuration(&client, &settings, &namespace, &bundle(&fresh, &Some(tls.clone())))
+                        .await
+                        .map_err(|e| tracing::warn!(error = %e, "cannot update the webhook's caBundle"));
+                    match fresh.certified_key() {
+                        Ok(key) => certs.set(key),
+                        Err(e) => tracing::warn!(error = %e, "cannot use the renewed webhook certificate"),
+                    }
+                    tracing::info!(not_after = fresh.not_after, "webhook certificate renewed");
+                } else if let Err(e) = ensure_configuration(&client, &settings, &namespace, &fresh.ca_pem).await {
+                    tracing::warn!(error = %e, "cannot update the admission webhook's configuration");
+                }
+                tls = fresh;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot renew the webhook certificate; trying again later"),
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEnv;
+    impl VarSource for NoEnv {
+        fn get(&self, _name: &str) -> Option<String> {
+            None
+        }
+        fn label(&self, name: &str) -> String {
+            name.to_owned()
+        }
+    }
+
+    fn target() -> Target {
+        Target {
+            namespace: "kip".into(),
+            config_map: None,
+        }
+    }
+
+    fn review_of(data: Value) -> Vec<u8> {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "name": "kip-config",
+                "namespace": "kip",
+                "operation": "UPDATE",
+                "dryRun": true,
+                "object": {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "kip-config", "namespace": "kip", "labels": {CONFIG_LABEL: "true"}},
+                    "data": data,
+                },
+            },
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn answer(body: &[u8]) -> (bool, String) {
+        let out = review(body, &target(), &NoEnv).unwrap();
+        assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(out["kind"], "AdmissionReview");
+        assert_eq!(out["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        let allowed = out["response"]["allowed"].as_bool().unwrap();
+        let message = out["response"]["status"]["message"].as_str().unwrap_or("").to_owned();
+        (allowed, message)
+    }
+
+    const VALID: &str = "namespace = \"kip\"\n\n[[sets]]\nname = \"web\"\nimages = { nginx = \"nginx:1.27\" }\n";
+
+    #[test]
+    fn a_valid_config_is_allowed() {
+        let (allowed, message) = answer(&review_of(json!({"config.toml": VALID})));
+        assert!(allowed, "{message}");
+        assert!(message.is_empty());
+    }
+
+    #[test]
+    fn a_toml_syntax_error_is_refused_with_line_and_column() {
+        let text = "namespace = \"kip\"\n[[sets]\nname = \"web\"\n";
+        let (allowed, message) = answer(&review_of(json!({"config.toml": text})));
+        assert!(!allowed);
+        assert!(message.contains("configmap/kip-config:config.toml:2:"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_line_and_column() {
+        let text = format!("{VALID}colour = \"red\"\n");
+        let (allowed, message) = answer(&review_of(json!({"config.toml": text})));
+        assert!(!allowed);
+        assert!(message.contains("configmap/kip-config:config.toml:6:1"), "{message}");
+        assert!(message.contains("colour"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_quantity_is_refused_with_line_and_column_and_every_problem_is_listed() {
+        let text = format!("{VALID}memory_limit = \"lots\"\ncpu_limit = \"fast\"\n");
+        let (allowed, message) = answer(&review_of(json!({"config.toml": text})));
+        assert!(!allowed);
+        assert!(message.contains("2 problems"), "{message}");
+        assert!(message.contains("config.toml:6:"), "{message}");
+        assert!(message.contains("config.toml:7:"), "{message}");
+        // The same text as `check`.
+        let data = BTreeMap::from([("config.toml".to_owned(), text.clone())]);
+        let check = config::load_config_map("kip-config", &data, &NoEnv)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(message, check);
+    }
+
+    #[test]
+    fn env_style_keys_are_checked() {
+        let (allowed, message) = answer(&review_of(json!({"IMAGES": "nginx=nginx:1.27", "NAMESPACE": "kip"})));
+        assert!(allowed, "{message}");
+        let (allowed, message) = answer(&review_of(
+            json!({"IMAGES": "nginx=nginx:1.27", "NAMESPACE": "kip", "CACHING_MEMORY_LIMIT": "lots"}),
+        ));
+        assert!(!allowed);
+        assert!(
+            message.contains("configmap/kip-config:CACHING_MEMORY_LIMIT"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn other_objects_are_allowed() {
+        let broken = json!({"config.toml": "[[sets]"});
+        let mut other: Value = serde_json::from_slice(&review_of(broken.clone())).unwrap();
+        other["request"]["object"]["metadata"]["labels"] = json!({});
+        let (allowed, _) = answer(other.to_string().as_bytes());
+        assert!(allowed, "a ConfigMap without the label");
+        let mut elsewhere: Value = serde_json::from_slice(&review_of(broken.clone())).unwrap();
+        elsewhere["request"]["namespace"] = json!("default");
+        elsewhere["request"]["object"]["metadata"]["namespace"] = json!("default");
+        assert!(answer(elsewhere.to_string().as_bytes()).0, "another namespace");
+        let mut secret: Value = serde_json::from_slice(&review_of(broken.clone())).unwrap();
+        secret["request"]["kind"]["kind"] = json!("Secret");
+        assert!(answer(secret.to_string().as_bytes()).0, "not a ConfigMap");
+        let mut delete: Value = serde_json::from_slice(&review_of(broken)).unwrap();
+        delete["request"]["object"] = Value::Null;
+        assert!(answer(delete.to_string().as_bytes()).0, "no object");
+        assert!(review(b"{}", &target(), &NoEnv).is_err());
+        assert!(review(b"not json", &target(), &NoEnv).is_err());
+    }
+
+    #[test]
+    fn the_configured_name_is_checked_without_the_label() {
+        let mut body: Value = serde_json::from_slice(&review_of(json!({"config.toml": "[[sets]"}))).unwrap();
+        body["request"]["object"]["metadata"]["labels"] = json!({});
+        let target = Target {
+            namespace: "kip".into(),
+            config_map: Some("kip-config".into()),
+        };
+        let out = review(body.to_string().as_bytes(), &target, &NoEnv).unwrap();
+        assert_eq!(out["response"]["allowed"], false);
+    }
+
+    #[test]
+    fn certificates_round_trip_through_the_secret_and_renew_at_two_thirds() {
+        let names = vec!["kip.ns.svc".to_owned(), "kip.ns.svc.cluster.local".to_owned()];
+        let tls = Tls::generate(&names, Duration::from_secs(3000), 1_000_000).unwrap();
+        assert!(tls.certified_key().is_ok());
+        let back = Tls::from_secret(&tls.to_secret("s", "ns")).unwrap();
+        assert_eq!(back, tls);
+        assert!(!tls.needs_renewal(&names, 1_000_000));
+        assert!(!tls.needs_renewal(&names, 1_001_900));
+        assert!(tls.needs_renewal(&names, 1_002_100));
+        assert!(tls.needs_renewal(&["other.ns.svc".to_owned()], 1_000_000));
+    }
+
+    #[tokio::test]
+    async fn serves_reviews_over_tls_with_its_own_ca() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = Tls::generate(&["127.0.0.1".to_owned()], Duration::from_secs(3600), now()).unwrap();
+        let certs = Arc::new(CertStore::new(tls.certified_key().unwrap()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = serve("127.0.0.1:0".parse().unwrap(), certs, Arc::new(target()), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        let server = tokio::spawn(server);
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(tls.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut stream = connector.connect(name, tcp).await.unwrap();
+        let body = review_of(json!({"config.toml": "[[sets]"}));
+        let head = format!(
+            "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains(r#""allowed":false"#), "{text}");
+        assert!(text.contains("config.toml:1:"), "{text}");
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn url_hosts_and_service_names() {
+        assert_eq!(
+            dns_names(&Endpoint::Url("https://127.0.0.1:8443/validate".into()), "ns"),
+            ["127.0.0.1"]
+        );
+        assert_eq!(
+            dns_names(&Endpoint::Url("https://[::1]:8443/validate".into()), "ns"),
+            ["::1"]
+        );
+        assert_eq!(
+            dns_names(
+                &Endpoint::Service {
+                    name: "kip".into(),
+                    port: None
+                },
+                "ns"
+            ),
+            ["kip.ns.svc", "kip.ns.svc.cluster.local"]
+        );
+        let vwc = configuration("kip", &Endpoint::Url("https://h/validate".into()), "ns", "PEM");
+        let hook = &vwc["webhooks"][0];
+        assert_eq!(hook["failurePolicy"], "Ignore");
+        assert_eq!(hook["sideEffects"], "None");
+        assert_eq!(hook["timeoutSeconds"], 5);
+        assert_eq!(
+            hook["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "ns"
+        );
+        assert_eq!(hook["objectSelector"]["matchLabels"][CONFIG_LABEL], "true");
+        let parsed: ValidatingWebhookConfiguration = serde_json::from_value(vwc).unwrap();
+        assert_eq!(parsed.metadata.labels.unwrap()[labels::MANAGED_BY], labels::MANAGER);
+    }
+}
