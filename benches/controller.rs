@@ -448,6 +448,62 @@ async fn node_scale() {
     );
 }
 
+/// A set on 1,000 nodes whose DaemonSet status flaps between ready and not (a pod crash-looping, a flaky
+/// node) every 2 s for a minute, with the default settling delay: the looks at its pods (the first page of
+/// each paged pod list) and the pod pages read, per minute. Goal: at most one look per settling delay.
+async fn flapping_set_looks() {
+    let (api, client) = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    write(&path, &config_toml(&[set_toml("web", &[("web", "nginx:1.25")])]));
+    let settle = kubernetes_image_puller::controller::FAILURE_SETTLE;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(controller(client, settings(&path, Duration::from_millis(50))).run(rx));
+    while api.daemonset(NS, "web").is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pods = (0..1000).map(|i| {
+        let failing = i % 200 == 3;
+        let state = if failing {
+            json!({"waiting": {"reason": "ImagePullBackOff", "message": "manifest unknown"}})
+        } else {
+            json!({"running": {}})
+        };
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("web-{i}"), "namespace": NS, "labels": {
+                kubernetes_image_puller::labels::NAME: kubernetes_image_puller::labels::CACHE_NAME,
+                kubernetes_image_puller::labels::SET: "web"}},
+            "spec": {"nodeName": format!("node-{i}"), "containers": [{"name": "web", "image": "nginx:1.25"}]},
+            "status": {"containerStatuses": [{"name": "web", "image": "nginx:1.25", "imageID": "",
+                "ready": !failing, "restartCount": 0, "state": state}]}})
+    });
+    api.add_pods(NS, pods);
+    let window = Duration::from_secs(60);
+    let start = tokio::time::Instant::now();
+    let mut flips = 0u32;
+    while start.elapsed() < window {
+        let ready = if flips.is_multiple_of(2) { 995 } else { 1000 };
+        api.set_daemonset_status(NS, "web", 1000, 1000, ready);
+        flips += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let lists: Vec<_> = api
+        .requests_since(start)
+        .into_iter()
+        .filter(|r| r.method == http::Method::GET && r.path.ends_with("/pods") && !r.is_watch())
+        .collect();
+    let looks = lists.iter().filter(|r| !r.query.contains_key("continue")).count();
+    let bound = (window.as_secs() / settle.as_secs()) as usize;
+    println!(
+        "flapping set, 1,000 nodes, {flips} status changes in {window:?}, settle {settle:?}: {looks} looks per minute \
+         ({} pod pages per minute); goal <= {bound} looks: {}",
+        lists.len(),
+        met(looks <= bound)
+    );
+    let _ = stop.send(true);
+    let _ = task.await;
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -459,6 +515,7 @@ fn main() {
         reload_latency().await;
         config_map_latency().await;
         node_scale().await;
+        flapping_set_looks().await;
         scale().await;
         println!(
             "resident memory at the end (includes the fake server and its pods): {:.1} MiB",

@@ -86,6 +86,7 @@ mod harness;
 mod monitoring;
 mod process;
 mod real_node;
+mod webhook;
 
 /// A namespace enforcing Pod Security "restricted", deleted on drop.
 struct TempNamespace {
