@@ -31,6 +31,17 @@ pub fn release_binary() -> PathBuf {
     )
 }
 
+/// helm: `KIP_E2E_HELM`, else the one ci/deploy-checks.sh caches, else PATH.
+pub fn helm() -> PathBuf {
+    if let Some(h) = std::env::var_os("KIP_E2E_HELM") {
+        return h.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cache = std::env::var("KIP_CI_CACHE").unwrap_or_else(|_| format!("{home}/.cache/kip-ci"));
+    let cached = Path::new(&cache).join("bin/helm");
+    if cached.exists() { cached } else { "helm".into() }
+}
+
 /// Runs `e2e/cluster/ctl.sh ACTION COMPONENT` (stop, start, restart a component of the harness).
 pub fn ctl(action: &str, component: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/cluster/ctl.sh");
@@ -212,7 +223,8 @@ fn signal(pid: u32, name: &str) {
         .status();
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -221,12 +233,12 @@ fn free_port() -> u16 {
 }
 
 /// A plain HTTP/1.0 GET on loopback: the controller's own server, no client crate needed.
-async fn http_get(port: u16, path: &str) -> Option<String> {
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         stream
             .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
             .ok()?;

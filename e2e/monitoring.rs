@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use k8s_openapi::api::core::v1::ResourceQuota;
 
 use super::*;
-use harness::Process;
+use harness::{Process, free_port, helm, http_get};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -17,16 +17,6 @@ const PROMTOOL: &str = "/usr/bin/promtool";
 /// (`<deploymentName>-metrics`). The target also gets the `namespace` label a ServiceMonitor gives.
 const JOB: &str = "kubernetes-image-puller-metrics";
 const CACHE_INCOMPLETE: &str = "KubernetesImagePullerCacheIncomplete";
-
-/// helm: `KIP_E2E_HELM`, else the one ci/deploy-checks.sh caches, else PATH (as in process.rs).
-fn helm() -> PathBuf {
-    if let Some(h) = std::env::var_os("KIP_E2E_HELM") {
-        return h.into();
-    }
-    let cache = std::env::var("KIP_CI_CACHE").unwrap_or_else(|_| format!("{}/.cache/kip-ci", env_home()));
-    let cached = Path::new(&cache).join("bin/helm");
-    if cached.exists() { cached } else { "helm".into() }
-}
 
 /// What this test needs on the machine besides the cluster, or the reason it cannot run.
 fn tools() -> Result<(), String> {
@@ -137,33 +127,6 @@ fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A plain HTTP/1.0 GET on loopback (as harness.rs's): the body, or None while nothing answers.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-            .ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).ok()?;
-        body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A Prometheus server on a free loopback port; killed on drop.

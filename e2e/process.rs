@@ -12,17 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ResourceQuota};
 use kube::api::ListParams;
 
 use super::*;
-use harness::{Process, sample};
-
-/// helm: `KIP_E2E_HELM`, else the one ci/deploy-checks.sh caches, else PATH.
-fn helm() -> PathBuf {
-    if let Some(h) = std::env::var_os("KIP_E2E_HELM") {
-        return h.into();
-    }
-    let cache = std::env::var("KIP_CI_CACHE").unwrap_or_else(|_| format!("{}/.cache/kip-ci", env_home()));
-    let cached = Path::new(&cache).join("bin/helm");
-    if cached.exists() { cached } else { "helm".into() }
-}
+use harness::{Process, helm, sample};
 
 /// The API server's audit log of the harness (every ServiceAccount request outside kube-system).
 fn audit_log() -> PathBuf {

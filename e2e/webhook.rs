@@ -9,7 +9,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::*;
-use harness::Process;
+use harness::{Process, free_port};
 
 /// kubectl of the harness (built with the cluster), else PATH.
 fn kubectl() -> PathBuf {
@@ -51,14 +51,6 @@ fn apply(manifest: &str, extra: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
