@@ -333,12 +333,14 @@ pub async fn registry_digest(repo: &str, tag: &str) -> String {
         .arg(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
         .output()
         .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("docker-content-digest:")
-                .map(|d| d.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no digest for {repo}:{tag} on {registry}"))
+    content_digest(&out.stdout).unwrap_or_else(|| panic!("no digest for {repo}:{tag} on {registry}"))
+}
+
+/// The `Docker-Content-Digest` header of a registry answer (curl `-i`/`-I` output).
+pub fn content_digest(headers: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(headers).lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("docker-content-digest:")
+            .map(|d| d.trim().to_owned())
+    })
 }

@@ -243,13 +243,7 @@ fn put_registry_manifest(repo: &str, tag: &str, manifest: &serde_json::Value) ->
         .arg(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
         .output()
         .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("docker-content-digest:")
-                .map(|d| d.trim().to_owned())
-        })
+    harness::content_digest(&out.stdout)
         .unwrap_or_else(|| panic!("push {repo}:{tag}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
