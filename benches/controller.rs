@@ -95,6 +95,7 @@ fn settings(path: &std::path::Path, debounce: Duration) -> Settings {
         pod_name: Some("kip-0".into()),
         pod_namespace: Some(NS.into()),
         failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
+        plain_http_registries: Vec::new(),
     }
 }
 

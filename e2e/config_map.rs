@@ -54,6 +54,7 @@ async fn configmap_edits_apply_through_the_api() {
         pod_name: None,
         pod_namespace: Some(ns.name.clone()),
         failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
+        plain_http_registries: Vec::new(),
     };
     let controller = Controller::new(
         client.clone(),

@@ -86,6 +86,7 @@ mod harness;
 mod monitoring;
 mod process;
 mod real_node;
+mod refresh;
 mod webhook;
 
 /// A namespace enforcing Pod Security "restricted", deleted on drop.
@@ -205,6 +206,7 @@ async fn start_controller(client: &Client, config: PathBuf, namespace: &str) -> 
         pod_name: None,
         pod_namespace: Some(namespace.to_owned()),
         failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
+        plain_http_registries: Vec::new(),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let controller = Controller::new(
@@ -547,6 +549,7 @@ async fn start_env_controller(client: &Client, env: Vars, namespace: &str) -> (R
         pod_name: None,
         pod_namespace: Some(namespace.to_owned()),
         failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
+        plain_http_registries: Vec::new(),
     };
     let metrics = Arc::new(Metrics::default());
     let controller = Controller::new(

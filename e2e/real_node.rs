@@ -9,7 +9,7 @@ use super::*;
 use harness::{Process, REAL_NODE, REAL_NODE_LABEL, REAL_NODE_TAINT};
 
 /// The harness's own images (e2e/cluster/images.sh).
-fn image(name: &str) -> String {
+pub(super) fn image(name: &str) -> String {
     format!("{}/kip-e2e/{name}", harness::registry().expect("registry"))
 }
 
@@ -32,7 +32,7 @@ images = {{ busybox = "{busybox}", tools = "{pinned}" }}
 }
 
 /// The set's cache pod on the real node, if any.
-async fn cache_pod(client: &Client, namespace: &str) -> Option<Pod> {
+pub(super) async fn cache_pod(client: &Client, namespace: &str) -> Option<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
     pods.list(&ListParams::default().labels(&selector))
@@ -43,7 +43,7 @@ async fn cache_pod(client: &Client, namespace: &str) -> Option<Pod> {
         .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(REAL_NODE))
 }
 
-fn statuses(pod: &Pod) -> Vec<ContainerStatus> {
+pub(super) fn statuses(pod: &Pod) -> Vec<ContainerStatus> {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.clone())
@@ -51,7 +51,7 @@ fn statuses(pod: &Pod) -> Vec<ContainerStatus> {
 }
 
 /// `name: running | waiting (reason) | terminated (reason, exit)` per container, for messages.
-fn describe(pod: &Pod) -> String {
+pub(super) fn describe(pod: &Pod) -> String {
     statuses(pod)
         .iter()
         .map(|c| {
@@ -72,10 +72,10 @@ fn describe(pod: &Pod) -> String {
 }
 
 /// Restarts the registry when dropped, so a failing test leaves the harness whole.
-struct RegistryStopped;
+pub(super) struct RegistryStopped;
 
 impl RegistryStopped {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         harness::ctl("stop", "registry");
         RegistryStopped
     }
@@ -218,7 +218,7 @@ async fn cache_runs_on_the_real_node_and_a_registry_outage_today() {
 }
 
 /// The manifest `repo:reference` on the loopback registry, as served (OCI).
-fn registry_manifest(repo: &str, reference: &str) -> serde_json::Value {
+pub(super) fn registry_manifest(repo: &str, reference: &str) -> serde_json::Value {
     let registry = harness::registry().expect("registry");
     let out = std::process::Command::new("curl")
         .args(["-sf", "-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
@@ -229,7 +229,7 @@ fn registry_manifest(repo: &str, reference: &str) -> serde_json::Value {
 }
 
 /// Pushes `manifest` as `repo:tag` (its blobs are in `repo` already); returns its digest.
-fn put_registry_manifest(repo: &str, tag: &str, manifest: &serde_json::Value) -> String {
+pub(super) fn put_registry_manifest(repo: &str, tag: &str, manifest: &serde_json::Value) -> String {
     let registry = harness::registry().expect("registry");
     let out = std::process::Command::new("curl")
         .args([

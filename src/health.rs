@@ -409,6 +409,9 @@ pub struct ContainerView {
     pub name: String,
     #[serde(default)]
     pub image: String,
+    /// What the runtime started (`repo@sha256:…`): the node's digest of the image.
+    #[serde(default, rename = "imageID")]
+    pub image_id: String,
     #[serde(default)]
     pub state: Option<StateView>,
 }

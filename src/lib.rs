@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod controller;
+pub mod freshness;
 pub mod health;
 pub mod http;
 pub mod k8s;

@@ -65,6 +65,15 @@ pub struct StrategyLabel {
     pub strategy: String,
 }
 
+/// An image whose registry could not say its digest, by the class of failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryFailLabel {
+    pub set: String,
+    pub image: String,
+    /// timeout, unauthorized, not_found, server, unreachable, other.
+    pub reason: String,
+}
+
 /// The config in force: `configmap` with its resourceVersion, or `file`/`env` with a content hash.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConfigInfoLabel {
@@ -94,6 +103,10 @@ pub struct Metrics {
     pub quota_needed: Family<QuotaLabel, Gauge<f64, AtomicU64>>,
     pub quota_available: Family<QuotaLabel, Gauge<f64, AtomicU64>>,
     pub config_info: Family<ConfigInfoLabel, Gauge>,
+    pub image_stale_nodes: Family<ImageLabel, Gauge>,
+    pub registry_check_failed: Family<RegistryFailLabel, Gauge>,
+    pub refreshed_nodes: Family<SetLabel, Counter>,
+    pub refresh_failures: Family<SetLabel, Counter>,
 }
 
 /// Registers each `field => name, help;` row: a table instead of one five-line call per metric.
@@ -127,6 +140,10 @@ impl Default for Metrics {
             quota_needed: Family::default(),
             quota_available: Family::default(),
             config_info: Family::default(),
+            image_stale_nodes: Family::default(),
+            registry_check_failed: Family::default(),
+            refreshed_nodes: Family::default(),
+            refresh_failures: Family::default(),
             registry: Registry::default(),
         };
         // One row per metric: field => name (after the `kip_` prefix), help.
@@ -150,6 +167,10 @@ impl Default for Metrics {
             quota_shortfalls => "quota_shortfalls", "Sets not fitting a ResourceQuota key or LimitRange bound";
             quota_needed => "quota_shortfall_needed", "What a set that does not fit needs (bytes, cores or pods)";
             quota_available => "quota_shortfall_available", "What is free for that set (quota) or the bound it breaks (LimitRange), in the same unit";
+            image_stale_nodes => "image_stale_nodes", "Nodes whose cache runs another digest of the image than the registry's (refresh digest; refreshed next)";
+            registry_check_failed => "registry_check_failed", "1 per image whose registry could not say its digest at the last check, by reason: timeout, unauthorized, not_found, server, unreachable, other (the nodes keep their cache)";
+            refreshed_nodes => "refreshed_nodes", "Cache pods replaced after their node pulled a changed tag (refresh digest)";
+            refresh_failures => "refresh_failures", "Refresh pods that failed to pull (tried again at the next check)";
             config_info => "config_info", "1 for the config version in force: source (configmap, file, env) and version (the ConfigMap's resourceVersion or a content hash)";
         }
         Self { registry, ..m }
@@ -211,6 +232,34 @@ impl Metrics {
             };
             self.quota_needed.get_or_create(&l).set(s.needed_value);
             self.quota_available.get_or_create(&l).set(s.available_value);
+        }
+    }
+
+    /// Replaces the digest-check series with the last check's lines (images that left drop out).
+    pub fn record_freshness(&self, lines: &[crate::freshness::ImageFreshness]) {
+        self.image_stale_nodes.clear();
+        self.registry_check_failed.clear();
+        for l in lines {
+            if let crate::freshness::Freshness::Pinned = l.freshness {
+                continue;
+            }
+            let stale = match l.freshness {
+                crate::freshness::Freshness::Stale { stale_nodes, .. } => i64::from(stale_nodes),
+                _ => 0,
+            };
+            let image = ImageLabel {
+                set: l.set.clone(),
+                image: l.image.clone(),
+            };
+            self.image_stale_nodes.get_or_create(&image).set(stale);
+            if let Some(reason) = l.failure_reason() {
+                let label = RegistryFailLabel {
+                    set: l.set.clone(),
+                    image: l.image.clone(),
+                    reason: reason.to_owned(),
+                };
+                self.registry_check_failed.get_or_create(&label).set(1);
+            }
         }
     }
 

@@ -554,6 +554,7 @@ mod tests {
         Config {
             namespace: "ns".into(),
             caching_interval_hours: 1,
+            refresh_check_interval: crate::config::DEFAULT_REFRESH_CHECK_INTERVAL,
             kip_image: "k:1".into(),
             deployment_name: None,
             sets,

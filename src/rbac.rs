@@ -37,6 +37,12 @@ pub enum Feature {
     LeaderElection,
     /// Reading the config from the API (`--config-map`): edits apply at once, not after kubelet's sync.
     ConfigMap,
+    /// The digest refresh (sets with `refresh = "digest"`): a refresh pod per stale node, then that node's
+    /// cache pod replaced. Without it: stale nodes are reported, not refreshed.
+    DigestRefresh,
+    /// The sets' pull Secrets read (by name) to ask private registries for digests. Without it: those
+    /// images are asked anonymously, and a 401 is reported.
+    PullSecrets,
     /// The validating admission webhook (`--webhook-addr`): its TLS Secret and its
     /// ValidatingWebhookConfiguration. Without them: one warning, no webhook.
     Webhook,
@@ -165,6 +171,24 @@ pub const TABLE: &[Permission] = &[
     ),
     row(
         "",
+        "pods",
+        &["create", "delete"],
+        "digest refresh: a short-lived pod pulls a changed tag on each stale node, then that node's cache pod is replaced (without them: stale nodes are reported, not refreshed)",
+        Feature::DigestRefresh,
+    ),
+    named(
+        row(
+            "",
+            "secrets",
+            &["get"],
+            "digest checks of private images: the sets' image_pull_secrets, restricted by resourceNames to those names (without it: asked anonymously, a 401 reported)",
+            Feature::PullSecrets,
+        ),
+        // Named by the config, so no default: the chart renders them from its values, `rbac` leaves the row out.
+        &[],
+    ),
+    row(
+        "",
         "resourcequotas",
         &["list"],
         "quota check: whether the namespace has room for the cache pods",
@@ -238,7 +262,11 @@ pub const TABLE: &[Permission] = &[
 pub fn rules(scope: Scope) -> Vec<Value> {
     type Rule<'a> = (&'a str, &'a str, &'a [&'a str], Vec<&'a str>);
     let mut out: Vec<Rule<'_>> = Vec::new();
-    for p in TABLE.iter().filter(|p| p.scope == scope) {
+    // A row named by the config (pull Secrets) has no names here: left out rather than granted for all.
+    for p in TABLE
+        .iter()
+        .filter(|p| p.scope == scope && !(p.named && p.resource_names.is_empty()))
+    {
         match out
             .iter_mut()
             .find(|(g, r, n, _)| *g == p.group && *r == p.resource && *n == p.resource_names)
@@ -293,6 +321,7 @@ pub fn manifests_yaml(name: &str) -> String {
             let names = rule.get("resourceNames").cloned().unwrap_or_else(|| json!([]));
             for p in TABLE
                 .iter()
+                .filter(|p| !(p.named && p.resource_names.is_empty()))
                 .filter(|p| Some(p.group) == group && Some(p.resource) == resource && json!(p.resource_names) == names)
             {
                 let need = if p.required { "required" } else { "optional" };
@@ -439,6 +468,20 @@ impl Access {
         f
     }
 
+    /// Turns an optional feature the config decides (the digest refresh, pull Secrets) on or off, so that only
+    /// the permissions in use are announced missing.
+    pub fn set_feature(&self, feature: Feature, on: bool) {
+        let mut inner = self.lock();
+        let changed = if on {
+            inner.active.insert(feature)
+        } else {
+            inner.active.remove(&feature)
+        };
+        if changed {
+            self.announce(&mut inner);
+        }
+    }
+
     /// Turns on the ConfigMap feature for the ConfigMap `name` (its permission is then checked by name).
     pub fn watch_config_map(&self, name: &str) {
         let mut inner = self.lock();
@@ -458,7 +501,9 @@ impl Access {
         let Some(rules) = &inner.rules else { return true };
         let granted = rules.iter().any(|r| {
             let names = r.resource_names.as_deref().unwrap_or_default();
+            // Pull Secrets are granted by name: whether a name is among them shows when it is read.
             (names.is_empty()
+                || resource == "secrets"
                 || (resource == "configmaps" && inner.config_map.as_ref().is_some_and(|n| names.contains(n))))
                 && r.verbs.iter().any(|v| v == "*" || v == verb)
                 && matches_any(&r.api_groups, group)

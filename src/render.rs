@@ -10,15 +10,15 @@ use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, LocalObjectReference, Pod, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Image, ImageSet, Resources, SLEEPER_INIT_CONTAINER};
+use crate::config::{Config, Image, ImageSet, Refresh, Resources, SLEEPER_INIT_CONTAINER};
 use crate::labels;
 
 /// The sleeper protocol shared with the upstream tool, so either image can provide the sleeper: the init
@@ -62,8 +62,8 @@ pub const CHECKOV_SKIPS: [(&str, &str); 5] = [
     ),
     (
         "checkov.io/skip5",
-        "CKV_K8S_15=moving tags are pulled Always; digests and the sleeper image are IfNotPresent as a node may \
-         start cache pods while the registry is away",
+        "CKV_K8S_15=cache containers are IfNotPresent so a node starts them while the registry is away; the \
+         controller pulls changed tags itself (refresh digest) or the set pulls Always (refresh interval)",
     ),
 ];
 /// On OpenShift the SCC assigns the user id, so none is set (see [`RenderOptions::openshift`]).
@@ -215,6 +215,82 @@ pub fn desired(config: &Arc<Config>, options: &RenderOptions) -> Vec<Desired> {
         .collect()
 }
 
+/// Label value of [`labels::NAME`] on refresh pods: not the cache pods' own, so no DaemonSet adopts them.
+pub const REFRESH_NAME: &str = "kip-refresh";
+/// Annotation naming the node a refresh pod pulls for (its `nodeName` says the same).
+pub const REFRESH_NODE: &str = "kubernetes-image-puller/refresh-node";
+/// A refresh pod still not done after this long is given up (and tried again at the next check).
+pub const REFRESH_DEADLINE_SECONDS: i64 = 600;
+/// What a refresh container runs: the sleeper, told to exit at once (the pull is all that was wanted).
+const REFRESH_SLEEP: &str = "0s";
+
+/// The name of the refresh pod of `set` on `node`: one per set and node at a time.
+pub fn refresh_pod_name(set: &str, node: &str) -> String {
+    let digest = Sha256::digest(node.as_bytes());
+    format!("{set}-refresh-{}", &hex16(&digest)[..10])
+}
+
+/// The labels that find every refresh pod of `set` made by `instance`.
+pub fn refresh_selector(instance: &str, set: &str) -> String {
+    format!(
+        "{}={},{}={instance},{}={REFRESH_NAME},{}={set}",
+        labels::MANAGED_BY,
+        labels::MANAGER,
+        labels::INSTANCE,
+        labels::NAME,
+        labels::SET
+    )
+}
+
+/// A short-lived pod on `node` that pulls `images` (moving tags whose registry digest the node does not run)
+/// by tag with pull policy Always, so that the node's tag moves to the new content, then exits. Once it has
+/// succeeded the controller replaces the node's cache pod, which starts from the new content without asking
+/// the registry (IfNotPresent). A pull by digest would not move the node's tag. Bound to the node by
+/// `nodeName`; same resources, pull secrets, tolerations and Pod Security "restricted" settings as the cache
+/// pods; owned (not controlled) by the set's DaemonSet, so it goes with it.
+pub fn refresh_pod(
+    config: &Config,
+    set: &ImageSet,
+    node: &str,
+    images: &[&Image],
+    owner: Option<OwnerReference>,
+    options: &RenderOptions,
+) -> Pod {
+    let mut spec = pod_spec(config, set, &[], options);
+    let resources = resource_requirements(&set.resources);
+    spec.containers = images
+        .iter()
+        .map(|image| Container {
+            args: Some(vec![REFRESH_SLEEP.into()]),
+            ..cache_container(image, &resources, true)
+        })
+        .collect();
+    spec.node_name = Some(node.to_owned());
+    spec.node_selector = None;
+    spec.affinity = None;
+    spec.restart_policy = Some("Never".into());
+    spec.active_deadline_seconds = Some(REFRESH_DEADLINE_SECONDS);
+    let pod_labels = BTreeMap::from([
+        (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
+        (labels::PART_OF.to_owned(), labels::MANAGER.to_owned()),
+        (labels::INSTANCE.to_owned(), instance(config).to_owned()),
+        (labels::NAME.to_owned(), REFRESH_NAME.to_owned()),
+        (labels::SET.to_owned(), set.name.clone()),
+    ]);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(refresh_pod_name(&set.name, node)),
+            namespace: Some(config.namespace.clone()),
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([(REFRESH_NODE.to_owned(), node.to_owned())])),
+            owner_references: owner.map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
 /// The DaemonSet without its spec-hash annotation (what the hash is computed over), holding the cache
 /// containers of `images` (the set's own, or none for the skeleton the hash and the size are made from).
 fn render_unhashed(config: &Config, set: &ImageSet, images: &[Image], options: &RenderOptions) -> DaemonSet {
@@ -330,7 +406,11 @@ fn images_len(set: &ImageSet) -> usize {
                 name: String::new(),
                 reference: reference.to_owned(),
             };
-            json_len(&cache_container(&image, &empty)) - reference.len()
+            json_len(&cache_container(
+                &image,
+                &empty,
+                pulls_always(Refresh::Interval, &image),
+            )) - reference.len()
         };
         (len(""), len("@"))
     });
@@ -341,7 +421,8 @@ fn images_len(set: &ImageSet) -> usize {
         .images
         .iter()
         .map(|i| {
-            let template = if i.is_pinned() { pinned } else { tagged };
+            // A pinned reference is rendered as an IfNotPresent one is.
+            let template = if pulls_always(set.refresh, i) { tagged } else { pinned };
             template + resources + e(&i.name) + e(&i.reference)
         })
         .sum();
@@ -450,8 +531,8 @@ fn templated_hash(skeleton: &[u8], set: &ImageSet) -> Option<String> {
         return None;
     };
     let resources = resource_requirements(&set.resources);
-    let tagged = ContainerTemplate::new(&resources, "")?;
-    let pinned = ContainerTemplate::new(&resources, "@")?;
+    let tagged = ContainerTemplate::new(&resources, "", set.refresh == Refresh::Interval)?;
+    let pinned = ContainerTemplate::new(&resources, "@", false)?;
     let mut w = std::io::BufWriter::with_capacity(8192, Sha256::new());
     let mut write = || -> std::io::Result<()> {
         use std::io::Write as _;
@@ -485,12 +566,12 @@ struct ContainerTemplate {
 impl ContainerTemplate {
     /// From a container rendered with `placeholder` as its reference ("@" stands for any pinned one) and
     /// an empty name; None if either value is not found exactly once.
-    fn new(resources: &ResourceRequirements, placeholder: &str) -> Option<Self> {
+    fn new(resources: &ResourceRequirements, placeholder: &str, always: bool) -> Option<Self> {
         let image = Image {
             name: String::new(),
             reference: placeholder.to_owned(),
         };
-        let json = serde_json::to_vec(&cache_container(&image, resources)).ok()?;
+        let json = serde_json::to_vec(&cache_container(&image, resources, always)).ok()?;
         let image_at = format!("\"image\":\"{placeholder}\"");
         let (i, image_len) = (find_once(&json, image_at.as_bytes())?, image_at.len());
         let (n, name_len) = (find_once(&json, b"\"name\":\"\"")?, b"\"name\":\"\"".len());
@@ -530,7 +611,10 @@ fn pod_spec(config: &Config, set: &ImageSet, images: &[Image], options: &RenderO
     };
     PodSpec {
         init_containers: Some(vec![install]),
-        containers: images.iter().map(|image| cache_container(image, &resources)).collect(),
+        containers: images
+            .iter()
+            .map(|image| cache_container(image, &resources, pulls_always(set.refresh, image)))
+            .collect(),
         volumes: Some(vec![Volume {
             name: SLEEPER_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource {
@@ -557,13 +641,19 @@ fn pod_spec(config: &Config, set: &ImageSet, images: &[Image], options: &RenderO
     }
 }
 
-fn cache_container(image: &Image, resources: &ResourceRequirements) -> Container {
+/// Whether a cache container pulls its image at every start. Only the upstream refresh (`interval`: a rolling
+/// restart re-pulls moving tags) needs it; with `digest` the controller pulls changed tags itself (a refresh
+/// pod) and a restart starts from the node's disk, so the cache holds through a registry outage. A digest
+/// never changes.
+pub fn pulls_always(refresh: Refresh, image: &Image) -> bool {
+    refresh == Refresh::Interval && !image.is_pinned()
+}
+
+fn cache_container(image: &Image, resources: &ResourceRequirements, always: bool) -> Container {
     Container {
         name: image.name.clone(),
         image: Some(image.reference.clone()),
-        // Moving tags are checked against the registry on each pod start (a refresh re-pulls them);
-        // a digest never changes.
-        image_pull_policy: Some(if image.is_pinned() { "IfNotPresent" } else { "Always" }.into()),
+        image_pull_policy: Some(if always { "Always" } else { "IfNotPresent" }.into()),
         command: Some(vec![SLEEPER_PATH.into()]),
         args: Some(vec![SLEEP_DURATION.into()]),
         resources: Some(resources.clone()),
@@ -645,6 +735,7 @@ mod tests {
         let config = Config {
             namespace: "ns".into(),
             caching_interval_hours: 1,
+            refresh_check_interval: crate::config::DEFAULT_REFRESH_CHECK_INTERVAL,
             kip_image: "quay.io/x/kip:1".into(),
             deployment_name: Some("kip".into()),
             sets: vec![],
@@ -796,6 +887,7 @@ mod tests {
         let config = Config {
             namespace: "image-cache".into(),
             caching_interval_hours: 6,
+            refresh_check_interval: crate::config::DEFAULT_REFRESH_CHECK_INTERVAL,
             kip_image: "quay.io/example/kubernetes-image-puller:1.0.0".into(),
             deployment_name: None,
             sets: vec![],
@@ -818,7 +910,7 @@ mod tests {
         let ds = render_set(&config, &set, &RenderOptions::default());
         assert_eq!(
             ds.metadata.annotations.unwrap()[labels::SPEC_HASH],
-            "e517b28de5d402063422c32c173a5b14"
+            "eaa46ee85280db92250a1b36a47b0ed4"
         );
     }
 

@@ -45,7 +45,7 @@ fn default_toml_loads_with_the_readme_images_and_defaults() {
     assert_eq!(set.resources, Resources::default());
     assert!(set.node_selector.is_empty());
     assert!(set.tolerations.is_empty());
-    assert_eq!(set.refresh, Refresh::Interval);
+    assert_eq!(set.refresh, Refresh::Digest);
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn builtin_defaults_apply_when_nothing_is_set() {
         ),
         (".05", ".2", "10Mi", "20Mi")
     );
-    assert_eq!(c.sets[0].refresh, Refresh::Interval);
+    assert_eq!(c.sets[0].refresh, Refresh::Digest);
     assert_eq!(c.sets[0].affinity, None);
     assert!(c.sets[0].annotations.is_empty());
 }

@@ -550,6 +550,7 @@ async fn once_reads_the_configmap_with_one_get() {
         pod_name: None,
         pod_namespace: Some(NS.into()),
         failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
+        plain_http_registries: Vec::new(),
     };
     let controller = Controller::new(
         client,

@@ -705,7 +705,8 @@ async fn health_check_pages_pods_reports_failures_and_refreshes() {
     std::fs::write(
         &path,
         config_toml(&[
-            set_toml("a", &[("web", "nginx:1.25")]),
+            // The upstream refresh: a rolling restart each interval.
+            format!("{}refresh = \"interval\"\n", set_toml("a", &[("web", "nginx:1.25")])),
             set_toml("p", &[("db", pinned)]),
         ]),
     )

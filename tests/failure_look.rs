@@ -41,6 +41,7 @@ async fn started(api: &FakeApi, client: kube::Client, settle: Duration) -> (supp
     std::fs::write(&path, config_toml(&[set_toml("web", &[("web", IMAGE)])])).unwrap();
     let settings = kubernetes_image_puller::controller::Settings {
         failure_settle: settle,
+        plain_http_registries: Vec::new(),
         ..support::settings(Some(&path))
     };
     let booted = support::boot(client, settings, Vars::default());

@@ -446,6 +446,7 @@ async fn refresh_under(role: Vec<Value>) -> (FakeApi, Option<String>) {
         pod_name: None,
         pod_namespace: None,
         failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
+        plain_http_registries: Vec::new(),
     };
     let mut controller = Controller::new(
         client,

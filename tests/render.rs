@@ -488,11 +488,29 @@ fn spec_hash_stays_when_nothing_rendered_changes() {
     let before = hashes(&base);
     assert_eq!(before, hashes(&base.clone()), "same config, same hashes");
 
-    // Not part of the DaemonSet: the interval and the refresh mode are the controller's business.
+    // Not part of the DaemonSet: the intervals, and digest versus never (both IfNotPresent), are the
+    // controller's business.
     let mut c = base.clone();
     c.caching_interval_hours = 48;
-    c.sets[1].refresh = Refresh::Never;
+    c.refresh_check_interval = std::time::Duration::from_secs(60);
+    for set in c.sets.iter_mut().filter(|s| s.refresh != Refresh::Interval) {
+        set.refresh = if set.refresh == Refresh::Never {
+            Refresh::Digest
+        } else {
+            Refresh::Never
+        };
+    }
     assert_eq!(hashes(&c), before);
+    // The upstream refresh pulls moving tags Always: a different pod template.
+    let mut c = base.clone();
+    for set in &mut c.sets {
+        set.refresh = if set.refresh == Refresh::Interval {
+            Refresh::Digest
+        } else {
+            Refresh::Interval
+        };
+    }
+    assert_ne!(hashes(&c), before);
 
     // The owner reference depends on where the render runs (the controller's Deployment, or none for
     // `status` on a laptop): it is set on the object but kept out of the hash.
@@ -690,8 +708,9 @@ fn openshift_leaves_ids_to_the_scc() {
 
 #[test]
 fn pinned_images_are_not_pulled_again_tags_are() {
+    // With the upstream refresh (interval) moving tags pull Always; the default (digest) is checked below.
     let text = format!(
-        "[[sets]]\nname = \"s\"\nimages = {{ pinned = \"quay.io/a/b@{DIGEST}\", tagged = \"quay.io/a/b:1.0\", latest = \"busybox\", both = \"quay.io/a/b:1.0@{DIGEST}\", port = \"localhost:5000/a:1\" }}\n"
+        "[[sets]]\nname = \"s\"\nrefresh = \"interval\"\nimages = {{ pinned = \"quay.io/a/b@{DIGEST}\", tagged = \"quay.io/a/b:1.0\", latest = \"busybox\", both = \"quay.io/a/b:1.0@{DIGEST}\", port = \"localhost:5000/a:1\" }}\n"
     );
     let c = load_ok(&text);
     let ds = &render::render(&c, &plain())[0];
@@ -710,6 +729,50 @@ fn pinned_images_are_not_pulled_again_tags_are() {
             ("tagged", "Always"),
         ])
     );
+    // The default refresh (digest): every cache container starts from the node's disk, registry or not.
+    let c = load_ok(&text.replace("refresh = \"interval\"\n", ""));
+    let ds = &render::render(&c, &plain())[0];
+    assert!(
+        pod(ds)
+            .containers
+            .iter()
+            .all(|c| c.image_pull_policy.as_deref() == Some("IfNotPresent")),
+        "{:?}",
+        pod(ds).containers
+    );
+}
+
+#[test]
+fn a_refresh_pod_pulls_only_the_stale_tags_by_tag_with_always_on_its_node() {
+    let c = load_ok(
+        "[[sets]]\nname = \"s\"\nimage_pull_secrets = [\"regcred\"]\nimages = { a = \"quay.io/a/b:1.0\", b = \"quay.io/a/c:2\" }\n",
+    );
+    let set = &c.sets[0];
+    let images: Vec<_> = set.images.iter().filter(|i| i.name == "b").collect();
+    let pod = render::refresh_pod(&c, set, "node-1", &images, None, &plain());
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.containers.len(), 1);
+    let b = &spec.containers[0];
+    assert_eq!(
+        (b.image.as_deref(), b.image_pull_policy.as_deref()),
+        (Some("quay.io/a/c:2"), Some("Always"))
+    );
+    assert_eq!(b.args, Some(vec!["0s".to_owned()]), "the sleeper exits at once");
+    assert_eq!(spec.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+    let labels = pod.metadata.labels.as_ref().unwrap();
+    // Not the cache pods' labels: the DaemonSet must never adopt it.
+    assert_eq!(labels["app.kubernetes.io/name"], "kip-refresh");
+    assert_eq!(
+        pod.metadata.name.as_deref(),
+        Some(render::refresh_pod_name("s", "node-1").as_str())
+    );
+    assert!(pod.metadata.name.as_ref().unwrap().len() <= 63 + 19);
+    // Pod Security "restricted", as the cache pods.
+    let sc = b.security_context.as_ref().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.run_as_non_root, Some(true));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -64,6 +64,11 @@ pub fn table(report: &StatusReport) -> String {
             let _ = writeln!(out, "failing: set {} image {f}", h.set);
         }
     }
+    for f in &report.freshness {
+        if !matches!(f.freshness, crate::freshness::Freshness::Pinned) {
+            let _ = writeln!(out, "digest: {f}");
+        }
+    }
     for s in &report.shortfalls {
         let _ = writeln!(out, "quota: {s}");
     }
@@ -129,8 +134,22 @@ mod tests {
             permissions: crate::rbac::Access::default().report(),
             quota_totals: Vec::new(),
             config: None,
+            freshness: vec![crate::freshness::ImageFreshness {
+                set: "wide".into(),
+                image: "ide".into(),
+                reference: "reg/ide:next".into(),
+                freshness: crate::freshness::Freshness::RegistryFailed {
+                    reason: "unreachable".into(),
+                    message: "cannot resolve reg/ide:next at reg: unreachable: connection refused".into(),
+                    cached_nodes: 3,
+                },
+            }],
         };
         let text = table(&report);
+        assert!(
+            text.contains("digest: set wide image ide (reg/ide:next): cached on 3 node(s); registry unreachable: "),
+            "{text}"
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines.contains(&"not created: set wide lacks a pod on 1 of 3 node(s): FailedCreate (pod_security): violates PodSecurity"),

@@ -158,11 +158,14 @@ pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
             .get("DAEMONSET_NAME")
             .unwrap_or_else(|| DEFAULT_DAEMONSET_NAME.into()),
         images,
+        // The upstream behaviour: pull policy Always and a rolling restart every CACHING_INTERVAL_HOURS.
+        refresh: Some(super::Refresh::Interval),
         ..RawSet::from(values)
     };
     let raw = RawConfig {
         namespace: vars.get("NAMESPACE"),
         caching_interval_hours,
+        refresh_check_interval: None,
         kip_image: vars.get("KIP_IMAGE"),
         deployment_name: vars.get("DEPLOYMENT_NAME"),
         defaults: RawDefaults::default(),

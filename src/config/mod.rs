@@ -35,6 +35,8 @@ pub const DEFAULT_DAEMONSET_NAME: &str = "kubernetes-image-puller";
 /// image, published under the upstream name it replaces (also upstream's KIP_IMAGE default).
 pub const DEFAULT_KIP_IMAGE: &str = "quay.io/eclipse/kubernetes-image-puller:next";
 /// Name of the init container that installs the sleeper; no image may use it.
+/// `refresh_check_interval` when the config gives none.
+pub const DEFAULT_REFRESH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 pub const SLEEPER_INIT_CONTAINER: &str = "kip-sleep-install";
 
 /// A validated config: every value here has been checked and every default applied.
@@ -42,6 +44,8 @@ pub const SLEEPER_INIT_CONTAINER: &str = "kip-sleep-install";
 pub struct Config {
     pub namespace: String,
     pub caching_interval_hours: u32,
+    /// How often sets with `refresh = "digest"` are compared with the registry.
+    pub refresh_check_interval: std::time::Duration,
     pub kip_image: String,
     /// The puller's own Deployment, owner of the DaemonSets (so uninstall garbage-collects them).
     pub deployment_name: Option<String>,

@@ -30,6 +30,12 @@ pub struct RawConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caching_interval_hours: Option<i64>,
 
+    /// How often moving tags (sets with `refresh = "digest"`) are resolved to their registry digest and compared
+    /// with the nodes': a duration such as "15m", "1h" or "90s", from 10s to 24h. Default: "15m".
+    #[validate(custom(function = "rules::check_interval"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_check_interval: Option<String>,
+
     /// Image that provides the static sleeper (`/usr/local/bin/kip-sleep`) copied into every cache pod.
     /// Default: the KIP_IMAGE environment variable, then this project's image.
     #[validate(custom(function = "rules::image_reference"))]
@@ -133,18 +139,25 @@ per_set_fields! {
             sample r#"{ "example.com/team" = "infra" }"#,
             in_set "Merged over `defaults.annotations` (the set's value wins per key).",
             #[validate(custom(function = "rules::annotation_map"))];
-        /// "interval": restart the pods every caching_interval_hours so moving tags (":latest") are pulled
-        /// again; "never": leave running pods alone. Default: "interval". Digest-pinned images never re-pull.
+        /// How moving tags (":latest") stay current. "digest": every refresh_check_interval the registry is asked
+        /// for each tag's digest (one manifest HEAD per image) and only the nodes whose cache holds another
+        /// digest are refreshed; cache containers never need the registry to restart. "interval": the
+        /// upstream way, pull policy Always and a rolling restart every caching_interval_hours. "never":
+        /// nothing is pulled again. Default: "digest" ("interval" for the upstream environment variables).
+        /// Digest-pinned images are never pulled again.
         refresh: Refresh = replace, sample r#""never""#, in_set "Replaces `defaults.refresh` for this set.";
     }
 }
 
-/// When running cache pods are restarted so that moving tags are pulled again.
+/// How moving tags stay current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Refresh {
-    /// Rolling restart every caching_interval_hours.
+    /// The registry's digest of each moving tag is checked every refresh_check_interval; only nodes holding
+    /// another digest pull again. Cache containers are IfNotPresent: a restart never needs the registry.
     #[default]
+    Digest,
+    /// Pull policy Always and a rolling restart every caching_interval_hours (the upstream behaviour).
     Interval,
     /// Never restart for freshness; only config changes roll the pods.
     Never,

@@ -453,6 +453,12 @@ fn build(raw: &RawConfig) -> Config {
         namespace: raw.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
         // Range-checked (1..=8760) by the field rules before we get here.
         caching_interval_hours: raw.caching_interval_hours.map_or(1, |h| u32::try_from(h).unwrap_or(1)),
+        // Checked by the field rules before we get here.
+        refresh_check_interval: raw
+            .refresh_check_interval
+            .as_deref()
+            .and_then(|s| super::rules::check_interval_of(s).ok())
+            .unwrap_or(super::DEFAULT_REFRESH_CHECK_INTERVAL),
         kip_image: raw.kip_image.clone().unwrap_or_else(|| DEFAULT_KIP_IMAGE.into()),
         deployment_name: raw.deployment_name.clone(),
         sets,

@@ -270,6 +270,27 @@ pub fn parse_quantity(s: &str) -> Result<ParsedQuantity, String> {
     ParsedQuantity::try_from(s).map_err(|_| not_a_quantity(s))
 }
 
+/// The shortest and longest `refresh_check_interval`.
+pub const CHECK_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_secs(10);
+pub const CHECK_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A `refresh_check_interval`: a duration ("15m", "1h30m", "90s", jiff's friendly format) from 10s to 24h.
+pub fn check_interval_of(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} is not a duration: use e.g. \"15m\", \"1h\" or \"90s\"", q(s)))?;
+    let d = std::time::Duration::try_from(d).map_err(|_| format!("{} is negative: use e.g. \"15m\"", q(s)))?;
+    if d < CHECK_INTERVAL_MIN || d > CHECK_INTERVAL_MAX {
+        return Err(format!("{} is out of range: from 10s to 24h", q(s)));
+    }
+    Ok(d)
+}
+
+pub fn check_interval(s: &str) -> Result<(), ValidationError> {
+    check_interval_of(s).map(|_| ()).map_err(|m| invalid("duration", m))
+}
+
 pub fn quantity(s: &str) -> Result<(), ValidationError> {
     quantity_nanos(s).map(|_| ()).map_err(|m| invalid("quantity", m))
 }

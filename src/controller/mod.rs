@@ -41,6 +41,7 @@ mod config_map;
 mod looks;
 mod once;
 mod pass;
+mod refresh;
 mod run;
 mod state;
 mod trigger;
@@ -68,6 +69,9 @@ pub struct Settings {
     /// How long a set's DaemonSet may show unready pods before its pods are looked at for failing images
     /// (normal pulls are not reported); the look repeats with backoff while the set stays unready.
     pub failure_settle: Duration,
+    /// Registry hosts asked over plain HTTP by the digest check (`PLAIN_HTTP_REGISTRIES`, comma-separated,
+    /// e.g. a registry on loopback); all others over HTTPS.
+    pub plain_http_registries: Vec<String>,
 }
 
 /// The default [`Settings::failure_settle`]: a usual pull of a cached-size image is over by then.
@@ -84,8 +88,28 @@ impl Settings {
             pod_name: var("POD_NAME"),
             pod_namespace: var("POD_NAMESPACE"),
             failure_settle: FAILURE_SETTLE,
+            plain_http_registries: plain_http_registries(),
         }
     }
+}
+
+/// `PLAIN_HTTP_REGISTRIES`: registry hosts (as in image references, `127.0.0.1:5000`) asked over HTTP.
+pub fn plain_http_registries() -> Vec<String> {
+    std::env::var("PLAIN_HTTP_REGISTRIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The resolver of the digest check for `settings`.
+fn resolver_for(plain_http_registries: Vec<String>) -> Arc<crate::registry::Resolver> {
+    Arc::new(crate::registry::Resolver::new(crate::registry::ResolverConfig {
+        insecure_registries: plain_http_registries,
+        ..crate::registry::ResolverConfig::default()
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +132,8 @@ pub struct Controller {
     platform: Platform,
     memory: Memory,
     reported: Reported,
+    /// The digest check's registry client (its answers kept until the next check).
+    resolver: Arc<crate::registry::Resolver>,
 }
 
 impl Controller {
@@ -130,7 +156,9 @@ impl Controller {
             settings.pod_namespace.clone(),
         )
         .with_access(access.clone());
+        let resolver = resolver_for(settings.plain_http_registries.clone());
         Self {
+            resolver,
             client,
             settings,
             env,

@@ -14,6 +14,9 @@ pub struct StatusReport {
     pub quota_totals: Vec<quota::QuotaTotal>,
     /// The config version this report was made with (the file's or variables' content hash).
     pub config: Option<ConfigVersion>,
+    /// Per moving tag of the `refresh = "digest"` sets: the registry's digest against the nodes'. A registry
+    /// that cannot be asked is reported, not a failure: the nodes keep their cache.
+    pub freshness: Vec<crate::freshness::ImageFreshness>,
 }
 
 impl StatusReport {
@@ -68,7 +71,17 @@ pub async fn status(
     let desired = render::desired(&config, &options);
     let sets = status::gather(&cluster, &config, &desired, &owned).await;
     let quota = checks::quota_check(&cluster, &config, &owned).await;
+    let resolver = resolver_for(plain_http_registries());
+    let mut freshness = Vec::new();
+    for set in config.sets.iter().filter(|s| refresh::checks_digests(s)) {
+        let payloads = refresh::pull_secret_payloads(&cluster, set).await;
+        let answers = refresh::registry_answers(&resolver, set, &payloads).await;
+        if let Ok(tally) = refresh::tally_set(&cluster, set, &answers).await {
+            freshness.extend(crate::freshness::report(set, &answers, &tally));
+        }
+    }
     Ok(StatusReport {
+        freshness,
         namespace: config.namespace.clone(),
         sets,
         permissions: access.report(),

@@ -148,6 +148,7 @@ impl Controller {
                 }
             }
             Trigger::HealthTick => return self.on_health_tick(s, shutdown).await,
+            Trigger::DigestCheckDue => return self.on_digest_check_due(s, shutdown).await,
             Trigger::LookDue => {
                 let look = self.on_look_due(s);
                 if unless_shutdown(shutdown, look).await.is_none() {
@@ -189,6 +190,12 @@ impl Controller {
         let now = Instant::now();
         s.due = Some(now);
         s.failures = 0;
+        if let Some(c) = self.cfg.config.as_ref() {
+            let next = now + c.refresh_check_interval;
+            if next < s.digest_fresh_at {
+                s.digest_fresh_at = next;
+            }
+        }
         let interval = self.interval();
         if s.health_tick.period() != interval {
             tracing::info!(interval = ?interval, "health check interval changed; next check one interval from now");
@@ -278,6 +285,31 @@ impl Controller {
             && let Some(wait) = QUICK_CHECKS.get(step + 1)
         {
             s.quick = Some((Instant::now() + *wait, step + 1));
+        }
+        Flow::Continue
+    }
+
+    /// A digest check: a fresh one (the registry asked again) once per `refresh_check_interval`, and a step
+    /// every few seconds while refreshes are going.
+    async fn on_digest_check_due(&mut self, s: &mut Session, shutdown: &mut watch::Receiver<bool>) -> Flow {
+        let now = Instant::now();
+        let fresh = now >= s.digest_fresh_at;
+        if fresh {
+            let interval = self
+                .cfg
+                .config
+                .as_ref()
+                .map_or(config::DEFAULT_REFRESH_CHECK_INTERVAL, |c| c.refresh_check_interval);
+            s.digest_fresh_at = now + interval;
+        }
+        s.digest_step_at = None;
+        let owned = s.store.state();
+        let check = tokio::time::timeout(PASS_TIMEOUT * 2, self.digest_check(&s.cluster, &owned, fresh));
+        match unless_shutdown(shutdown, check).await {
+            None => return Flow::Stop,
+            Some(Err(_)) => tracing::warn!("digest check timed out; next one at the next interval"),
+            Some(Ok(true)) => s.digest_step_at = Some(Instant::now() + super::refresh::REFRESH_STEP),
+            Some(Ok(false)) => {}
         }
         Flow::Continue
     }

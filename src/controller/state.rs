@@ -82,4 +82,8 @@ pub(super) struct Reported {
     pub missing: HashMap<String, i32>,
     /// Per set, its images failing at the last look or health check: the `kip_image_failing_nodes` series.
     pub failing: BTreeMap<String, Vec<FailingImage>>,
+    /// Per (set, image): the reason of its registry failure, reported once per change.
+    pub registry_failures: BTreeMap<(String, String), String>,
+    /// Per set: its pull Secrets' payloads, read once per digest check interval.
+    pub pull_secrets: BTreeMap<String, Vec<Vec<u8>>>,
 }

@@ -33,6 +33,8 @@ pub(super) enum Trigger {
     ConflictRecheck,
     /// A set unready since the settling delay: its pods are looked at for failing images.
     LookDue,
+    /// The digest check of `refresh = "digest"` sets: a new interval, or the next step of refreshes going.
+    DigestCheckDue,
     HealthTick,
 }
 
@@ -132,6 +134,10 @@ pub(super) struct Session {
     pub failures: u32,
     /// When the last pass ended: watch events right after it are batched, later ones act at once.
     pub passed_at: Option<Instant>,
+    /// The next digest check that asks the registry again (every `refresh_check_interval`).
+    pub digest_fresh_at: Instant,
+    /// The next step of refreshes in progress (the registry's answers of this interval reused).
+    pub digest_step_at: Option<Instant>,
     resync: Interval,
     pub health_tick: Interval,
     conflict_tick: Interval,
@@ -173,6 +179,8 @@ impl Session {
             looks: BTreeMap::new(),
             failures: 0,
             passed_at: None,
+            digest_fresh_at: Instant::now() + super::refresh::FIRST_DIGEST_CHECK,
+            digest_step_at: None,
             resync: tokio::time::interval(resync),
             // The first health check a minute after start, then every interval.
             health_tick: tokio::time::interval_at(Instant::now() + Duration::from_secs(60), health_interval),
@@ -198,6 +206,11 @@ impl Session {
         let quick_at = self.quick.map(|(at, _)| at).filter(|_| acting);
         let look_at = self.looks.values().filter_map(|l| l.next).min().filter(|_| acting);
         let recheck = acting && self.due.is_none() && conflicts;
+        let digest_at = Some(
+            self.digest_step_at
+                .map_or(self.digest_fresh_at, |t| t.min(self.digest_fresh_at)),
+        )
+        .filter(|_| acting);
         tokio::select! {
             biased;
             _ = shutdown.changed() => Trigger::Shutdown,
@@ -207,6 +220,7 @@ impl Session {
             () = until(pass_at) => Trigger::PassDue,
             () = until(quick_at) => Trigger::QuickCheckDue,
             () = until(look_at) => Trigger::LookDue,
+            () = until(digest_at) => Trigger::DigestCheckDue,
             _ = self.resync.tick() => Trigger::Resync,
             _ = self.conflict_tick.tick(), if recheck => Trigger::ConflictRecheck,
             _ = self.health_tick.tick(), if acting => Trigger::HealthTick,
@@ -335,6 +349,7 @@ mod tests {
             pod_name: None,
             pod_namespace: None,
             failure_settle: super::FAILURE_SETTLE,
+            plain_http_registries: Vec::new(),
         }
     }
 

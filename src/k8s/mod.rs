@@ -15,6 +15,7 @@ use crate::rbac::Access;
 pub mod discovery;
 pub mod events;
 pub mod pages;
+pub mod pods;
 pub mod webhook;
 
 pub use discovery::{is_openshift, rules_review};
@@ -85,7 +86,7 @@ impl KubeError {
 
 pub type Result<T, E = KubeError> = std::result::Result<T, E>;
 
-fn is_not_found(e: &kube::Error) -> bool {
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 

@@ -75,6 +75,7 @@ pub fn settings(config_path: Option<&Path>) -> Settings {
         pod_name: Some("kip-0".into()),
         pod_namespace: Some(NS.into()),
         failure_settle: kubernetes_image_puller::controller::FAILURE_SETTLE,
+        plain_http_registries: Vec::new(),
     }
 }
 
