@@ -241,7 +241,8 @@ UPSTREAM_KEYS = {"IMAGES", "DAEMONSET_NAME", "CACHING_INTERVAL_HOURS", "NAMESPAC
 EXPECTED_ROLE = {
     ("apps", "daemonsets"): {"get", "list", "watch", "create", "delete", "patch", "update"},
     ("apps", "deployments"): {"get"},
-    ("", "pods"): {"list"},
+    # list: the health check; create, delete: the digest refresh's per-node refresh pods.
+    ("", "pods"): {"list", "create", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "events"): {"list"},
     ("coordination.k8s.io", "leases"): {"get", "create", "patch"},

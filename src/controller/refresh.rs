@@ -76,7 +76,7 @@ pub async fn tally_set(
 impl Controller {
     /// One step of the digest check: `fresh` asks the registry again (a new interval), otherwise its answers
     /// of this interval are used. Returns true while refreshes are going (the caller steps again soon).
-    pub(super) async fn digest_check(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>], fresh: bool) -> bool {
+    pub async fn digest_check(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>], fresh: bool) -> bool {
         let Some(config) = self.cfg.config.clone() else {
             return false;
         };

@@ -219,6 +219,19 @@ Keys left out, null or "" are not written, so the set inherits the default.
 {{- end -}}
 
 {{/* config.toml rendered from .Values.defaults and .Values.sets. */}}
+{{/* The pull Secret names of `defaults` and `sets` (a JSON list), for the Role's resourceNames. */}}
+{{- define "kip.pullSecretNames" -}}
+{{- $names := list -}}
+{{- if .Values.sets -}}
+{{- range (prepend .Values.sets (.Values.defaults | default dict)) -}}
+{{- range (.imagePullSecrets | default list) -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $names | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
 {{- define "kip.configToml" -}}
 {{- $cm := .Values.configMap -}}
 {{- $defaults := deepCopy (.Values.defaults | default dict) -}}
@@ -229,6 +242,9 @@ Keys left out, null or "" are not written, so the set inherits the default.
 # Rendered by the kubernetes-image-puller Helm chart from .Values.defaults and .Values.sets.
 namespace = {{ include "kip.toml.value" .Release.Namespace }}
 caching_interval_hours = {{ int64 $cm.cachingIntervalHours }}
+{{- with .Values.refreshCheckInterval }}
+refresh_check_interval = {{ include "kip.toml.value" . }}
+{{- end }}
 kip_image = {{ include "kip.toml.value" (include "kip.image" .) }}
 deployment_name = {{ include "kip.toml.value" .Values.deploymentName }}
 
