@@ -367,7 +367,8 @@ impl RegistryError {
             kind,
             registry: image.host().to_owned(),
             image: image.to_string(),
-            cause: cause.into(),
+            // A registry's body may end in a newline: one status line each.
+            cause: cause.into().trim().replace('\n', " "),
         }
     }
 
