@@ -505,3 +505,115 @@ async fn refresh_with_update_is_a_rolling_restart() {
         "{annotations:?}"
     );
 }
+
+/// A registry on loopback whose every manifest has digest `sha256:22…22` (so nodes holding `sha256:11…11`
+/// are stale). Returns its host.
+async fn registry_with_a_new_digest() -> String {
+    async fn answer(req: axum::http::Request<axum::body::Body>) -> axum::http::Response<axum::body::Body> {
+        let digest = format!("sha256:{}", "2".repeat(64));
+        let builder = axum::http::Response::builder().status(200);
+        if req.uri().path().contains("/manifests/") {
+            builder
+                .header("Docker-Content-Digest", digest)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .header("Content-Length", "2")
+                .body(axum::body::Body::from("{}"))
+                .unwrap()
+        } else {
+            builder.body(axum::body::Body::empty()).unwrap()
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(answer)).await });
+    host
+}
+
+/// The digest refresh under a Role without `pods` `create`/`delete` (the upstream verbs plus `pods` `list`):
+/// stale nodes are found and reported, one 403 at most turns the refresh off with one warning, and nothing
+/// else fails.
+#[tokio::test]
+async fn digest_refresh_without_pod_writes_reports_stale_nodes_and_is_off_with_one_warning() {
+    let _serial = LOGGING.lock().await;
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let (api, client) = FakeApi::start();
+    let mut role = upstream_role();
+    role.push(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}));
+    api.authorize(role, vec![], NS, "k8s-image-puller");
+    let host = registry_with_a_new_digest().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!("namespace = \"{NS}\"\n\n[[sets]]\nname = \"{DS}\"\nimages = {{ web = \"{host}/web:1\" }}\n"),
+    )
+    .unwrap();
+    let settings = Settings {
+        plain_http_registries: vec![host.clone()],
+        ..support::settings(Some(&path))
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut controller = Controller::new(
+        client.clone(),
+        settings,
+        Box::new(Vars::none()),
+        metrics.clone(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    assert!(controller.reload().await);
+    let access = Arc::new(kubernetes_image_puller::rbac::Access::default());
+    let cluster = kubernetes_image_puller::k8s::Cluster::with_access(client, NS, access);
+    let owned = controller.pass(&cluster, &[]).await.live;
+    assert_eq!(owned.len(), 1);
+    let old = format!("sha256:{}", "1".repeat(64));
+    api.add_pods(
+        NS,
+        (0..3).map(|n| {
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("{DS}-{n}"), "namespace": NS,
+                             "labels": {"app.kubernetes.io/name": "kip-cache", "kubernetes-image-puller/set": DS,
+                                        "app.kubernetes.io/managed-by": "kubernetes-image-puller"}},
+                "spec": {"nodeName": format!("node-{n}"), "containers": []},
+                "status": {"phase": "Running", "containerStatuses": [
+                    {"name": "web", "image": format!("{host}/web:1"), "imageID": format!("{host}/web@{old}"),
+                     "ready": true, "restartCount": 0, "state": {"running": {}}}]}
+            })
+        }),
+    );
+    for _ in 0..3 {
+        controller.digest_check(&cluster, &owned, true).await;
+    }
+    let encoded = metrics.encode();
+    assert!(
+        encoded.contains(&format!("kip_image_stale_nodes{{set=\"{DS}\",image=\"web\"}} 3")),
+        "{encoded}"
+    );
+    let creates = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == http::Method::POST && r.path.ends_with("/pods"))
+        .count();
+    assert!(
+        creates <= 1,
+        "{creates} refresh pod creates: the first 403 turns the refresh off"
+    );
+    let deletes = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == http::Method::DELETE && r.path.contains("/pods/"))
+        .count();
+    assert_eq!(deletes, 0, "no cache pod deleted");
+    let warned = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("permission missing") && l.contains("cannot create pods "))
+        .count();
+    assert_eq!(warned, 1, "{}", logs.text());
+    assert_eq!(
+        api.daemonset(NS, DS).and_then(|d| d.uid()),
+        owned[0].uid(),
+        "nothing else changed"
+    );
+}

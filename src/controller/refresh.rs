@@ -153,6 +153,10 @@ impl Controller {
             block_owner_deletion: Some(false),
         });
         for (node, images) in &plan.create {
+            // A 403 on the first create turns the feature off: the rest of the plan is not tried.
+            if !cluster.access().allows("create", "", "pods") {
+                break;
+            }
             let images: Vec<&crate::config::Image> = images.iter().filter_map(|i| set.images.get(*i)).collect();
             let pod = render::refresh_pod(config, set, node, &images, owner.clone(), &options);
             let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
@@ -165,6 +169,9 @@ impl Controller {
             }
         }
         for pod in &plan.replace {
+            if !cluster.access().allows("delete", "", "pods") {
+                break;
+            }
             match cluster.delete_pod(pod).await {
                 Ok(()) => {
                     self.count_write("delete");
@@ -189,6 +196,9 @@ impl Controller {
             self.events.on_daemonset(ds, true, "RefreshFailed", note).await;
         }
         for pod in &plan.remove {
+            if !cluster.access().allows("delete", "", "pods") {
+                break;
+            }
             if let Err(e) = cluster.delete_pod(pod).await {
                 tracing::warn!(set = %set.name, error = %e, "cannot delete a finished refresh pod");
             } else {
