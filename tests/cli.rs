@@ -64,11 +64,15 @@ fn check_prints_one_line_per_set() {
     let gpu = repo_path("config/gpu-pools.toml");
     let (code, out, err) = run(&mut puller(&["check", "--config", path_str(&gpu)]));
     assert_eq!(code, 0, "{out}{err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
     assert_eq!(
         lines[0],
         "config ok: namespace kubernetes-image-puller, 2 sets, health check every 1h"
+    );
+    assert_eq!(
+        lines.remove(1),
+        "  moving tags of 2 set(s) checked against the registry every 15m"
     );
     assert!(
         lines[1]
@@ -87,7 +91,7 @@ fn check_prints_one_line_per_set() {
     let default = repo_path("config/default.toml");
     let (code, out, _) = run(&mut puller(&["check", "--config", path_str(&default)]));
     assert_eq!(code, 0, "{out}");
-    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
     assert!(out.contains("1 set,"), "{out}");
     assert!(out.contains("nodes: all nodes"), "{out}");
 }

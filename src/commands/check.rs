@@ -19,6 +19,19 @@ pub fn run(path: Option<&Path>, out: &mut impl Write) -> Result<ExitCode> {
                 if config.sets.len() == 1 { "" } else { "s" },
                 config.caching_interval_hours
             )?;
+            let digest_sets = config
+                .sets
+                .iter()
+                .filter(|s| s.refresh == crate::config::Refresh::Digest && s.images.iter().any(|i| !i.is_pinned()))
+                .count();
+            if digest_sets > 0 {
+                writeln!(
+                    out,
+                    "  moving tags of {digest_sets} set(s) checked against the registry every {}",
+                    jiff::SignedDuration::try_from(config.refresh_check_interval)
+                        .map_or_else(|_| format!("{:?}", config.refresh_check_interval), |d| format!("{d:#}"))
+                )?;
+            }
             for set in &config.sets {
                 writeln!(out, "{}", set_summary(set))?;
             }
