@@ -11,8 +11,8 @@
 //! - [`run`]: the self-managed certificates (a CA and a serving certificate, kept in one Secret, reused
 //!   while valid, renewed when less than a third of their validity is left) and the
 //!   ValidatingWebhookConfiguration (created if missing, patched if labelled ours, never touched otherwise),
-//!   whose `caBundle` follows the CA. Without permission for either: one warning, no webhook; the controller
-//!   runs on.
+//!   whose `caBundle` follows the CA. Without permission for either (a 403 at start or at a later look):
+//!   `kip_permission_denied{verb,resource}` set, one warning, no webhook; the controller runs on.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +30,8 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -38,8 +40,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::config::{self, VarSource};
-use crate::k8s;
-use crate::labels;
+use crate::metrics::PermissionLabel;
+use crate::{k8s, labels, rbac};
 
 /// The label the chart puts on the config ConfigMap; the webhook configuration's `objectSelector` matches it.
 pub const CONFIG_LABEL: &str = "kubernetes-image-puller.io/config";
@@ -494,6 +496,44 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
+/// The RBAC group and resource of the webhook's two kinds of objects.
+const SECRETS: (&str, &str) = ("", "secrets");
+const CONFIGURATIONS: (&str, &str) = ("admissionregistration.k8s.io", "validatingwebhookconfigurations");
+
+/// Why the certificates or the registration could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    /// An API call failed; `verb` on `group`/`resource` is what RBAC must grant for it.
+    #[error("{verb} {resource}: {source}")]
+    Api {
+        verb: &'static str,
+        group: &'static str,
+        resource: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot build the ValidatingWebhookConfiguration: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl SetupError {
+    /// Wraps the error of `verb` on `what` ([`SECRETS`] or [`CONFIGURATIONS`]).
+    fn api(verb: &'static str, what: (&'static str, &'static str)) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Api {
+            verb,
+            group: what.0,
+            resource: what.1,
+            source,
+        }
+    }
+
+    fn is_conflict(&self) -> bool {
+        matches!(self, Self::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+}
+
 /// Loads the certificates from the Secret, or makes and stores new ones. `previous` is kept in the
 /// `caBundle` during a renewal so that the old serving certificate stays trusted until the switch.
 async fn ensure_certificates(
@@ -501,24 +541,29 @@ async fn ensure_certificates(
     settings: &WebhookSettings,
     namespace: &str,
     names: &[String],
-) -> Result<(Tls, Option<Tls>), kube::Error> {
-    let live = k8s::webhook::get_secret(client, namespace, &settings.secret).await?;
+) -> Result<(Tls, Option<Tls>), SetupError> {
+    let live = k8s::webhook::get_secret(client, namespace, &settings.secret)
+        .await
+        .map_err(SetupError::api("get", SECRETS))?;
     let current = live.as_ref().and_then(Tls::from_secret);
     if let Some(tls) = &current
         && !tls.needs_renewal(names, now())
     {
         return Ok((tls.clone(), None));
     }
-    let fresh = Tls::generate(names, settings.validity, now())
-        .map_err(|e| kube::Error::Service(Box::new(std::io::Error::other(e.to_string()))))?;
+    let fresh = Tls::generate(names, settings.validity, now())?;
     let mut secret = fresh.to_secret(&settings.secret, namespace);
     match live {
         None => {
-            k8s::webhook::create_secret(client, namespace, &secret).await?;
+            k8s::webhook::create_secret(client, namespace, &secret)
+                .await
+                .map_err(SetupError::api("create", SECRETS))?;
         }
         Some(live) => {
             secret.metadata.resource_version = live.metadata.resource_version.clone();
-            k8s::webhook::update_secret(client, namespace, &secret).await?;
+            k8s::webhook::update_secret(client, namespace, &secret)
+                .await
+                .map_err(SetupError::api("update", SECRETS))?;
         }
     }
     tracing::info!(secret = %settings.secret, names = ?fresh.names, "webhook certificates made");
@@ -530,15 +575,20 @@ async fn ensure_certificates(
 async fn ensure_configuration(
     client: &Client,
     settings: &WebhookSettings,
+    endpoint: &Endpoint,
     namespace: &str,
     ca_bundle_pem: &str,
-) -> Result<bool, kube::Error> {
-    let desired = configuration(&settings.configuration, &settings.endpoint, namespace, ca_bundle_pem);
-    match k8s::webhook::get_configuration(client, &settings.configuration).await? {
+) -> Result<bool, SetupError> {
+    let desired = configuration(&settings.configuration, endpoint, namespace, ca_bundle_pem);
+    let live = k8s::webhook::get_configuration(client, &settings.configuration)
+        .await
+        .map_err(SetupError::api("get", CONFIGURATIONS))?;
+    match live {
         None => {
-            let vwc: ValidatingWebhookConfiguration = serde_json::from_value(desired)
-                .map_err(|e| kube::Error::Service(Box::new(std::io::Error::other(e.to_string()))))?;
-            k8s::webhook::create_configuration(client, &vwc).await?;
+            let vwc: ValidatingWebhookConfiguration = serde_json::from_value(desired)?;
+            k8s::webhook::create_configuration(client, &vwc)
+                .await
+                .map_err(SetupError::api("create", CONFIGURATIONS))?;
             tracing::info!(name = %settings.configuration, "ValidatingWebhookConfiguration created");
             Ok(true)
         }
@@ -563,32 +613,101 @@ async fn ensure_configuration(
                 object.remove("apiVersion");
                 object.remove("kind");
             }
-            k8s::webhook::patch_configuration(client, &settings.configuration, &patch).await?;
+            k8s::webhook::patch_configuration(client, &settings.configuration, &patch)
+                .await
+                .map_err(SetupError::api("patch", CONFIGURATIONS))?;
             Ok(true)
         }
     }
 }
 
-fn warn_forbidden(what: &str, e: &kube::Error) {
+/// A 403: sets `kip_permission_denied{verb,resource}` (the label scheme of [`crate::rbac`]) and says once that
+/// the webhook is off. Returns false (and does nothing) for any other error.
+fn permission_denied(denied: &Family<PermissionLabel, Gauge>, e: &SetupError) -> bool {
+    let SetupError::Api {
+        verb,
+        group,
+        resource,
+        source,
+    } = e
+    else {
+        return false;
+    };
+    if !k8s::is_forbidden(source) {
+        return false;
+    }
+    let label = rbac::permission_label(verb, group, resource);
+    denied.get_or_create(&label).set(1);
     tracing::warn!(
-        error = %e,
-        "no permission for the admission webhook's {what}: the webhook is off; everything else works (grant the optional rows of `kubernetes-image-puller rbac` to enable it)"
+        verb = %label.verb,
+        resource = %label.resource,
+        error = %source,
+        "no permission to {verb} {}: the admission webhook is off; everything else works (grant the optional rows of `kubernetes-image-puller rbac` and restart to enable it)",
+        label.resource
     );
+    true
 }
 
-/// Runs the webhook until `stop` turns true: certificates, registration, the server and renewals. Returns at
-/// once (after one warning) when the Secret or the configuration is forbidden, or the port is taken.
-pub async fn run(client: Client, settings: WebhookSettings, mut stop: watch::Receiver<bool>) {
+/// Shortest and longest wait before looking again after a failed look (doubling in between).
+const RETRY_MIN: u64 = 60;
+const LOOK_MAX: u64 = 3600;
+
+/// Seconds until the next look: at the renewal time, and at least hourly; after `failures` failed looks in
+/// a row, a minute doubling up to an hour instead (an overdue renewal that keeps failing is never retried
+/// in a loop).
+fn next_look(renew_at: i64, now: i64, failures: u32) -> u64 {
+    if failures == 0 {
+        u64::try_from(renew_at - now).unwrap_or(0).clamp(1, LOOK_MAX)
+    } else {
+        RETRY_MIN.saturating_mul(1 << (failures - 1).min(16)).min(LOOK_MAX)
+    }
+}
+
+/// One look: the Secret (renewed when due, here or by another replica) and the configuration. A renewed
+/// CA is trusted (beside the old one) before the new certificate is served; a failed registration keeps the
+/// old certificate served, and the next look tries again.
+async fn look(
+    client: &Client,
+    settings: &WebhookSettings,
+    endpoint: &Endpoint,
+    namespace: &str,
+    names: &[String],
+    tls: &Tls,
+    certs: &CertStore,
+) -> Result<Tls, SetupError> {
+    let (fresh, previous) = ensure_certificates(client, settings, namespace, names).await?;
+    if previous.is_some() || fresh != *tls {
+        let bundle = format!("{}{}", fresh.ca_pem, tls.ca_pem);
+        ensure_configuration(client, settings, endpoint, namespace, &bundle).await?;
+        certs.set(fresh.certified_key()?);
+        tracing::info!(not_after = fresh.not_after, "webhook certificate renewed");
+    } else {
+        ensure_configuration(client, settings, endpoint, namespace, &fresh.ca_pem).await?;
+    }
+    Ok(fresh)
+}
+
+/// Runs the webhook until `stop` turns true: certificates, registration, the server and renewals. A 403 on
+/// any of its calls (the Secret: get, create, update; the configuration: get, create, patch), at start or
+/// later, sets `kip_permission_denied` for that verb and resource and turns the webhook off with one warning
+/// (the controller runs on); so does a port that is taken. Other failures are retried at the next look.
+pub async fn run(
+    client: Client,
+    settings: WebhookSettings,
+    denied: Family<PermissionLabel, Gauge>,
+    mut stop: watch::Receiver<bool>,
+) {
     let namespace = settings
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let names = dns_names(&settings.endpoint, &namespace);
+    let endpoint = settings.endpoint.clone();
+    let names = dns_names(&endpoint, &namespace);
     // Replicas starting together race to create the Secret: the loser (409) reads the winner's.
     let mut attempt = ensure_certificates(&client, &settings, &namespace, &names).await;
     for _ in 0..2 {
         match &attempt {
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(e) if e.is_conflict() => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 attempt = ensure_certificates(&client, &settings, &namespace, &names).await;
             }
@@ -597,9 +716,10 @@ pub async fn run(client: Client, settings: WebhookSettings, mut stop: watch::Rec
     }
     let (tls, previous) = match attempt {
         Ok(t) => t,
-        Err(e) if k8s::is_forbidden(&e) => return warn_forbidden("Secret", &e),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot set up the admission webhook's certificates: the webhook is off");
+            if !permission_denied(&denied, &e) {
+                tracing::warn!(error = %e, "cannot set up the admission webhook's certificates: the webhook is off");
+            }
             return;
         }
     };
@@ -627,49 +747,44 @@ pub async fn run(client: Client, settings: WebhookSettings, mut stop: watch::Rec
             return;
         }
     };
-    let bundle = |tls: &Tls, previous: &Option<Tls>| match previous {
+    let bundle = match &previous {
         Some(p) => format!("{}{}", tls.ca_pem, p.ca_pem),
         None => tls.ca_pem.clone(),
     };
-    match ensure_configuration(&client, &settings, &namespace, &bundle(&tls, &previous)).await {
+    let mut failures = 0u32;
+    match ensure_configuration(&client, &settings, &endpoint, &namespace, &bundle).await {
         Ok(_) => {}
-        Err(e) if k8s::is_forbidden(&e) => {
-            warn_forbidden("ValidatingWebhookConfiguration", &e);
+        Err(e) if permission_denied(&denied, &e) => {
             server.abort();
             return;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot register the admission webhook; retrying at the next renewal check")
+            failures = 1;
+            tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures), "cannot register the admission webhook; trying again later");
         }
     }
     let mut tls = tls;
     loop {
         // Look again at the renewal time, and at least hourly (a renewal by another replica, a deleted
         // configuration).
-        let wait = u64::try_from(tls.renew_at() - now()).unwrap_or(0).clamp(1, 3600);
+        let wait = next_look(tls.renew_at(), now(), failures);
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep(Duration::from_secs(wait)) => {}
         }
-        match ensure_certificates(&client, &settings, &namespace, &names).await {
-            Ok((fresh, previous)) => {
-                let renewed = previous.is_some() || fresh != tls;
-                if renewed {
-                    // Trust the new CA (and still the old one) before serving the new certificate.
-                    let _ = ensure_configuration(&client, &settings, &namespace, &bundle(&fresh, &Some(tls.clone())))
-                        .await
-                        .map_err(|e| tracing::warn!(error = %e, "cannot update the webhook's caBundle"));
-                    match fresh.certified_key() {
-                        Ok(key) => certs.set(key),
-                        Err(e) => tracing::warn!(error = %e, "cannot use the renewed webhook certificate"),
-                    }
-                    tracing::info!(not_after = fresh.not_after, "webhook certificate renewed");
-                } else if let Err(e) = ensure_configuration(&client, &settings, &namespace, &fresh.ca_pem).await {
-                    tracing::warn!(error = %e, "cannot update the admission webhook's configuration");
-                }
+        match look(&client, &settings, &endpoint, &namespace, &names, &tls, &certs).await {
+            Ok(fresh) => {
                 tls = fresh;
+                failures = 0;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot renew the webhook certificate; trying again later"),
+            Err(e) if permission_denied(&denied, &e) => {
+                server.abort();
+                return;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures), "cannot renew the webhook certificate or its registration; trying again later");
+            }
         }
     }
     let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
@@ -872,6 +987,18 @@ mod tests {
         assert!(text.contains("config.toml:1:"), "{text}");
         let _ = stop.send(());
         server.await.unwrap();
+    }
+
+    #[test]
+    fn failed_looks_back_off_from_a_minute_to_an_hour_instead_of_retrying_an_overdue_renewal_each_second() {
+        // Healthy: at the renewal time, at least hourly, never sooner than a second.
+        assert_eq!(next_look(1_000, 900, 0), 100);
+        assert_eq!(next_look(100_000, 0, 0), 3600);
+        assert_eq!(next_look(0, 900, 0), 1, "overdue");
+        // Failing, even when overdue: 60, 120, 240 ... 3600 seconds.
+        let waits: Vec<u64> = (1..=8).map(|n| next_look(0, 900, n)).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(next_look(0, 900, u32::MAX), 3600);
     }
 
     #[test]
