@@ -113,6 +113,8 @@ check "helm template: upstream-style values ($CHART/ci/upstream-values.yaml)" \
   helm_template "$OUT/chart-upstream.yaml" -f "$CHART/ci/upstream-values.yaml"
 check "helm template: image sets ($CHART/ci/sets-values.yaml)" \
   helm_template "$OUT/chart-sets.yaml" -f "$CHART/ci/sets-values.yaml"
+check "helm template: webhook with cert-manager ($CHART/ci/certmanager-values.yaml)" \
+  helm_template "$OUT/chart-certmanager.yaml" -f "$CHART/ci/certmanager-values.yaml"
 # The monitoring objects (off by default); ci/monitoring-checks.sh tests the rules and the dashboard themselves.
 monitoring_objects() {
   helm_template "$OUT/chart-monitoring.yaml" -f "$CHART/ci/monitoring-values.yaml" &&
@@ -129,6 +131,20 @@ check "chart upstream values: behaves as upstream (misspelt cachingMemeryLimit, 
   "${HELPER[@]}" assert-chart upstream "$OUT/chart-upstream.yaml"
 check "chart sets: config.toml only, leader election with 2 replicas, nodes ClusterRole, ServiceMonitor" \
   "${HELPER[@]}" assert-chart sets "$OUT/chart-sets.yaml"
+check "chart webhook.certManager: self-signed Issuer, Certificate, the controller's ValidatingWebhookConfiguration with inject-ca-from, WEBHOOK_CERT_DIR on the mounted Secret, no webhook RBAC" \
+  "${HELPER[@]}" assert-chart certmanager "$OUT/chart-certmanager.yaml"
+certmanager_issuer() {
+  helm_template "$OUT/chart-certmanager-issuer.yaml" -f "$CHART/ci/certmanager-values.yaml" \
+    --set webhook.certManager.issuerRef.name=my-ca --set webhook.certManager.issuerRef.kind=ClusterIssuer &&
+    "${HELPER[@]}" assert-chart certmanager-issuer "$OUT/chart-certmanager-issuer.yaml"
+}
+check "chart webhook.certManager.issuerRef: the user's ClusterIssuer, no Issuer rendered" certmanager_issuer
+certmanager_off() { # webhook.enabled=false wins: nothing of the webhook, cert-manager or not
+  helm_template "$OUT/chart-certmanager-off.yaml" -f "$CHART/ci/certmanager-values.yaml" --set webhook.enabled=false &&
+    ! grep -Eq 'kind: (Certificate|Issuer|ValidatingWebhookConfiguration)$|WEBHOOK_' "$OUT/chart-certmanager-off.yaml"
+}
+check "chart webhook.enabled=false with certManager.enabled: no Certificate, Issuer, configuration or WEBHOOK_ env" \
+  certmanager_off
 
 memory_limit_of() { # helm args... -> CACHING_MEMORY_LIMIT
   "$HELM" template "$RELEASE" "$CHART" -n "$NS" --show-only templates/configmap.yaml "${IMAGE_ARGS[@]}" "$@" |
@@ -193,7 +209,7 @@ helm3_compat() {
   "$h3" version --template '{{.Version}}'
   echo
   "$h3" lint --strict "$CHART" -f "$CHART/ci/sets-values.yaml" "${IMAGE_ARGS[@]}" || return 1
-  for f in default upstream sets monitoring; do
+  for f in default upstream sets monitoring certmanager; do
     case $f in
       default) set -- ;;
       *) set -- -f "$CHART/ci/$f-values.yaml" ;;
@@ -397,13 +413,13 @@ check "networkPolicy.cache.enabled=false: no NetworkPolicy" no_cache_netpol
 
 validate() { # FILE
   local f=$1 v=$WORK/validate.in.yaml
-  "${HELPER[@]}" drop-kinds "$f" "$v" ServiceMonitor PrometheusRule || return 1
+  "${HELPER[@]}" drop-kinds "$f" "$v" ServiceMonitor PrometheusRule Certificate Issuer || return 1
   "$KV" --strict --quiet -k "$K8S_VERSION" "$v" || return 1
   # kubernetes-validate only warns on kinds it has no schema for: count that as a failure.
   ! "$KV" --strict --quiet -k "$K8S_VERSION" "$v" | grep -q .
 }
 for f in "$OUT"/chart-default.yaml "$OUT"/chart-upstream.yaml "$OUT"/chart-sets.yaml "$OUT"/chart-netpol.yaml \
-  "$OUT"/chart-monitoring.yaml \
+  "$OUT"/chart-monitoring.yaml "$OUT"/chart-certmanager.yaml \
   "$OUT"/os-serviceaccount.yaml "$OUT"/os-configmap.yaml "$OUT"/os-configmap-sets.yaml "$OUT"/os-app.yaml \
   "$OUT"/render-*.yaml; do
   [[ -f $f ]] || continue
@@ -436,6 +452,7 @@ if bash "${CHECKOV[@]}" --install >"$WORK/log.checkov" 2>&1; then
   checkov_check "checkov: chart, controller NetworkPolicy on" "$OUT/chart-netpol.yaml"
   checkov_check "checkov: chart, monitoring on (ServiceMonitor, PrometheusRule, dashboard ConfigMap)" \
     "$OUT/chart-monitoring.yaml"
+  checkov_check "checkov: chart, webhook with cert-manager" "$OUT/chart-certmanager.yaml"
   # `oc process | oc apply -n NS` (or the current project) puts the objects in a namespace.
   checkov_openshift() {
     "${HELPER[@]}" set-namespace "$OUT/os-all.yaml" "$OUT/os-all-ns.yaml" "$NS" &&

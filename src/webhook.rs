@@ -235,13 +235,7 @@ impl Tls {
 
     /// The serving certificate and key as rustls uses them.
     pub fn certified_key(&self) -> Result<CertifiedKey, TlsError> {
-        let use_err = |e: &dyn std::fmt::Display| TlsError::Use(e.to_string());
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| use_err(&e))?;
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| use_err(&e))?;
-        let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| use_err(&e))?;
-        Ok(CertifiedKey::new(chain, signing))
+        certified_key(self.cert_pem.as_bytes(), self.key_pem.as_bytes())
     }
 
     /// The Secret holding these certificates (type `kubernetes.io/tls`, plus `ca.crt`).
@@ -293,6 +287,97 @@ impl Tls {
         };
         // Unusable data (edited by hand) is replaced rather than served.
         tls.certified_key().ok().map(|_| tls)
+    }
+}
+
+/// A PEM certificate chain and its PEM private key as rustls serves them; refused when the key is not the
+/// certificate's.
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let use_err = |e: &dyn std::fmt::Display| TlsError::Use(e.to_string());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| use_err(&e))?;
+    if chain.is_empty() {
+        return Err(TlsError::Use("no certificate in the PEM data".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| use_err(&e))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| use_err(&e))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| TlsError::Use(format!("the key is not the certificate's: {e}")))?;
+    Ok(certified)
+}
+
+/// The serving certificate and key in a directory managed outside (`--webhook-cert-dir`: a mounted Secret
+/// of type `kubernetes.io/tls`, issued by cert-manager or OpenShift's service CA). Read again by
+/// [`CertFiles::reload`]; the kubelet swaps a mounted Secret's files at once (its `..data` symlink), and a
+/// pair read while it changes is read again.
+#[derive(Debug)]
+pub struct CertFiles {
+    dir: std::path::PathBuf,
+    last: Option<Read>,
+}
+
+/// What one read of the directory found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Read {
+    Pair(Vec<u8>, Vec<u8>),
+    Failed(String),
+}
+
+/// The certificate (chain) and key file names of a `kubernetes.io/tls` Secret.
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+/// How often `--webhook-cert-dir` is read again.
+pub const CERT_DIR_POLL: Duration = Duration::from_secs(30);
+
+impl CertFiles {
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            last: None,
+        }
+    }
+
+    fn read(&self) -> Read {
+        let file = |name: &str| {
+            let path = self.dir.join(name);
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        // The certificate and the key, or None when read across a swap.
+        type Attempt = Result<Option<(Vec<u8>, Vec<u8>)>, String>;
+        let attempt = || -> Attempt {
+            let cert = file(CERT_FILE)?;
+            let key = file(KEY_FILE)?;
+            // The same certificate after the key: not read across a swap.
+            Ok((file(CERT_FILE)? == cert).then_some((cert, key)))
+        };
+        for _ in 0..3 {
+            match attempt() {
+                Ok(Some((cert, key))) => return Read::Pair(cert, key),
+                Ok(None) => {} // swapped while read: read the new pair
+                Err(e) => return Read::Failed(e),
+            }
+        }
+        Read::Failed(format!("{} keeps changing while read", self.dir.display()))
+    }
+
+    /// Reads the directory again. `Ok(Some)`: a new usable pair, to be served; `Ok(None)`: nothing new since
+    /// the last call; `Err`: something new that cannot be served (missing or unreadable files, a key that is
+    /// not the certificate's), returned once until the files change again.
+    pub fn reload(&mut self) -> Result<Option<CertifiedKey>, TlsError> {
+        let read = self.read();
+        if self.last.as_ref() == Some(&read) {
+            return Ok(None);
+        }
+        self.last = Some(read.clone());
+        match read {
+            Read::Pair(cert, key) => certified_key(&cert, &key)
+                .map(Some)
+                .map_err(|e| TlsError::Use(format!("{} in {}: {e}", CERT_FILE, self.dir.display()))),
+            Read::Failed(e) => Err(TlsError::Use(e)),
+        }
     }
 }
 
@@ -422,7 +507,12 @@ pub enum Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     pub addr: SocketAddr,
-    pub endpoint: Endpoint,
+    /// How the API server reaches it; `None` only with `cert_dir` (registration is then managed outside).
+    pub endpoint: Option<Endpoint>,
+    /// `--webhook-cert-dir`: serve `tls.crt`/`tls.key` from here (cert-manager, OpenShift's service CA),
+    /// read again every [`CERT_DIR_POLL`]; the Secret and the configuration (its `caBundle`) are then
+    /// managed outside and never touched, so no permission is needed.
+    pub cert_dir: Option<std::path::PathBuf>,
     pub secret: String,
     pub configuration: String,
     pub validity: Duration,
@@ -701,7 +791,15 @@ pub async fn run(
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let endpoint = settings.endpoint.clone();
+    if let Some(dir) = &settings.cert_dir {
+        return run_with_cert_dir(&settings, &namespace, dir, CERT_DIR_POLL, stop).await;
+    }
+    let Some(endpoint) = settings.endpoint.clone() else {
+        tracing::warn!(
+            "the admission webhook needs --webhook-url, --webhook-service or --webhook-cert-dir: the webhook is off"
+        );
+        return;
+    };
     let names = dns_names(&endpoint, &namespace);
     // Replicas starting together race to create the Secret: the loser (409) reads the winner's.
     let mut attempt = ensure_certificates(&client, &settings, &namespace, &names).await;
@@ -785,6 +883,75 @@ pub async fn run(
                 failures = failures.saturating_add(1);
                 tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures), "cannot renew the webhook certificate or its registration; trying again later");
             }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
+}
+
+/// `--webhook-cert-dir`: serves the pair in `dir`, read again every `poll` (a changed pair is served to new
+/// connections at once; one that cannot be used is reported once and the previous one kept). Waits for a
+/// first usable pair (the Secret may not be issued yet). Makes no API call: the Secret and the
+/// ValidatingWebhookConfiguration with its `caBundle` are managed outside.
+async fn run_with_cert_dir(
+    settings: &WebhookSettings,
+    namespace: &str,
+    dir: &std::path::Path,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut files = CertFiles::new(dir);
+    let key = loop {
+        match files.reload() {
+            Ok(Some(key)) => break key,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "no usable admission webhook certificate yet (managed outside: cert-manager or the service CA); the webhook starts when there is one"
+            ),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+    };
+    let certs = Arc::new(CertStore::new(key));
+    let target = Arc::new(Target {
+        namespace: namespace.to_owned(),
+        config_map: settings.config_map.clone(),
+    });
+    let mut server_stop = stop.clone();
+    let served = serve(settings.addr, certs.clone(), target, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    })
+    .await;
+    let server = match served {
+        Ok((_, server)) => tokio::spawn(server),
+        Err(e) => {
+            tracing::warn!(addr = %settings.addr, error = %e, "cannot listen for the admission webhook: the webhook is off");
+            return;
+        }
+    };
+    tracing::info!(
+        dir = %dir.display(),
+        "admission webhook certificate from a directory (reloaded when it changes); its Secret and registration are managed outside"
+    );
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(poll) => {}
+        }
+        match files.reload() {
+            Ok(Some(key)) => {
+                certs.set(key);
+                tracing::info!(dir = %dir.display(), "admission webhook certificate reloaded");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "the admission webhook certificate changed but cannot be used: still serving the previous one"
+            ),
         }
     }
     let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
@@ -987,6 +1154,169 @@ mod tests {
         assert!(text.contains("config.toml:1:"), "{text}");
         let _ = stop.send(());
         server.await.unwrap();
+    }
+
+    /// Writes a pair into `dir` as the kubelet lays out a mounted Secret: the files in a directory of their
+    /// own, `..data` pointing at it (swapped by a rename), `tls.crt` and `tls.key` linked through `..data`.
+    fn kubelet_write(dir: &std::path::Path, version: &str, cert: &str, key: &str) {
+        use std::os::unix::fs::symlink;
+        let versioned = dir.join(version);
+        std::fs::create_dir(&versioned).unwrap();
+        std::fs::write(versioned.join(CERT_FILE), cert).unwrap();
+        std::fs::write(versioned.join(KEY_FILE), key).unwrap();
+        let tmp = dir.join("..data_tmp");
+        symlink(version, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        for name in [CERT_FILE, KEY_FILE] {
+            if std::fs::symlink_metadata(dir.join(name)).is_err() {
+                symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+            }
+        }
+    }
+
+    fn leaf_der(tls: &Tls) -> Vec<u8> {
+        CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_cert_dir_is_read_again_when_the_kubelet_swaps_it_and_a_bad_pair_is_reported_once() {
+        let names = ["127.0.0.1".to_owned()];
+        let one = Tls::generate(&names, Duration::from_secs(3600), now()).unwrap();
+        let two = Tls::generate(&names, Duration::from_secs(3600), now()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = CertFiles::new(dir.path());
+        // Not issued yet: said once.
+        let missing = files.reload().unwrap_err().to_string();
+        assert!(missing.contains("tls.crt"), "{missing}");
+        assert!(files.reload().unwrap().is_none(), "reported once");
+        kubelet_write(dir.path(), "..2026_12_02_10_00_00.1", &one.cert_pem, &one.key_pem);
+        let key = files.reload().unwrap().expect("the first pair");
+        assert_eq!(key.cert[0].as_ref(), leaf_der(&one));
+        assert!(files.reload().unwrap().is_none(), "unchanged");
+        // The kubelet swaps `..data`: the new pair at the next read.
+        kubelet_write(dir.path(), "..2026_12_02_11_00_00.2", &two.cert_pem, &two.key_pem);
+        let key = files.reload().unwrap().expect("the swapped pair");
+        assert_eq!(key.cert[0].as_ref(), leaf_der(&two));
+        // Unusable: reported once, nothing to serve (the caller keeps the previous pair).
+        kubelet_write(dir.path(), "..3", "not a certificate", &two.key_pem);
+        assert!(files.reload().is_err());
+        assert!(files.reload().unwrap().is_none(), "reported once");
+        kubelet_write(dir.path(), "..4", &one.cert_pem, &two.key_pem);
+        let mismatch = files.reload().unwrap_err().to_string();
+        assert!(mismatch.contains("not the certificate's"), "{mismatch}");
+        kubelet_write(dir.path(), "..5", &one.cert_pem, &one.key_pem);
+        assert_eq!(
+            files.reload().unwrap().expect("usable again").cert[0].as_ref(),
+            leaf_der(&one)
+        );
+    }
+
+    /// POSTs a broken config's review to `addr` over TLS, trusting only `ca_pem`: the answer, or the error.
+    async fn post_review(addr: SocketAddr, ca_pem: &str) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut stream = connector.connect(name, tcp).await?;
+        let body = review_of(json!({"config.toml": "[[sets]"}));
+        let head = format!(
+            "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_cert_dir_is_served_and_a_swapped_certificate_is_served_to_new_connections() {
+        let names = ["127.0.0.1".to_owned()];
+        let one = Tls::generate(&names, Duration::from_secs(3600), now()).unwrap();
+        let two = Tls::generate(&names, Duration::from_secs(3600), now()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        kubelet_write(dir.path(), "..1", &one.cert_pem, &one.key_pem);
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let settings = WebhookSettings {
+            addr,
+            endpoint: None,
+            cert_dir: Some(dir.path().to_owned()),
+            secret: DEFAULT_SECRET.into(),
+            configuration: DEFAULT_CONFIGURATION.into(),
+            validity: DEFAULT_VALIDITY,
+            config_map: None,
+            namespace: Some("kip".into()),
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let path = dir.path().to_owned();
+        let running = tokio::spawn(async move {
+            run_with_cert_dir(&settings, "kip", &path, Duration::from_millis(50), stop).await;
+        });
+        let mut answer = Err(std::io::Error::other("not tried"));
+        for _ in 0..50 {
+            answer = post_review(addr, &one.ca_pem).await;
+            if answer.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let text = answer.unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.contains(r#""allowed":false"#),
+            "{text}"
+        );
+        kubelet_write(dir.path(), "..2", &two.cert_pem, &two.key_pem);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let text = post_review(addr, &two.ca_pem).await.expect("the new certificate");
+        assert!(text.contains(r#""allowed":false"#), "{text}");
+        assert!(post_review(addr, &one.ca_pem).await.is_err(), "the old one is gone");
+        // A bad pair keeps the current one served.
+        kubelet_write(dir.path(), "..3", &one.cert_pem, &two.key_pem);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(post_review(addr, &two.ca_pem).await.is_ok());
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), running)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// The webhook entry the chart (cert-manager mode) and the OpenShift template render beside their own
+    /// ValidatingWebhookConfiguration: ci/deploy-checks.sh compares theirs with the same fixture.
+    #[test]
+    fn the_configuration_rendered_outside_is_the_controllers_own() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/webhook/validating-webhook.json"
+        );
+        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let endpoint = Endpoint::Service {
+            name: "kubernetes-image-puller-metrics".into(),
+            port: None,
+        };
+        let mut ours = configuration("kip", &endpoint, "k8s-image-puller", "PEM")["webhooks"][0].clone();
+        ours["clientConfig"].as_object_mut().unwrap().remove("caBundle");
+        assert_eq!(
+            ours, fixture,
+            "update {path} (and the chart and deploy/openshift/webhook.yaml) with it"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Tier 1: the admission webhook's own permissions against a tower-test mock API. A 403 on any of its calls
 //! (the Secret: get, create; the ValidatingWebhookConfiguration: get, create, patch) sets
 //! `kip_permission_denied{verb,resource}` with the controller's label scheme, says so in one warning, and
-//! turns the webhook off: `run` returns, nothing more is asked of the API, and nothing listens.
+//! turns the webhook off: `run` returns, nothing more is asked of the API, and nothing listens. With
+//! `--webhook-cert-dir` (cert-manager, OpenShift's service CA) it needs no permission at all: no API call.
 
 mod support;
 
@@ -33,7 +34,8 @@ fn free_port() -> SocketAddr {
 fn settings(addr: SocketAddr) -> WebhookSettings {
     WebhookSettings {
         addr,
-        endpoint: Endpoint::Url(format!("https://127.0.0.1:{}/validate", addr.port())),
+        endpoint: Some(Endpoint::Url(format!("https://127.0.0.1:{}/validate", addr.port()))),
+        cert_dir: None,
         secret: SECRET.into(),
         configuration: CONFIGURATION.into(),
         validity: webhook::DEFAULT_VALIDITY,
@@ -241,4 +243,45 @@ async fn a_valid_secret_is_reused_and_a_granted_registration_keeps_the_webhook_o
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn with_a_cert_dir_the_webhook_serves_without_any_api_call() {
+    let _serial = LOGGING.lock().await;
+    let (client, mut v) = mock_client(NS);
+    let (stop_tx, stop) = watch::channel(false);
+    let addr = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let tls = Tls::generate(&["127.0.0.1".to_owned()], webhook::DEFAULT_VALIDITY, now).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &tls.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &tls.key_pem).unwrap();
+    let metrics = Metrics::default();
+    let settings = WebhookSettings {
+        endpoint: None,
+        cert_dir: Some(dir.path().to_owned()),
+        ..settings(addr)
+    };
+    let run = tokio::spawn(webhook::run(client, settings, metrics.permission_denied.clone(), stop));
+    let mut listening = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(listening, "serving from the directory");
+    // Neither the Secret nor the ValidatingWebhookConfiguration (cainjector or the service CA keep it).
+    v.assert_idle();
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), run)
+        .await
+        .unwrap()
+        .unwrap();
+    v.assert_idle();
+    assert!(!metrics.encode().contains("kip_permission_denied{"));
 }

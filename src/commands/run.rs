@@ -99,6 +99,7 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
             let settings = webhook::WebhookSettings {
                 addr: w.addr,
                 endpoint: w.endpoint,
+                cert_dir: w.cert_dir,
                 secret: w.secret,
                 configuration: w.configuration,
                 validity: w.validity,
