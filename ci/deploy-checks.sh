@@ -273,6 +273,17 @@ check_fails "OpenShift app.yaml without IMAGE fails: the parameter is required (
   "required parameter IMAGE" "${HELPER[@]}" oc-process deploy/openshift/app.yaml /dev/null
 check "OpenShift objects: ConfigMap keys, Deployment, RBAC as contracted" \
   "${HELPER[@]}" assert-chart openshift "$OUT/os-all.yaml"
+# The optional webhook (a cluster admin processes webhook.yaml; app.yaml then gets WEBHOOK_ADDR).
+oc_webhook() {
+  "${HELPER[@]}" oc-process deploy/openshift/webhook.yaml "$OUT/os-webhook.yaml" "NAMESPACE=$NS" &&
+    "${HELPER[@]}" oc-process deploy/openshift/app.yaml "$OUT/os-app-webhook.yaml" \
+      "IMAGE=$KIP_CI_IMAGE_REPOSITORY" "WEBHOOK_ADDR=0.0.0.0:8443" &&
+    "${HELPER[@]}" assert-openshift-webhook "$OUT/os-webhook.yaml" "$OUT/os-app-webhook.yaml" "$NS"
+}
+check "OpenShift webhook.yaml: Service with serving-cert-secret-name, the controller's ValidatingWebhookConfiguration with inject-cabundle, no RBAC; app.yaml WEBHOOK_ADDR serves the mounted Secret" \
+  oc_webhook
+check_fails "OpenShift webhook.yaml without NAMESPACE fails: the parameter is required" \
+  "required parameter NAMESPACE" "${HELPER[@]}" oc-process deploy/openshift/webhook.yaml /dev/null
 
 # ---------------------------------------------------------------------------
 # The binary: build, check the configs the deploy files produce, render
@@ -421,6 +432,7 @@ validate() { # FILE
 for f in "$OUT"/chart-default.yaml "$OUT"/chart-upstream.yaml "$OUT"/chart-sets.yaml "$OUT"/chart-netpol.yaml \
   "$OUT"/chart-monitoring.yaml "$OUT"/chart-certmanager.yaml \
   "$OUT"/os-serviceaccount.yaml "$OUT"/os-configmap.yaml "$OUT"/os-configmap-sets.yaml "$OUT"/os-app.yaml \
+  "$OUT"/os-webhook.yaml "$OUT"/os-app-webhook.yaml \
   "$OUT"/render-*.yaml; do
   [[ -f $f ]] || continue
   check "kubernetes-validate --strict -k $K8S_VERSION $(basename "$f")" validate "$f"
@@ -457,7 +469,7 @@ if bash "${CHECKOV[@]}" --install >"$WORK/log.checkov" 2>&1; then
   checkov_openshift() {
     "${HELPER[@]}" set-namespace "$OUT/os-all.yaml" "$OUT/os-all-ns.yaml" "$NS" &&
       "${HELPER[@]}" set-namespace "$OUT/os-configmap-sets.yaml" "$OUT/os-configmap-sets-ns.yaml" "$NS" &&
-      checkov_scan "$OUT/os-all-ns.yaml" "$OUT/os-configmap-sets-ns.yaml"
+      checkov_scan "$OUT/os-all-ns.yaml" "$OUT/os-configmap-sets-ns.yaml" "$OUT/os-webhook.yaml"
   }
   : >"$WORK/checkov.last"
   check "checkov: OpenShift templates with their defaults (IMAGE given)" checkov_openshift &&

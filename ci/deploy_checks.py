@@ -7,7 +7,8 @@ Subcommands (each exits 0 on success, 1 with messages on stderr otherwise):
   drop-kinds IN OUT KIND...           copy a multi-document YAML without the given kinds
   restricted MANIFESTS                Pod Security "restricted" rules on every pod template
   assert-chart SCENARIO MANIFESTS     scenario-specific assertions on `helm template` output
-  assert-openshift-webhook MANIFESTS  deploy/openshift/webhook.yaml's objects (service CA mode)
+  assert-openshift-webhook WEBHOOK APP NS  deploy/openshift/webhook.yaml's objects and app.yaml with
+                                      WEBHOOK_ADDR (the service CA's certificate)
   toml-roundtrip MANIFESTS JSON       config.toml in the ConfigMap parses to the sets in JSON
   elf-interp FILE                     print the ELF program interpreter (empty if static)
   rbac-table JSON CHART SETS TEMPLATE FIXTURE   chart/OpenShift Roles grant exactly `rbac -o json`
@@ -481,10 +482,52 @@ def cmd_assert_chart(scenario, manifests):
         cm = check_common(docs, ns, "kubernetes-image-puller", sa="k8s-image-puller")
         data = cm["data"]
         expect(UPSTREAM_KEYS <= set(data), f"missing upstream keys: {UPSTREAM_KEYS - set(data)}")
-        check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
+        expect(cm["metadata"]["labels"].get("kubernetes-image-puller.io/config") == "true",
+               "the ConfigMap lacks the label the webhook's objectSelector matches")
+        dep = check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
+        env = env_of(dep["spec"]["template"]["spec"]["containers"][0])
+        expect(env["WEBHOOK_ADDR"]["value"] == "", "the webhook must be off by default (WEBHOOK_ADDR empty)")
     else:
         raise CheckError(f"unknown scenario {scenario}")
     print(f"{scenario}: all assertions hold")
+
+
+def cmd_assert_openshift_webhook(webhook_objects, app_objects, ns):
+    """deploy/openshift/webhook.yaml processed for NS, and app.yaml processed with WEBHOOK_ADDR: a Service
+    selecting the controller pods, annotated for the service CA's serving certificate, on the port app.yaml
+    serves; the controller's own webhook entry with inject-cabundle; no RBAC needed; app.yaml serves the
+    Secret the service CA issues (WEBHOOK_CERT_DIR on its optional mount)."""
+    docs = load_docs(webhook_objects)
+    expect(sorted(d["kind"] for d in docs) == ["Service", "ValidatingWebhookConfiguration"],
+           f"webhook.yaml objects: {[d['kind'] for d in docs]} (no RBAC is needed: the controller makes no call)")
+    svc = one(docs, "Service")
+    expect(svc["metadata"].get("namespace") == ns, "the Service is not in NAMESPACE")
+    secret = (svc["metadata"].get("annotations") or {}).get("service.beta.openshift.io/serving-cert-secret-name")
+    expect(secret, "the Service lacks service.beta.openshift.io/serving-cert-secret-name")
+    check_webhook_configuration(one(docs, "ValidatingWebhookConfiguration"), svc["metadata"]["name"], ns,
+                                ("service.beta.openshift.io/inject-cabundle", "true"))
+    app = load_docs(app_objects)
+    dep = one(app, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    expect(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()),
+           "the webhook Service does not select the controller pods")
+    c = pod["containers"][0]
+    env = env_of(c)
+    addr = env["WEBHOOK_ADDR"]["value"]
+    expect(addr, "app.yaml with WEBHOOK_ADDR: the webhook is still off")
+    port = svc["spec"]["ports"][0]
+    expect(port["port"] == 443 and port["targetPort"] == int(addr.rsplit(":", 1)[1]),
+           f"Service port {port} does not reach WEBHOOK_ADDR {addr}")
+    for name in ("WEBHOOK_SERVICE", "WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_CONFIGURATION"):
+        expect(name not in env, f"{name} set: the controller would manage what the service CA does")
+    cert_dir = env["WEBHOOK_CERT_DIR"]["value"]
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
+    expect(cert_dir in mounts and mounts[cert_dir].get("readOnly") is True, f"{cert_dir} not mounted read-only")
+    vol = {v["name"]: v for v in pod["volumes"]}[mounts[cert_dir]["name"]].get("secret") or {}
+    expect(vol.get("secretName") == secret, f"app.yaml mounts {vol.get('secretName')}, the service CA issues {secret}")
+    expect(vol.get("optional") is True, "the Secret volume must be optional (the webhook is optional)")
+    print(f"webhook.yaml: Service {svc['metadata']['name']} -> {addr}, Secret {secret}, the controller's webhook")
 
 
 def cmd_toml_roundtrip(manifests, sets_json):
@@ -672,6 +715,7 @@ COMMANDS = {
     "restricted": cmd_restricted,
     "assert-chart": cmd_assert_chart,
     "toml-roundtrip": cmd_toml_roundtrip,
+    "assert-openshift-webhook": cmd_assert_openshift_webhook,
     "elf-interp": cmd_elf_interp,
     "rbac-table": cmd_rbac_table,
     "keep-kinds": cmd_keep_kinds,
