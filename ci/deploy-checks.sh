@@ -215,7 +215,13 @@ helm3_compat() {
       *) set -- -f "$CHART/ci/$f-values.yaml" ;;
     esac
     "$h3" template "$RELEASE" "$CHART" --namespace "$NS" "${IMAGE_ARGS[@]}" "$@" >"$OUT/helm3-$f.yaml" || return 1
-    diff -u "$OUT/chart-$f.yaml" "$OUT/helm3-$f.yaml" || return 1
+    if [[ $f == certmanager ]]; then
+      # Helm 3 puts the ValidatingWebhookConfiguration after cert-manager's kinds, Helm 4 before them: the
+      # same objects, in another order.
+      "${HELPER[@]}" same-objects "$OUT/chart-$f.yaml" "$OUT/helm3-$f.yaml" || return 1
+    else
+      diff -u "$OUT/chart-$f.yaml" "$OUT/helm3-$f.yaml" || return 1
+    fi
   done
   for bad in ci/helm-bad-values/*.yaml; do
     if "$h3" template "$RELEASE" "$CHART" --namespace "$NS" "${IMAGE_ARGS[@]}" -f "$bad" >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ Subcommands (each exits 0 on success, 1 with messages on stderr otherwise):
   elf-interp FILE                     print the ELF program interpreter (empty if static)
   rbac-table JSON CHART SETS TEMPLATE FIXTURE   chart/OpenShift Roles grant exactly `rbac -o json`
   keep-kinds IN OUT KIND...           copy only the objects of the given kinds
+  same-objects A B                    the same objects in both files, in any order
   set-namespace IN OUT NS             namespace for objects naming none (as `oc apply -n NS`)
   netpol-covers POLICIES RENDERED...  every rendered pod template is under a deny-all NetworkPolicy
   assert-controller-netpol MANIFESTS CIDR PORT...  the controller's optional NetworkPolicy
@@ -530,6 +531,18 @@ def cmd_assert_openshift_webhook(webhook_objects, app_objects, ns):
     print(f"webhook.yaml: Service {svc['metadata']['name']} -> {addr}, Secret {secret}, the controller's webhook")
 
 
+def cmd_same_objects(a, b):
+    """The same objects in both files, in any order (two Helm versions sort some kinds differently)."""
+    def objects(path):
+        return sorted(load_docs(path), key=lambda d: (d.get("kind", ""), d["metadata"].get("name", ""),
+                                                      json.dumps(d, sort_keys=True)))
+    got_a, got_b = objects(a), objects(b)
+    expect(len(got_a) == len(got_b), f"{a}: {len(got_a)} objects, {b}: {len(got_b)}")
+    for x, y in zip(got_a, got_b):
+        expect(x == y, f"{x['kind']}/{x['metadata'].get('name')} differs from {y['kind']}/{y['metadata'].get('name')}")
+    print(f"{len(got_a)} objects, the same in both")
+
+
 def cmd_toml_roundtrip(manifests, sets_json):
     cm = one(load_docs(manifests), "ConfigMap")
     cfg = tomllib.loads(cm["data"]["config.toml"])
@@ -716,6 +729,7 @@ COMMANDS = {
     "assert-chart": cmd_assert_chart,
     "toml-roundtrip": cmd_toml_roundtrip,
     "assert-openshift-webhook": cmd_assert_openshift_webhook,
+    "same-objects": cmd_same_objects,
     "elf-interp": cmd_elf_interp,
     "rbac-table": cmd_rbac_table,
     "keep-kinds": cmd_keep_kinds,
