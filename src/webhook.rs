@@ -12,7 +12,9 @@
 //!   while valid, renewed when less than a third of their validity is left) and the
 //!   ValidatingWebhookConfiguration (created if missing, patched if labelled ours, never touched otherwise),
 //!   whose `caBundle` follows the CA. Without permission for either (a 403 at start or at a later look):
-//!   `kip_permission_denied{verb,resource}` set, one warning, no webhook; the controller runs on.
+//!   `kip_permission_denied{verb,resource}` set, one warning, no webhook; the controller runs on. Or, with
+//!   `--webhook-cert-dir`, the pair in a directory managed outside ([`CertFiles`]: cert-manager, OpenShift's
+//!   service CA), read again when it changes, with no API call at all.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -744,12 +746,16 @@ const LOOK_MAX: u64 = 3600;
 
 /// Seconds until the next look: at the renewal time, and at least hourly; after `failures` failed looks in
 /// a row, a minute doubling up to an hour instead (an overdue renewal that keeps failing is never retried
-/// in a loop).
-fn next_look(renew_at: i64, now: i64, failures: u32) -> u64 {
+/// in a loop). A short `validity` (seconds, tests) retries after a sixth of it at first, so that a renewal
+/// failing once still lands before the old certificate expires.
+fn next_look(renew_at: i64, now: i64, failures: u32, validity: u64) -> u64 {
     if failures == 0 {
         u64::try_from(renew_at - now).unwrap_or(0).clamp(1, LOOK_MAX)
     } else {
-        RETRY_MIN.saturating_mul(1 << (failures - 1).min(16)).min(LOOK_MAX)
+        (validity / 6)
+            .clamp(1, RETRY_MIN)
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(LOOK_MAX)
     }
 }
 
@@ -850,6 +856,7 @@ pub async fn run(
         None => tls.ca_pem.clone(),
     };
     let mut failures = 0u32;
+    let validity = settings.validity.as_secs();
     match ensure_configuration(&client, &settings, &endpoint, &namespace, &bundle).await {
         Ok(_) => {}
         Err(e) if permission_denied(&denied, &e) => {
@@ -858,14 +865,14 @@ pub async fn run(
         }
         Err(e) => {
             failures = 1;
-            tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures), "cannot register the admission webhook; trying again later");
+            tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures, validity), "cannot register the admission webhook; trying again later");
         }
     }
     let mut tls = tls;
     loop {
         // Look again at the renewal time, and at least hourly (a renewal by another replica, a deleted
         // configuration).
-        let wait = next_look(tls.renew_at(), now(), failures);
+        let wait = next_look(tls.renew_at(), now(), failures, validity);
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep(Duration::from_secs(wait)) => {}
@@ -881,7 +888,7 @@ pub async fn run(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures), "cannot renew the webhook certificate or its registration; trying again later");
+                tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures, validity), "cannot renew the webhook certificate or its registration; trying again later");
             }
         }
     }
@@ -1322,13 +1329,17 @@ mod tests {
     #[test]
     fn failed_looks_back_off_from_a_minute_to_an_hour_instead_of_retrying_an_overdue_renewal_each_second() {
         // Healthy: at the renewal time, at least hourly, never sooner than a second.
-        assert_eq!(next_look(1_000, 900, 0), 100);
-        assert_eq!(next_look(100_000, 0, 0), 3600);
-        assert_eq!(next_look(0, 900, 0), 1, "overdue");
+        let year = DEFAULT_VALIDITY.as_secs();
+        assert_eq!(next_look(1_000, 900, 0, year), 100);
+        assert_eq!(next_look(100_000, 0, 0, year), 3600);
+        assert_eq!(next_look(0, 900, 0, year), 1, "overdue");
         // Failing, even when overdue: 60, 120, 240 ... 3600 seconds.
-        let waits: Vec<u64> = (1..=8).map(|n| next_look(0, 900, n)).collect();
+        let waits: Vec<u64> = (1..=8).map(|n| next_look(0, 900, n, year)).collect();
         assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
-        assert_eq!(next_look(0, 900, u32::MAX), 3600);
+        assert_eq!(next_look(0, 900, u32::MAX, year), 3600);
+        // A 60 s validity (renewed at 40 s): retried after 10 s, well before the old certificate expires.
+        assert_eq!(next_look(0, 900, 1, 60), 10);
+        assert_eq!(next_look(0, 900, 2, 60), 20);
     }
 
     #[test]
