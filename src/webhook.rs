@@ -787,6 +787,7 @@ async fn look(
 /// any of its calls (the Secret: get, create, update; the configuration: get, create, patch), at start or
 /// later, sets `kip_permission_denied` for that verb and resource and turns the webhook off with one warning
 /// (the controller runs on); so does a port that is taken. Other failures are retried at the next look.
+/// With `settings.cert_dir`, the pair in that directory is served instead and no API call is made.
 pub async fn run(
     client: Client,
     settings: WebhookSettings,
