@@ -113,6 +113,8 @@ check "helm template: upstream-style values ($CHART/ci/upstream-values.yaml)" \
   helm_template "$OUT/chart-upstream.yaml" -f "$CHART/ci/upstream-values.yaml"
 check "helm template: image sets ($CHART/ci/sets-values.yaml)" \
   helm_template "$OUT/chart-sets.yaml" -f "$CHART/ci/sets-values.yaml"
+check "helm template: webhook with cert-manager ($CHART/ci/certmanager-values.yaml)" \
+  helm_template "$OUT/chart-certmanager.yaml" -f "$CHART/ci/certmanager-values.yaml"
 # The monitoring objects (off by default); ci/monitoring-checks.sh tests the rules and the dashboard themselves.
 monitoring_objects() {
   helm_template "$OUT/chart-monitoring.yaml" -f "$CHART/ci/monitoring-values.yaml" &&
@@ -129,6 +131,20 @@ check "chart upstream values: behaves as upstream (misspelt cachingMemeryLimit, 
   "${HELPER[@]}" assert-chart upstream "$OUT/chart-upstream.yaml"
 check "chart sets: config.toml only, leader election with 2 replicas, nodes ClusterRole, ServiceMonitor" \
   "${HELPER[@]}" assert-chart sets "$OUT/chart-sets.yaml"
+check "chart webhook.certManager: self-signed Issuer, Certificate, the controller's ValidatingWebhookConfiguration with inject-ca-from, WEBHOOK_CERT_DIR on the mounted Secret, no webhook RBAC" \
+  "${HELPER[@]}" assert-chart certmanager "$OUT/chart-certmanager.yaml"
+certmanager_issuer() {
+  helm_template "$OUT/chart-certmanager-issuer.yaml" -f "$CHART/ci/certmanager-values.yaml" \
+    --set webhook.certManager.issuerRef.name=my-ca --set webhook.certManager.issuerRef.kind=ClusterIssuer &&
+    "${HELPER[@]}" assert-chart certmanager-issuer "$OUT/chart-certmanager-issuer.yaml"
+}
+check "chart webhook.certManager.issuerRef: the user's ClusterIssuer, no Issuer rendered" certmanager_issuer
+certmanager_off() { # webhook.enabled=false wins: nothing of the webhook, cert-manager or not
+  helm_template "$OUT/chart-certmanager-off.yaml" -f "$CHART/ci/certmanager-values.yaml" --set webhook.enabled=false &&
+    ! grep -Eq 'kind: (Certificate|Issuer|ValidatingWebhookConfiguration)$|WEBHOOK_' "$OUT/chart-certmanager-off.yaml"
+}
+check "chart webhook.enabled=false with certManager.enabled: no Certificate, Issuer, configuration or WEBHOOK_ env" \
+  certmanager_off
 
 memory_limit_of() { # helm args... -> CACHING_MEMORY_LIMIT
   "$HELM" template "$RELEASE" "$CHART" -n "$NS" --show-only templates/configmap.yaml "${IMAGE_ARGS[@]}" "$@" |
@@ -193,13 +209,19 @@ helm3_compat() {
   "$h3" version --template '{{.Version}}'
   echo
   "$h3" lint --strict "$CHART" -f "$CHART/ci/sets-values.yaml" "${IMAGE_ARGS[@]}" || return 1
-  for f in default upstream sets monitoring; do
+  for f in default upstream sets monitoring certmanager; do
     case $f in
       default) set -- ;;
       *) set -- -f "$CHART/ci/$f-values.yaml" ;;
     esac
     "$h3" template "$RELEASE" "$CHART" --namespace "$NS" "${IMAGE_ARGS[@]}" "$@" >"$OUT/helm3-$f.yaml" || return 1
-    diff -u "$OUT/chart-$f.yaml" "$OUT/helm3-$f.yaml" || return 1
+    if [[ $f == certmanager ]]; then
+      # Helm 3 puts the ValidatingWebhookConfiguration after cert-manager's kinds, Helm 4 before them: the
+      # same objects, in another order.
+      "${HELPER[@]}" same-objects "$OUT/chart-$f.yaml" "$OUT/helm3-$f.yaml" || return 1
+    else
+      diff -u "$OUT/chart-$f.yaml" "$OUT/helm3-$f.yaml" || return 1
+    fi
   done
   for bad in ci/helm-bad-values/*.yaml; do
     if "$h3" template "$RELEASE" "$CHART" --namespace "$NS" "${IMAGE_ARGS[@]}" -f "$bad" >/dev/null 2>&1; then
@@ -257,6 +279,17 @@ check_fails "OpenShift app.yaml without IMAGE fails: the parameter is required (
   "required parameter IMAGE" "${HELPER[@]}" oc-process deploy/openshift/app.yaml /dev/null
 check "OpenShift objects: ConfigMap keys, Deployment, RBAC as contracted" \
   "${HELPER[@]}" assert-chart openshift "$OUT/os-all.yaml"
+# The optional webhook (a cluster admin processes webhook.yaml; app.yaml then gets WEBHOOK_ADDR).
+oc_webhook() {
+  "${HELPER[@]}" oc-process deploy/openshift/webhook.yaml "$OUT/os-webhook.yaml" "NAMESPACE=$NS" &&
+    "${HELPER[@]}" oc-process deploy/openshift/app.yaml "$OUT/os-app-webhook.yaml" \
+      "IMAGE=$KIP_CI_IMAGE_REPOSITORY" "WEBHOOK_ADDR=0.0.0.0:8443" &&
+    "${HELPER[@]}" assert-openshift-webhook "$OUT/os-webhook.yaml" "$OUT/os-app-webhook.yaml" "$NS"
+}
+check "OpenShift webhook.yaml: Service with serving-cert-secret-name, the controller's ValidatingWebhookConfiguration with inject-cabundle, no RBAC; app.yaml WEBHOOK_ADDR serves the mounted Secret" \
+  oc_webhook
+check_fails "OpenShift webhook.yaml without NAMESPACE fails: the parameter is required" \
+  "required parameter NAMESPACE" "${HELPER[@]}" oc-process deploy/openshift/webhook.yaml /dev/null
 
 # ---------------------------------------------------------------------------
 # The binary: build, check the configs the deploy files produce, render
@@ -397,14 +430,15 @@ check "networkPolicy.cache.enabled=false: no NetworkPolicy" no_cache_netpol
 
 validate() { # FILE
   local f=$1 v=$WORK/validate.in.yaml
-  "${HELPER[@]}" drop-kinds "$f" "$v" ServiceMonitor PrometheusRule || return 1
+  "${HELPER[@]}" drop-kinds "$f" "$v" ServiceMonitor PrometheusRule Certificate Issuer || return 1
   "$KV" --strict --quiet -k "$K8S_VERSION" "$v" || return 1
   # kubernetes-validate only warns on kinds it has no schema for: count that as a failure.
   ! "$KV" --strict --quiet -k "$K8S_VERSION" "$v" | grep -q .
 }
 for f in "$OUT"/chart-default.yaml "$OUT"/chart-upstream.yaml "$OUT"/chart-sets.yaml "$OUT"/chart-netpol.yaml \
-  "$OUT"/chart-monitoring.yaml \
+  "$OUT"/chart-monitoring.yaml "$OUT"/chart-certmanager.yaml \
   "$OUT"/os-serviceaccount.yaml "$OUT"/os-configmap.yaml "$OUT"/os-configmap-sets.yaml "$OUT"/os-app.yaml \
+  "$OUT"/os-webhook.yaml "$OUT"/os-app-webhook.yaml \
   "$OUT"/render-*.yaml; do
   [[ -f $f ]] || continue
   check "kubernetes-validate --strict -k $K8S_VERSION $(basename "$f")" validate "$f"
@@ -436,11 +470,12 @@ if bash "${CHECKOV[@]}" --install >"$WORK/log.checkov" 2>&1; then
   checkov_check "checkov: chart, controller NetworkPolicy on" "$OUT/chart-netpol.yaml"
   checkov_check "checkov: chart, monitoring on (ServiceMonitor, PrometheusRule, dashboard ConfigMap)" \
     "$OUT/chart-monitoring.yaml"
+  checkov_check "checkov: chart, webhook with cert-manager" "$OUT/chart-certmanager.yaml"
   # `oc process | oc apply -n NS` (or the current project) puts the objects in a namespace.
   checkov_openshift() {
     "${HELPER[@]}" set-namespace "$OUT/os-all.yaml" "$OUT/os-all-ns.yaml" "$NS" &&
       "${HELPER[@]}" set-namespace "$OUT/os-configmap-sets.yaml" "$OUT/os-configmap-sets-ns.yaml" "$NS" &&
-      checkov_scan "$OUT/os-all-ns.yaml" "$OUT/os-configmap-sets-ns.yaml"
+      checkov_scan "$OUT/os-all-ns.yaml" "$OUT/os-configmap-sets-ns.yaml" "$OUT/os-webhook.yaml"
   }
   : >"$WORK/checkov.last"
   check "checkov: OpenShift templates with their defaults (IMAGE given)" checkov_openshift &&

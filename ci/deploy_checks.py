@@ -7,10 +7,13 @@ Subcommands (each exits 0 on success, 1 with messages on stderr otherwise):
   drop-kinds IN OUT KIND...           copy a multi-document YAML without the given kinds
   restricted MANIFESTS                Pod Security "restricted" rules on every pod template
   assert-chart SCENARIO MANIFESTS     scenario-specific assertions on `helm template` output
+  assert-openshift-webhook WEBHOOK APP NS  deploy/openshift/webhook.yaml's objects and app.yaml with
+                                      WEBHOOK_ADDR (the service CA's certificate)
   toml-roundtrip MANIFESTS JSON       config.toml in the ConfigMap parses to the sets in JSON
   elf-interp FILE                     print the ELF program interpreter (empty if static)
   rbac-table JSON CHART SETS TEMPLATE FIXTURE   chart/OpenShift Roles grant exactly `rbac -o json`
   keep-kinds IN OUT KIND...           copy only the objects of the given kinds
+  same-objects A B                    the same objects in both files, in any order
   set-namespace IN OUT NS             namespace for objects naming none (as `oc apply -n NS`)
   netpol-covers POLICIES RENDERED...  every rendered pod template is under a deny-all NetworkPolicy
   assert-controller-netpol MANIFESTS CIDR PORT...  the controller's optional NetworkPolicy
@@ -307,10 +310,11 @@ def check_deployment(docs, ns, name, image, leader, replicas):
     return dep
 
 
-def check_common(docs, ns, name, configmap="k8s-image-puller", sa="k8s-image-puller"):
+def check_common(docs, ns, name, configmap="k8s-image-puller", sa="k8s-image-puller", want_role=None):
+    want_role = EXPECTED_ROLE if want_role is None else want_role
     role = one(docs, "Role")
     got = rules_map(role["rules"])
-    expect(got == EXPECTED_ROLE, f"Role rules differ from the contract:\n got {got}\n want {EXPECTED_ROLE}")
+    expect(got == want_role, f"Role rules differ from the contract:\n got {got}\n want {want_role}")
     rb = one(docs, "RoleBinding")
     expect(rb["roleRef"]["name"] == role["metadata"]["name"], "RoleBinding does not bind the Role")
     expect(rb["subjects"][0]["name"] == sa, "RoleBinding subject")
@@ -336,6 +340,79 @@ def check_common(docs, ns, name, configmap="k8s-image-puller", sa="k8s-image-pul
     return cm
 
 
+# The controller's own ValidatingWebhookConfiguration entry (src/webhook.rs `configuration`, checked against
+# this fixture by a unit test) for the Service kubernetes-image-puller-metrics in k8s-image-puller.
+WEBHOOK_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "webhook",
+                               "validating-webhook.json")
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "Certificate", "Issuer")
+
+
+def check_webhook_configuration(vwc, service, ns, annotation):
+    """A ValidatingWebhookConfiguration rendered outside the controller (chart with cert-manager, OpenShift
+    template): its one webhook is the controller's own (the fixture) for `service` in `ns`, and `annotation`
+    (key, value) asks cert-manager or the service CA to inject the caBundle."""
+    with open(WEBHOOK_FIXTURE) as f:
+        want = json.load(f)
+    want["clientConfig"]["service"]["name"] = service
+    want["clientConfig"]["service"]["namespace"] = ns
+    want["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] = ns
+    hooks = vwc.get("webhooks") or []
+    expect(hooks == [want], f"ValidatingWebhookConfiguration webhooks differ from the controller's:\n got {hooks}\n want {[want]}")
+    key, value = annotation
+    got = (vwc["metadata"].get("annotations") or {}).get(key)
+    expect(got == value, f"annotation {key}: {got!r} != {value!r}")
+
+
+def check_webhook_self_managed(docs):
+    """webhook.enabled alone: the controller makes its certificates and configuration; the chart renders
+    neither, and tells the controller the Service, Secret and configuration names."""
+    for kind in WEBHOOK_KINDS:
+        expect(not by_kind(docs, kind), f"{kind} rendered without webhook.certManager.enabled")
+    env = env_of(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    for name in ("WEBHOOK_ADDR", "WEBHOOK_SERVICE", "WEBHOOK_SECRET", "WEBHOOK_CONFIGURATION"):
+        expect(name in env, f"{name} not set")
+    expect("WEBHOOK_CERT_DIR" not in env, "WEBHOOK_CERT_DIR set without webhook.certManager.enabled")
+
+
+def check_webhook_cert_manager(docs, ns, issuer):
+    """webhook.certManager.enabled: Issuer (self-signed, unless `issuer` names one of the user's), Certificate
+    into the mounted Secret, the configuration with cert-manager's inject-ca-from; the controller gets
+    WEBHOOK_CERT_DIR and no webhook RBAC (no Secret rows, no ClusterRole)."""
+    cert = one(docs, "Certificate")
+    cert_name = cert["metadata"]["name"]
+    svc = one(docs, "Service")
+    expect([p for p in svc["spec"]["ports"] if p["name"] == "webhook"] ==
+           [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}], "Service port webhook")
+    service = svc["metadata"]["name"]
+    expect(cert["spec"]["dnsNames"] == [f"{service}.{ns}.svc", f"{service}.{ns}.svc.cluster.local"],
+           f"Certificate dnsNames {cert['spec']['dnsNames']}")
+    if issuer is None:
+        iss = one(docs, "Issuer")
+        expect(iss["spec"] == {"selfSigned": {}}, "Issuer is not self-signed")
+        expect(cert["spec"]["issuerRef"] == {"name": iss["metadata"]["name"], "kind": "Issuer",
+                                             "group": "cert-manager.io"}, "Certificate issuerRef")
+    else:
+        expect(not by_kind(docs, "Issuer"), "Issuer rendered although issuerRef names one")
+        expect(cert["spec"]["issuerRef"] == issuer, f"Certificate issuerRef {cert['spec']['issuerRef']}")
+    check_webhook_configuration(one(docs, "ValidatingWebhookConfiguration"), service, ns,
+                                ("cert-manager.io/inject-ca-from", f"{ns}/{cert_name}"))
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = env_of(c)
+    expect(env.get("WEBHOOK_ADDR", {}).get("value") == "0.0.0.0:8443", "WEBHOOK_ADDR")
+    for name in ("WEBHOOK_SERVICE", "WEBHOOK_SECRET", "WEBHOOK_CONFIGURATION"):
+        expect(name not in env, f"{name} set: the controller would manage what cert-manager does")
+    cert_dir = env.get("WEBHOOK_CERT_DIR", {}).get("value")
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
+    expect(cert_dir in mounts and mounts[cert_dir].get("readOnly") is True, f"WEBHOOK_CERT_DIR {cert_dir} not mounted read-only")
+    vols = {v["name"]: v for v in pod.get("volumes") or []}
+    secret = vols[mounts[cert_dir]["name"]].get("secret") or {}
+    expect(secret.get("secretName") == cert["spec"]["secretName"], "the mounted Secret is not the Certificate's")
+    expect(secret.get("optional") is True, "the Secret volume must be optional (the controller starts before issuance)")
+    expect(not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding"),
+           "ClusterRole rendered: with cert-manager the controller needs no validatingwebhookconfigurations rows")
+
+
 def cmd_assert_chart(scenario, manifests):
     docs = load_docs(manifests)
     ns = "k8s-image-puller"
@@ -359,6 +436,13 @@ def cmd_assert_chart(scenario, manifests):
         expect(rules_map(cr["rules"]) == WEBHOOK_CLUSTER_RULES,
                "default ClusterRole: the webhook's validatingwebhookconfigurations only")
         expect(not by_kind(docs, "ServiceMonitor"), "ServiceMonitor rendered by default")
+        check_webhook_self_managed(docs)
+    elif scenario in ("certmanager", "certmanager-issuer"):
+        role = {k: v for k, v in EXPECTED_ROLE.items() if k != ("", "secrets")}
+        check_common(docs, ns, "kubernetes-image-puller", want_role=role)
+        check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
+        issuer = {"name": "my-ca", "kind": "ClusterIssuer"} if scenario == "certmanager-issuer" else None
+        check_webhook_cert_manager(docs, ns, issuer)
     elif scenario == "upstream":
         cm = check_common(docs, ns, "kubernetes-image-puller")
         data = cm["data"]
@@ -400,10 +484,64 @@ def cmd_assert_chart(scenario, manifests):
         cm = check_common(docs, ns, "kubernetes-image-puller", sa="k8s-image-puller")
         data = cm["data"]
         expect(UPSTREAM_KEYS <= set(data), f"missing upstream keys: {UPSTREAM_KEYS - set(data)}")
-        check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
+        expect(cm["metadata"]["labels"].get("kubernetes-image-puller.io/config") == "true",
+               "the ConfigMap lacks the label the webhook's objectSelector matches")
+        dep = check_deployment(docs, ns, "kubernetes-image-puller", image, "false", 1)
+        env = env_of(dep["spec"]["template"]["spec"]["containers"][0])
+        expect(env["WEBHOOK_ADDR"]["value"] == "", "the webhook must be off by default (WEBHOOK_ADDR empty)")
     else:
         raise CheckError(f"unknown scenario {scenario}")
     print(f"{scenario}: all assertions hold")
+
+
+def cmd_assert_openshift_webhook(webhook_objects, app_objects, ns):
+    """deploy/openshift/webhook.yaml processed for NS, and app.yaml processed with WEBHOOK_ADDR: a Service
+    selecting the controller pods, annotated for the service CA's serving certificate, on the port app.yaml
+    serves; the controller's own webhook entry with inject-cabundle; no RBAC needed; app.yaml serves the
+    Secret the service CA issues (WEBHOOK_CERT_DIR on its optional mount)."""
+    docs = load_docs(webhook_objects)
+    expect(sorted(d["kind"] for d in docs) == ["Service", "ValidatingWebhookConfiguration"],
+           f"webhook.yaml objects: {[d['kind'] for d in docs]} (no RBAC is needed: the controller makes no call)")
+    svc = one(docs, "Service")
+    expect(svc["metadata"].get("namespace") == ns, "the Service is not in NAMESPACE")
+    secret = (svc["metadata"].get("annotations") or {}).get("service.beta.openshift.io/serving-cert-secret-name")
+    expect(secret, "the Service lacks service.beta.openshift.io/serving-cert-secret-name")
+    check_webhook_configuration(one(docs, "ValidatingWebhookConfiguration"), svc["metadata"]["name"], ns,
+                                ("service.beta.openshift.io/inject-cabundle", "true"))
+    app = load_docs(app_objects)
+    dep = one(app, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    expect(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()),
+           "the webhook Service does not select the controller pods")
+    c = pod["containers"][0]
+    env = env_of(c)
+    addr = env["WEBHOOK_ADDR"]["value"]
+    expect(addr, "app.yaml with WEBHOOK_ADDR: the webhook is still off")
+    port = svc["spec"]["ports"][0]
+    expect(port["port"] == 443 and port["targetPort"] == int(addr.rsplit(":", 1)[1]),
+           f"Service port {port} does not reach WEBHOOK_ADDR {addr}")
+    for name in ("WEBHOOK_SERVICE", "WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_CONFIGURATION"):
+        expect(name not in env, f"{name} set: the controller would manage what the service CA does")
+    cert_dir = env["WEBHOOK_CERT_DIR"]["value"]
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
+    expect(cert_dir in mounts and mounts[cert_dir].get("readOnly") is True, f"{cert_dir} not mounted read-only")
+    vol = {v["name"]: v for v in pod["volumes"]}[mounts[cert_dir]["name"]].get("secret") or {}
+    expect(vol.get("secretName") == secret, f"app.yaml mounts {vol.get('secretName')}, the service CA issues {secret}")
+    expect(vol.get("optional") is True, "the Secret volume must be optional (the webhook is optional)")
+    print(f"webhook.yaml: Service {svc['metadata']['name']} -> {addr}, Secret {secret}, the controller's webhook")
+
+
+def cmd_same_objects(a, b):
+    """The same objects in both files, in any order (two Helm versions sort some kinds differently)."""
+    def objects(path):
+        return sorted(load_docs(path), key=lambda d: (d.get("kind", ""), d["metadata"].get("name", ""),
+                                                      json.dumps(d, sort_keys=True)))
+    got_a, got_b = objects(a), objects(b)
+    expect(len(got_a) == len(got_b), f"{a}: {len(got_a)} objects, {b}: {len(got_b)}")
+    for x, y in zip(got_a, got_b):
+        expect(x == y, f"{x['kind']}/{x['metadata'].get('name')} differs from {y['kind']}/{y['metadata'].get('name')}")
+    print(f"{len(got_a)} objects, the same in both")
 
 
 def cmd_toml_roundtrip(manifests, sets_json):
@@ -591,6 +729,8 @@ COMMANDS = {
     "restricted": cmd_restricted,
     "assert-chart": cmd_assert_chart,
     "toml-roundtrip": cmd_toml_roundtrip,
+    "assert-openshift-webhook": cmd_assert_openshift_webhook,
+    "same-objects": cmd_same_objects,
     "elf-interp": cmd_elf_interp,
     "rbac-table": cmd_rbac_table,
     "keep-kinds": cmd_keep_kinds,

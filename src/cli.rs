@@ -162,6 +162,14 @@ pub struct WebhookArgs {
     #[arg(long, global = true, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(WEBHOOK_CERT_VALIDITY_MIN_SECONDS..))]
     pub webhook_cert_validity_seconds: Option<u64>,
+
+    /// Serve the certificate in this directory (`tls.crt`, `tls.key`: a mounted Secret issued by
+    /// cert-manager or OpenShift's service CA), read again when it changes, instead of a self-managed CA: the
+    /// Secret and the ValidatingWebhookConfiguration (with its caBundle, injected by cert-manager's cainjector
+    /// or the service CA) are then managed outside and never touched, and --webhook-url/-service/-secret/
+    /// -configuration/-cert-validity-seconds are not used. [env: WEBHOOK_CERT_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
 /// Shortest `--webhook-cert-validity-seconds`: renewal then happens every 40 s.
@@ -171,7 +179,10 @@ pub const WEBHOOK_CERT_VALIDITY_MIN_SECONDS: u64 = 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookOptions {
     pub addr: std::net::SocketAddr,
-    pub endpoint: crate::webhook::Endpoint,
+    /// `None` only with `cert_dir`.
+    pub endpoint: Option<crate::webhook::Endpoint>,
+    /// `--webhook-cert-dir`: certificates and registration managed outside.
+    pub cert_dir: Option<std::path::PathBuf>,
     pub secret: String,
     pub configuration: String,
     pub validity: std::time::Duration,
@@ -193,14 +204,20 @@ impl WebhookArgs {
         };
         let url = self.webhook_url.clone().or_else(|| get("WEBHOOK_URL"));
         let service = self.webhook_service.clone().or_else(|| get("WEBHOOK_SERVICE"));
+        let cert_dir = self
+            .webhook_cert_dir
+            .clone()
+            .or_else(|| get("WEBHOOK_CERT_DIR").map(std::path::PathBuf::from));
         let endpoint = match (url, service) {
-            (Some(url), None) if url.starts_with("https://") => crate::webhook::Endpoint::Url(url),
+            // Registered outside (the chart's or template's configuration).
+            (None, None) if cert_dir.is_some() => None,
+            (Some(url), None) if url.starts_with("https://") => Some(crate::webhook::Endpoint::Url(url)),
             (None, Some(name)) if parse_config_map_name(&name).is_ok() && !name.contains('.') => {
-                crate::webhook::Endpoint::Service { name, port: None }
+                Some(crate::webhook::Endpoint::Service { name, port: None })
             }
             (url, service) => {
                 return Err(CliError::Webhook(format!(
-                    "the webhook needs exactly one of --webhook-url (https://...) or --webhook-service (a Service name); got url {url:?}, service {service:?}"
+                    "the webhook needs exactly one of --webhook-url (https://...) or --webhook-service (a Service name), or --webhook-cert-dir (certificates and registration managed outside); got url {url:?}, service {service:?}"
                 )));
             }
         };
@@ -220,6 +237,7 @@ impl WebhookArgs {
         Ok(Some(WebhookOptions {
             addr,
             endpoint,
+            cert_dir,
             secret: self
                 .webhook_secret
                 .clone()
@@ -401,11 +419,12 @@ mod webhook_tests {
             .unwrap();
         assert_eq!(
             on.endpoint,
-            Endpoint::Service {
+            Some(Endpoint::Service {
                 name: "kip-metrics".into(),
                 port: None
-            }
+            })
         );
+        assert_eq!(on.cert_dir, None);
         assert_eq!(on.secret, crate::webhook::DEFAULT_SECRET);
         assert_eq!(on.configuration, crate::webhook::DEFAULT_CONFIGURATION);
         assert_eq!(on.validity, crate::webhook::DEFAULT_VALIDITY);
@@ -416,7 +435,10 @@ mod webhook_tests {
             ..WebhookArgs::default()
         };
         let url = flags.resolve(vars(&[])).unwrap().unwrap();
-        assert_eq!(url.endpoint, Endpoint::Url("https://127.0.0.1:9443/validate".into()));
+        assert_eq!(
+            url.endpoint,
+            Some(Endpoint::Url("https://127.0.0.1:9443/validate".into()))
+        );
         assert_eq!(url.validity, std::time::Duration::from_secs(120));
         assert!(
             none.resolve(vars(&[("WEBHOOK_ADDR", "0.0.0.0:8443")])).is_err(),
@@ -439,6 +461,34 @@ mod webhook_tests {
             ]))
             .is_err(),
             "too short a validity"
+        );
+    }
+
+    #[test]
+    fn a_cert_dir_needs_no_endpoint() {
+        let none = WebhookArgs::default();
+        let dir = none
+            .resolve(vars(&[
+                ("WEBHOOK_ADDR", "0.0.0.0:8443"),
+                ("WEBHOOK_CERT_DIR", "/var/run/kip/webhook-tls"),
+            ]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(dir.cert_dir, Some("/var/run/kip/webhook-tls".into()));
+        assert_eq!(dir.endpoint, None);
+        let flag = WebhookArgs {
+            webhook_addr: Some("127.0.0.1:9443".parse().unwrap()),
+            webhook_cert_dir: Some("/certs".into()),
+            ..WebhookArgs::default()
+        };
+        let flag = flag
+            .resolve(vars(&[("WEBHOOK_CERT_DIR", "/ignored")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(flag.cert_dir, Some("/certs".into()), "the flag wins");
+        assert!(
+            none.resolve(vars(&[("WEBHOOK_CERT_DIR", "/certs")])).unwrap().is_none(),
+            "off without an address"
         );
     }
 }

@@ -646,13 +646,20 @@ impl Access {
 }
 
 fn label(key: &(String, String, String)) -> PermissionLabel {
-    let resource = if key.1.is_empty() {
-        key.2.clone()
+    permission_label(&key.0, &key.1, &key.2)
+}
+
+/// The `kip_permission_denied` labels of `verb` on `group`/`resource`: `resource.group`, or `resource` alone
+/// for the core group. Also used by the admission webhook, which sets its gauges itself (its rows are
+/// granted by name, which a SelfSubjectRulesReview cannot tell apart, so [`Access`] never announces them).
+pub fn permission_label(verb: &str, group: &str, resource: &str) -> PermissionLabel {
+    let resource = if group.is_empty() {
+        resource.to_owned()
     } else {
-        format!("{}.{}", key.2, key.1)
+        format!("{resource}.{group}")
     };
     PermissionLabel {
-        verb: key.0.clone(),
+        verb: verb.to_owned(),
         resource,
     }
 }

@@ -11,8 +11,10 @@
 //! - [`run`]: the self-managed certificates (a CA and a serving certificate, kept in one Secret, reused
 //!   while valid, renewed when less than a third of their validity is left) and the
 //!   ValidatingWebhookConfiguration (created if missing, patched if labelled ours, never touched otherwise),
-//!   whose `caBundle` follows the CA. Without permission for either: one warning, no webhook; the controller
-//!   runs on.
+//!   whose `caBundle` follows the CA. Without permission for either (a 403 at start or at a later look):
+//!   `kip_permission_denied{verb,resource}` set, one warning, no webhook; the controller runs on. Or, with
+//!   `--webhook-cert-dir`, the pair in a directory managed outside ([`CertFiles`]: cert-manager, OpenShift's
+//!   service CA), read again when it changes, with no API call at all.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +32,8 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -38,8 +42,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::config::{self, VarSource};
-use crate::k8s;
-use crate::labels;
+use crate::metrics::PermissionLabel;
+use crate::{k8s, labels, rbac};
 
 /// The label the chart puts on the config ConfigMap; the webhook configuration's `objectSelector` matches it.
 pub const CONFIG_LABEL: &str = "kubernetes-image-puller.io/config";
@@ -233,13 +237,7 @@ impl Tls {
 
     /// The serving certificate and key as rustls uses them.
     pub fn certified_key(&self) -> Result<CertifiedKey, TlsError> {
-        let use_err = |e: &dyn std::fmt::Display| TlsError::Use(e.to_string());
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| use_err(&e))?;
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| use_err(&e))?;
-        let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| use_err(&e))?;
-        Ok(CertifiedKey::new(chain, signing))
+        certified_key(self.cert_pem.as_bytes(), self.key_pem.as_bytes())
     }
 
     /// The Secret holding these certificates (type `kubernetes.io/tls`, plus `ca.crt`).
@@ -291,6 +289,97 @@ impl Tls {
         };
         // Unusable data (edited by hand) is replaced rather than served.
         tls.certified_key().ok().map(|_| tls)
+    }
+}
+
+/// A PEM certificate chain and its PEM private key as rustls serves them; refused when the key is not the
+/// certificate's.
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let use_err = |e: &dyn std::fmt::Display| TlsError::Use(e.to_string());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| use_err(&e))?;
+    if chain.is_empty() {
+        return Err(TlsError::Use("no certificate in the PEM data".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| use_err(&e))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| use_err(&e))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| TlsError::Use(format!("the key is not the certificate's: {e}")))?;
+    Ok(certified)
+}
+
+/// The serving certificate and key in a directory managed outside (`--webhook-cert-dir`: a mounted Secret
+/// of type `kubernetes.io/tls`, issued by cert-manager or OpenShift's service CA). Read again by
+/// [`CertFiles::reload`]; the kubelet swaps a mounted Secret's files at once (its `..data` symlink), and a
+/// pair read while it changes is read again.
+#[derive(Debug)]
+pub struct CertFiles {
+    dir: std::path::PathBuf,
+    last: Option<Read>,
+}
+
+/// What one read of the directory found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Read {
+    Pair(Vec<u8>, Vec<u8>),
+    Failed(String),
+}
+
+/// The certificate (chain) and key file names of a `kubernetes.io/tls` Secret.
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+/// How often `--webhook-cert-dir` is read again.
+pub const CERT_DIR_POLL: Duration = Duration::from_secs(30);
+
+impl CertFiles {
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            last: None,
+        }
+    }
+
+    fn read(&self) -> Read {
+        let file = |name: &str| {
+            let path = self.dir.join(name);
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        // The certificate and the key, or None when read across a swap.
+        type Attempt = Result<Option<(Vec<u8>, Vec<u8>)>, String>;
+        let attempt = || -> Attempt {
+            let cert = file(CERT_FILE)?;
+            let key = file(KEY_FILE)?;
+            // The same certificate after the key: not read across a swap.
+            Ok((file(CERT_FILE)? == cert).then_some((cert, key)))
+        };
+        for _ in 0..3 {
+            match attempt() {
+                Ok(Some((cert, key))) => return Read::Pair(cert, key),
+                Ok(None) => {} // swapped while read: read the new pair
+                Err(e) => return Read::Failed(e),
+            }
+        }
+        Read::Failed(format!("{} keeps changing while read", self.dir.display()))
+    }
+
+    /// Reads the directory again. `Ok(Some)`: a new usable pair, to be served; `Ok(None)`: nothing new since
+    /// the last call; `Err`: something new that cannot be served (missing or unreadable files, a key that is
+    /// not the certificate's), returned once until the files change again.
+    pub fn reload(&mut self) -> Result<Option<CertifiedKey>, TlsError> {
+        let read = self.read();
+        if self.last.as_ref() == Some(&read) {
+            return Ok(None);
+        }
+        self.last = Some(read.clone());
+        match read {
+            Read::Pair(cert, key) => certified_key(&cert, &key)
+                .map(Some)
+                .map_err(|e| TlsError::Use(format!("{} in {}: {e}", CERT_FILE, self.dir.display()))),
+            Read::Failed(e) => Err(TlsError::Use(e)),
+        }
     }
 }
 
@@ -420,7 +509,12 @@ pub enum Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     pub addr: SocketAddr,
-    pub endpoint: Endpoint,
+    /// How the API server reaches it; `None` only with `cert_dir` (registration is then managed outside).
+    pub endpoint: Option<Endpoint>,
+    /// `--webhook-cert-dir`: serve `tls.crt`/`tls.key` from here (cert-manager, OpenShift's service CA),
+    /// read again every [`CERT_DIR_POLL`]; the Secret and the configuration (its `caBundle`) are then
+    /// managed outside and never touched, so no permission is needed.
+    pub cert_dir: Option<std::path::PathBuf>,
     pub secret: String,
     pub configuration: String,
     pub validity: Duration,
@@ -494,6 +588,44 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
+/// The RBAC group and resource of the webhook's two kinds of objects.
+const SECRETS: (&str, &str) = ("", "secrets");
+const CONFIGURATIONS: (&str, &str) = ("admissionregistration.k8s.io", "validatingwebhookconfigurations");
+
+/// Why the certificates or the registration could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    /// An API call failed; `verb` on `group`/`resource` is what RBAC must grant for it.
+    #[error("{verb} {resource}: {source}")]
+    Api {
+        verb: &'static str,
+        group: &'static str,
+        resource: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot build the ValidatingWebhookConfiguration: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl SetupError {
+    /// Wraps the error of `verb` on `what` ([`SECRETS`] or [`CONFIGURATIONS`]).
+    fn api(verb: &'static str, what: (&'static str, &'static str)) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Api {
+            verb,
+            group: what.0,
+            resource: what.1,
+            source,
+        }
+    }
+
+    fn is_conflict(&self) -> bool {
+        matches!(self, Self::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+}
+
 /// Loads the certificates from the Secret, or makes and stores new ones. `previous` is kept in the
 /// `caBundle` during a renewal so that the old serving certificate stays trusted until the switch.
 async fn ensure_certificates(
@@ -501,24 +633,29 @@ async fn ensure_certificates(
     settings: &WebhookSettings,
     namespace: &str,
     names: &[String],
-) -> Result<(Tls, Option<Tls>), kube::Error> {
-    let live = k8s::webhook::get_secret(client, namespace, &settings.secret).await?;
+) -> Result<(Tls, Option<Tls>), SetupError> {
+    let live = k8s::webhook::get_secret(client, namespace, &settings.secret)
+        .await
+        .map_err(SetupError::api("get", SECRETS))?;
     let current = live.as_ref().and_then(Tls::from_secret);
     if let Some(tls) = &current
         && !tls.needs_renewal(names, now())
     {
         return Ok((tls.clone(), None));
     }
-    let fresh = Tls::generate(names, settings.validity, now())
-        .map_err(|e| kube::Error::Service(Box::new(std::io::Error::other(e.to_string()))))?;
+    let fresh = Tls::generate(names, settings.validity, now())?;
     let mut secret = fresh.to_secret(&settings.secret, namespace);
     match live {
         None => {
-            k8s::webhook::create_secret(client, namespace, &secret).await?;
+            k8s::webhook::create_secret(client, namespace, &secret)
+                .await
+                .map_err(SetupError::api("create", SECRETS))?;
         }
         Some(live) => {
             secret.metadata.resource_version = live.metadata.resource_version.clone();
-            k8s::webhook::update_secret(client, namespace, &secret).await?;
+            k8s::webhook::update_secret(client, namespace, &secret)
+                .await
+                .map_err(SetupError::api("update", SECRETS))?;
         }
     }
     tracing::info!(secret = %settings.secret, names = ?fresh.names, "webhook certificates made");
@@ -530,15 +667,20 @@ async fn ensure_certificates(
 async fn ensure_configuration(
     client: &Client,
     settings: &WebhookSettings,
+    endpoint: &Endpoint,
     namespace: &str,
     ca_bundle_pem: &str,
-) -> Result<bool, kube::Error> {
-    let desired = configuration(&settings.configuration, &settings.endpoint, namespace, ca_bundle_pem);
-    match k8s::webhook::get_configuration(client, &settings.configuration).await? {
+) -> Result<bool, SetupError> {
+    let desired = configuration(&settings.configuration, endpoint, namespace, ca_bundle_pem);
+    let live = k8s::webhook::get_configuration(client, &settings.configuration)
+        .await
+        .map_err(SetupError::api("get", CONFIGURATIONS))?;
+    match live {
         None => {
-            let vwc: ValidatingWebhookConfiguration = serde_json::from_value(desired)
-                .map_err(|e| kube::Error::Service(Box::new(std::io::Error::other(e.to_string()))))?;
-            k8s::webhook::create_configuration(client, &vwc).await?;
+            let vwc: ValidatingWebhookConfiguration = serde_json::from_value(desired)?;
+            k8s::webhook::create_configuration(client, &vwc)
+                .await
+                .map_err(SetupError::api("create", CONFIGURATIONS))?;
             tracing::info!(name = %settings.configuration, "ValidatingWebhookConfiguration created");
             Ok(true)
         }
@@ -563,32 +705,114 @@ async fn ensure_configuration(
                 object.remove("apiVersion");
                 object.remove("kind");
             }
-            k8s::webhook::patch_configuration(client, &settings.configuration, &patch).await?;
+            k8s::webhook::patch_configuration(client, &settings.configuration, &patch)
+                .await
+                .map_err(SetupError::api("patch", CONFIGURATIONS))?;
             Ok(true)
         }
     }
 }
 
-fn warn_forbidden(what: &str, e: &kube::Error) {
+/// A 403: sets `kip_permission_denied{verb,resource}` (the label scheme of [`crate::rbac`]) and says once that
+/// the webhook is off. Returns false (and does nothing) for any other error.
+fn permission_denied(denied: &Family<PermissionLabel, Gauge>, e: &SetupError) -> bool {
+    let SetupError::Api {
+        verb,
+        group,
+        resource,
+        source,
+    } = e
+    else {
+        return false;
+    };
+    if !k8s::is_forbidden(source) {
+        return false;
+    }
+    let label = rbac::permission_label(verb, group, resource);
+    denied.get_or_create(&label).set(1);
     tracing::warn!(
-        error = %e,
-        "no permission for the admission webhook's {what}: the webhook is off; everything else works (grant the optional rows of `kubernetes-image-puller rbac` to enable it)"
+        verb = %label.verb,
+        resource = %label.resource,
+        error = %source,
+        "no permission to {verb} {}: the admission webhook is off; everything else works (grant the optional rows of `kubernetes-image-puller rbac` and restart to enable it)",
+        label.resource
     );
+    true
 }
 
-/// Runs the webhook until `stop` turns true: certificates, registration, the server and renewals. Returns at
-/// once (after one warning) when the Secret or the configuration is forbidden, or the port is taken.
-pub async fn run(client: Client, settings: WebhookSettings, mut stop: watch::Receiver<bool>) {
+/// Shortest and longest wait before looking again after a failed look (doubling in between).
+const RETRY_MIN: u64 = 60;
+const LOOK_MAX: u64 = 3600;
+
+/// Seconds until the next look: at the renewal time, and at least hourly; after `failures` failed looks in
+/// a row, a minute doubling up to an hour instead (an overdue renewal that keeps failing is never retried
+/// in a loop). A short `validity` (seconds, tests) retries after a sixth of it at first, so that a renewal
+/// failing once still lands before the old certificate expires.
+fn next_look(renew_at: i64, now: i64, failures: u32, validity: u64) -> u64 {
+    if failures == 0 {
+        u64::try_from(renew_at - now).unwrap_or(0).clamp(1, LOOK_MAX)
+    } else {
+        (validity / 6)
+            .clamp(1, RETRY_MIN)
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(LOOK_MAX)
+    }
+}
+
+/// One look: the Secret (renewed when due, here or by another replica) and the configuration. A renewed
+/// CA is trusted (beside the old one) before the new certificate is served; a failed registration keeps the
+/// old certificate served, and the next look tries again.
+async fn look(
+    client: &Client,
+    settings: &WebhookSettings,
+    endpoint: &Endpoint,
+    namespace: &str,
+    names: &[String],
+    tls: &Tls,
+    certs: &CertStore,
+) -> Result<Tls, SetupError> {
+    let (fresh, previous) = ensure_certificates(client, settings, namespace, names).await?;
+    if previous.is_some() || fresh != *tls {
+        let bundle = format!("{}{}", fresh.ca_pem, tls.ca_pem);
+        ensure_configuration(client, settings, endpoint, namespace, &bundle).await?;
+        certs.set(fresh.certified_key()?);
+        tracing::info!(not_after = fresh.not_after, "webhook certificate renewed");
+    } else {
+        ensure_configuration(client, settings, endpoint, namespace, &fresh.ca_pem).await?;
+    }
+    Ok(fresh)
+}
+
+/// Runs the webhook until `stop` turns true: certificates, registration, the server and renewals. A 403 on
+/// any of its calls (the Secret: get, create, update; the configuration: get, create, patch), at start or
+/// later, sets `kip_permission_denied` for that verb and resource and turns the webhook off with one warning
+/// (the controller runs on); so does a port that is taken. Other failures are retried at the next look.
+/// With `settings.cert_dir`, the pair in that directory is served instead and no API call is made.
+pub async fn run(
+    client: Client,
+    settings: WebhookSettings,
+    denied: Family<PermissionLabel, Gauge>,
+    mut stop: watch::Receiver<bool>,
+) {
     let namespace = settings
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let names = dns_names(&settings.endpoint, &namespace);
+    if let Some(dir) = &settings.cert_dir {
+        return run_with_cert_dir(&settings, &namespace, dir, CERT_DIR_POLL, stop).await;
+    }
+    let Some(endpoint) = settings.endpoint.clone() else {
+        tracing::warn!(
+            "the admission webhook needs --webhook-url, --webhook-service or --webhook-cert-dir: the webhook is off"
+        );
+        return;
+    };
+    let names = dns_names(&endpoint, &namespace);
     // Replicas starting together race to create the Secret: the loser (409) reads the winner's.
     let mut attempt = ensure_certificates(&client, &settings, &namespace, &names).await;
     for _ in 0..2 {
         match &attempt {
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(e) if e.is_conflict() => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 attempt = ensure_certificates(&client, &settings, &namespace, &names).await;
             }
@@ -597,9 +821,10 @@ pub async fn run(client: Client, settings: WebhookSettings, mut stop: watch::Rec
     }
     let (tls, previous) = match attempt {
         Ok(t) => t,
-        Err(e) if k8s::is_forbidden(&e) => return warn_forbidden("Secret", &e),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot set up the admission webhook's certificates: the webhook is off");
+            if !permission_denied(&denied, &e) {
+                tracing::warn!(error = %e, "cannot set up the admission webhook's certificates: the webhook is off");
+            }
             return;
         }
     };
@@ -627,49 +852,114 @@ pub async fn run(client: Client, settings: WebhookSettings, mut stop: watch::Rec
             return;
         }
     };
-    let bundle = |tls: &Tls, previous: &Option<Tls>| match previous {
+    let bundle = match &previous {
         Some(p) => format!("{}{}", tls.ca_pem, p.ca_pem),
         None => tls.ca_pem.clone(),
     };
-    match ensure_configuration(&client, &settings, &namespace, &bundle(&tls, &previous)).await {
+    let mut failures = 0u32;
+    let validity = settings.validity.as_secs();
+    match ensure_configuration(&client, &settings, &endpoint, &namespace, &bundle).await {
         Ok(_) => {}
-        Err(e) if k8s::is_forbidden(&e) => {
-            warn_forbidden("ValidatingWebhookConfiguration", &e);
+        Err(e) if permission_denied(&denied, &e) => {
             server.abort();
             return;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot register the admission webhook; retrying at the next renewal check")
+            failures = 1;
+            tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures, validity), "cannot register the admission webhook; trying again later");
         }
     }
     let mut tls = tls;
     loop {
         // Look again at the renewal time, and at least hourly (a renewal by another replica, a deleted
         // configuration).
-        let wait = u64::try_from(tls.renew_at() - now()).unwrap_or(0).clamp(1, 3600);
+        let wait = next_look(tls.renew_at(), now(), failures, validity);
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep(Duration::from_secs(wait)) => {}
         }
-        match ensure_certificates(&client, &settings, &namespace, &names).await {
-            Ok((fresh, previous)) => {
-                let renewed = previous.is_some() || fresh != tls;
-                if renewed {
-                    // Trust the new CA (and still the old one) before serving the new certificate.
-                    let _ = ensure_configuration(&client, &settings, &namespace, &bundle(&fresh, &Some(tls.clone())))
-                        .await
-                        .map_err(|e| tracing::warn!(error = %e, "cannot update the webhook's caBundle"));
-                    match fresh.certified_key() {
-                        Ok(key) => certs.set(key),
-                        Err(e) => tracing::warn!(error = %e, "cannot use the renewed webhook certificate"),
-                    }
-                    tracing::info!(not_after = fresh.not_after, "webhook certificate renewed");
-                } else if let Err(e) = ensure_configuration(&client, &settings, &namespace, &fresh.ca_pem).await {
-                    tracing::warn!(error = %e, "cannot update the admission webhook's configuration");
-                }
+        match look(&client, &settings, &endpoint, &namespace, &names, &tls, &certs).await {
+            Ok(fresh) => {
                 tls = fresh;
+                failures = 0;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot renew the webhook certificate; trying again later"),
+            Err(e) if permission_denied(&denied, &e) => {
+                server.abort();
+                return;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, retry_in_seconds = next_look(0, 0, failures, validity), "cannot renew the webhook certificate or its registration; trying again later");
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
+}
+
+/// `--webhook-cert-dir`: serves the pair in `dir`, read again every `poll` (a changed pair is served to new
+/// connections at once; one that cannot be used is reported once and the previous one kept). Waits for a
+/// first usable pair (the Secret may not be issued yet). Makes no API call: the Secret and the
+/// ValidatingWebhookConfiguration with its `caBundle` are managed outside.
+async fn run_with_cert_dir(
+    settings: &WebhookSettings,
+    namespace: &str,
+    dir: &std::path::Path,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut files = CertFiles::new(dir);
+    let key = loop {
+        match files.reload() {
+            Ok(Some(key)) => break key,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "no usable admission webhook certificate yet (managed outside: cert-manager or the service CA); the webhook starts when there is one"
+            ),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+    };
+    let certs = Arc::new(CertStore::new(key));
+    let target = Arc::new(Target {
+        namespace: namespace.to_owned(),
+        config_map: settings.config_map.clone(),
+    });
+    let mut server_stop = stop.clone();
+    let served = serve(settings.addr, certs.clone(), target, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    })
+    .await;
+    let server = match served {
+        Ok((_, server)) => tokio::spawn(server),
+        Err(e) => {
+            tracing::warn!(addr = %settings.addr, error = %e, "cannot listen for the admission webhook: the webhook is off");
+            return;
+        }
+    };
+    tracing::info!(
+        dir = %dir.display(),
+        "admission webhook certificate from a directory (reloaded when it changes); its Secret and registration are managed outside"
+    );
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(poll) => {}
+        }
+        match files.reload() {
+            Ok(Some(key)) => {
+                certs.set(key);
+                tracing::info!(dir = %dir.display(), "admission webhook certificate reloaded");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "the admission webhook certificate changed but cannot be used: still serving the previous one"
+            ),
         }
     }
     let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
@@ -872,6 +1162,185 @@ mod tests {
         assert!(text.contains("config.toml:1:"), "{text}");
         let _ = stop.send(());
         server.await.unwrap();
+    }
+
+    /// Writes a pair into `dir` as the kubelet lays out a mounted Secret: the files in a directory of their
+    /// own, `..data` pointing at it (swapped by a rename), `tls.crt` and `tls.key` linked through `..data`.
+    fn kubelet_write(dir: &std::path::Path, version: &str, cert: &str, key: &str) {
+        use std::os::unix::fs::symlink;
+        let versioned = dir.join(version);
+        std::fs::create_dir(&versioned).unwrap();
+        std::fs::write(versioned.join(CERT_FILE), cert).unwrap();
+        std::fs::write(versioned.join(KEY_FILE), key).unwrap();
+        let tmp = dir.join("..data_tmp");
+        symlink(version, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        for name in [CERT_FILE, KEY_FILE] {
+            if std::fs::symlink_metadata(dir.join(name)).is_err() {
+                symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+            }
+        }
+    }
+
+    fn leaf_der(tls: &Tls) -> Vec<u8> {
+        CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_cert_dir_is_read_again_when_the_kubelet_swaps_it_and_a_bad_pair_is_reported_once() {
+        let names = ["127.0.0.1".to_owned()];
+        let one = Tls::generate(&names, Duration::from_secs(3600), now()).unwrap();
+        let two = Tls::generate(&names, Duration::from_secs(3600), now()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = CertFiles::new(dir.path());
+        // Not issued yet: said once.
+        let missing = files.reload().unwrap_err().to_string();
+        assert!(missing.contains("tls.crt"), "{missing}");
+        assert!(files.reload().unwrap().is_none(), "reported once");
+        kubelet_write(dir.path(), "..2026_12_02_10_00_00.1", &one.cert_pem, &one.key_pem);
+        let key = files.reload().unwrap().expect("the first pair");
+        assert_eq!(key.cert[0].as_ref(), leaf_der(&one));
+        assert!(files.reload().unwrap().is_none(), "unchanged");
+        // The kubelet swaps `..data`: the new pair at the next read.
+        kubelet_write(dir.path(), "..2026_12_02_11_00_00.2", &two.cert_pem, &two.key_pem);
+        let key = files.reload().unwrap().expect("the swapped pair");
+        assert_eq!(key.cert[0].as_ref(), leaf_der(&two));
+        // Unusable: reported once, nothing to serve (the caller keeps the previous pair).
+        kubelet_write(dir.path(), "..3", "not a certificate", &two.key_pem);
+        assert!(files.reload().is_err());
+        assert!(files.reload().unwrap().is_none(), "reported once");
+        kubelet_write(dir.path(), "..4", &one.cert_pem, &two.key_pem);
+        let mismatch = files.reload().unwrap_err().to_string();
+        assert!(mismatch.contains("not the certificate's"), "{mismatch}");
+        kubelet_write(dir.path(), "..5", &one.cert_pem, &one.key_pem);
+        assert_eq!(
+            files.reload().unwrap().expect("usable again").cert[0].as_ref(),
+            leaf_der(&one)
+        );
+    }
+
+    /// POSTs a broken config's review to `addr` over TLS, trusting only `ca_pem`: the answer, or the error.
+    async fn post_review(addr: SocketAddr, ca_pem: &str) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut stream = connector.connect(name, tcp).await?;
+        let body = review_of(json!({"config.toml": "[[sets]"}));
+        let head = format!(
+            "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_cert_dir_is_served_and_a_swapped_certificate_is_served_to_new_connections() {
+        let names = ["127.0.0.1".to_owned()];
+        let one = Tls::generate(&names, Duration::from_secs(3600), now()).unwrap();
+        let two = Tls::generate(&names, Duration::from_secs(3600), now()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        kubelet_write(dir.path(), "..1", &one.cert_pem, &one.key_pem);
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let settings = WebhookSettings {
+            addr,
+            endpoint: None,
+            cert_dir: Some(dir.path().to_owned()),
+            secret: DEFAULT_SECRET.into(),
+            configuration: DEFAULT_CONFIGURATION.into(),
+            validity: DEFAULT_VALIDITY,
+            config_map: None,
+            namespace: Some("kip".into()),
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let path = dir.path().to_owned();
+        let running = tokio::spawn(async move {
+            run_with_cert_dir(&settings, "kip", &path, Duration::from_millis(50), stop).await;
+        });
+        let mut answer = Err(std::io::Error::other("not tried"));
+        for _ in 0..50 {
+            answer = post_review(addr, &one.ca_pem).await;
+            if answer.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let text = answer.unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.contains(r#""allowed":false"#),
+            "{text}"
+        );
+        kubelet_write(dir.path(), "..2", &two.cert_pem, &two.key_pem);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let text = post_review(addr, &two.ca_pem).await.expect("the new certificate");
+        assert!(text.contains(r#""allowed":false"#), "{text}");
+        assert!(post_review(addr, &one.ca_pem).await.is_err(), "the old one is gone");
+        // A bad pair keeps the current one served.
+        kubelet_write(dir.path(), "..3", &one.cert_pem, &two.key_pem);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(post_review(addr, &two.ca_pem).await.is_ok());
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), running)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// The webhook entry the chart (cert-manager mode) and the OpenShift template render beside their own
+    /// ValidatingWebhookConfiguration: ci/deploy-checks.sh compares theirs with the same fixture.
+    #[test]
+    fn the_configuration_rendered_outside_is_the_controllers_own() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/webhook/validating-webhook.json"
+        );
+        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let endpoint = Endpoint::Service {
+            name: "kubernetes-image-puller-metrics".into(),
+            port: None,
+        };
+        let mut ours = configuration("kip", &endpoint, "k8s-image-puller", "PEM")["webhooks"][0].clone();
+        ours["clientConfig"].as_object_mut().unwrap().remove("caBundle");
+        assert_eq!(
+            ours, fixture,
+            "update {path} (and the chart and deploy/openshift/webhook.yaml) with it"
+        );
+    }
+
+    #[test]
+    fn failed_looks_back_off_from_a_minute_to_an_hour_instead_of_retrying_an_overdue_renewal_each_second() {
+        // Healthy: at the renewal time, at least hourly, never sooner than a second.
+        let year = DEFAULT_VALIDITY.as_secs();
+        assert_eq!(next_look(1_000, 900, 0, year), 100);
+        assert_eq!(next_look(100_000, 0, 0, year), 3600);
+        assert_eq!(next_look(0, 900, 0, year), 1, "overdue");
+        // Failing, even when overdue: 60, 120, 240 ... 3600 seconds.
+        let waits: Vec<u64> = (1..=8).map(|n| next_look(0, 900, n, year)).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(next_look(0, 900, u32::MAX, year), 3600);
+        // A 60 s validity (renewed at 40 s): retried after 10 s, well before the old certificate expires.
+        assert_eq!(next_look(0, 900, 1, 60), 10);
+        assert_eq!(next_look(0, 900, 2, 60), 20);
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
     let controller_stop = stop.clone();
     let webhook_stop = stop.clone();
     let webhook_config_map = config_map.clone();
+    // A 403 on the webhook's own calls shows in `kip_permission_denied` like the controller's.
+    let webhook_denied = metrics.permission_denied.clone();
     let controller = async move {
         let client = client().await?;
         // The admission webhook beside the controller: it never stops the controller (a missing permission
@@ -97,13 +99,14 @@ pub async fn run(options: RunOptions) -> Result<ExitCode> {
             let settings = webhook::WebhookSettings {
                 addr: w.addr,
                 endpoint: w.endpoint,
+                cert_dir: w.cert_dir,
                 secret: w.secret,
                 configuration: w.configuration,
                 validity: w.validity,
                 config_map: webhook_config_map,
                 namespace: std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty()),
             };
-            tokio::spawn(webhook::run(client.clone(), settings, webhook_stop));
+            tokio::spawn(webhook::run(client.clone(), settings, webhook_denied, webhook_stop));
         }
         let controller =
             Controller::new(client, settings(config_path), Box::new(Env), metrics, ready).with_config_map(config_map);

@@ -49,6 +49,12 @@ pub fn mock_cluster(namespace: &str) -> (Cluster, Verifier) {
     (Cluster::new(client, namespace), Verifier(handle))
 }
 
+/// A client over a mock service (for code that takes a `kube::Client`), and the verifier.
+pub fn mock_client(namespace: &str) -> (Client, Verifier) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, namespace), Verifier(handle))
+}
+
 impl Verifier {
     /// The next request; fails the test if none arrives within a second.
     pub async fn next(&mut self) -> (Seen, SendResponse<Response<Body>>) {

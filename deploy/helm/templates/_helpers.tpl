@@ -68,6 +68,29 @@ label, which the PrometheusRule's default selector matches.
 {{- .Values.webhook.configurationName | default (printf "%s-%s" .Release.Namespace .Values.deploymentName) | trunc 253 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+"true" when the controller keeps the webhook's certificates and configuration itself (webhook.enabled,
+webhook.certManager.enabled off); empty otherwise.
+*/}}
+{{- define "kip.webhookSelfManaged" -}}
+{{- if and .Values.webhook.enabled (not (.Values.webhook.certManager | default dict).enabled) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when cert-manager issues the webhook's certificate and the chart renders its configuration. */}}
+{{- define "kip.webhookCertManager" -}}
+{{- if and .Values.webhook.enabled (.Values.webhook.certManager | default dict).enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* The cert-manager Certificate (and its self-signed Issuer) of the webhook. */}}
+{{- define "kip.webhookCertificateName" -}}
+{{- printf "%s-webhook" .Values.deploymentName | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the controller reads the cert-manager Secret (--webhook-cert-dir). */}}
+{{- define "kip.webhookCertDir" -}}
+/var/run/kubernetes-image-puller/webhook-tls
+{{- end -}}
+
 {{- define "kip.metricsServiceName" -}}
 {{- printf "%s-metrics" .Values.deploymentName | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
