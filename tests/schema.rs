@@ -45,6 +45,7 @@ fn schema_describes_the_config_file() {
             "deployment_name",
             "kip_image",
             "namespace",
+            "refresh_check_interval",
             "sets"
         ]
     );
