@@ -45,7 +45,9 @@ fn schema_describes_the_config_file() {
             "deployment_name",
             "kip_image",
             "namespace",
-            "sets"
+            "refresh_check_interval",
+            "sets",
+            "warm_gate"
         ]
     );
     let set = &schema["$defs"]["RawSet"];
