@@ -132,6 +132,7 @@ fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 #[tokio::test]
 async fn five_hundred_nodes_join_each_gets_its_condition_and_loses_its_taint_once_warm() {
     let (api, client) = FakeApi::start();
+    let status_client = client.clone();
     let (_tmp, path) = write_config(&config("15m"));
     let ctl = support::boot_with(client, support::settings(Some(&path)), Vars::none(), |c| {
         c.with_warm_write_rate(5000, 5000)
@@ -188,6 +189,17 @@ async fn five_hundred_nodes_join_each_gets_its_condition_and_loses_its_taint_onc
         ctl.metrics.cold_nodes.get_or_create(&set("general")).get(),
         NODES as i64
     );
+    // `status` stays compact: cold nodes listed up to a bound, the rest counted.
+    let report = kubernetes_image_puller::controller::status(status_client, Some(&path), &Vars::none())
+        .await
+        .unwrap();
+    let text = kubernetes_image_puller::commands::status::table(&report);
+    assert!(
+        text.contains(&format!("warm gate: 0 node(s) warm, {NODES} cold\n")),
+        "{text}"
+    );
+    assert!(text.contains("cold: node-0000 since "), "{text}");
+    assert!(text.contains("cold: and 450 more node(s)"), "{text}");
 
     // The images arrive: the cache pods turn Ready 30 s after the nodes did.
     let warm_at = joined + jiff::SignedDuration::from_secs(30);
