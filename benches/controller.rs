@@ -13,9 +13,13 @@
 //!    create goes out and the peak extra heap (goal: flat, <= +1 MiB from 3 to 1000 nodes);
 //! 5. ConfigMap edit → DaemonSet create: `--config-map`, an edit adding a set accepted by the API → the
 //!    create (apply) request of its DaemonSet (no debounce: one watch event per edit);
-//! 6. resident memory of this process.
+//! 6. resident memory of this process;
+//! 7. the warm gate: one step's survey (every node and cache pod read page by page into compact records)
+//!    with 3 sets on 3, 500 and 1000 realistic Nodes and their realistic cache pods: time, requests, the
+//!    peak extra heap (the answer pages dominate: flat beyond one page) and what the step holds after the
+//!    reads (its compact records and verdicts: about 0.4 KB per node).
 //!
-//! Run: `cargo bench --bench controller`.
+//! Run: `cargo bench --bench controller` (`KIP_BENCH_ONLY=warm` runs only the warm gate's figures).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -30,7 +34,7 @@ use kubernetes_image_puller::k8s::Cluster;
 use kubernetes_image_puller::metrics::Metrics;
 use kubernetes_image_puller::reconcile::spec_hash_of;
 use serde_json::json;
-use support::fake_api::{FakeApi, realistic_node};
+use support::fake_api::{FakeApi, realistic_node, realistic_pod};
 use support::{NS, config_toml, rendered, set_toml};
 
 /// Counts live heap bytes and their peak, to see what one operation holds at most.
@@ -505,6 +509,69 @@ async fn flapping_set_looks() {
     let _ = task.await;
 }
 
+/// The warm gate's survey with 3 sets (one selecting every node, two a pool each) on realistic nodes with
+/// realistic cache pods (every node warm).
+async fn warm_survey_scale() {
+    println!(
+        "{:>6} {:>12} {:>10} {:>10} {:>12} {:>16} {:>14}",
+        "nodes", "JSON read", "survey", "requests", "warm nodes", "peak extra heap", "held after"
+    );
+    let mut peaks = Vec::new();
+    for nodes in [3usize, 500, 1000] {
+        let (api, client) = FakeApi::start();
+        let objects: Vec<serde_json::Value> = (0..nodes).map(realistic_node).collect();
+        let mut json_size: usize = objects.iter().map(|n| serde_json::to_vec(n).unwrap().len()).sum();
+        api.add_node_objects(objects);
+        let images = [("img0", "quay.io/kip/img0:1"), ("img1", "quay.io/kip/img1:1")];
+        let mut pods = Vec::new();
+        for n in 0..nodes {
+            pods.push(realistic_pod(NS, "all", n, &images));
+            if n % 7 < 2 {
+                pods.push(realistic_pod(NS, &format!("pool{}", n % 7), n, &images));
+            }
+        }
+        json_size += pods.iter().map(|p| serde_json::to_vec(p).unwrap().len()).sum::<usize>();
+        api.add_pods(NS, pods);
+        let text = format!(
+            "namespace = \"{NS}\"\nkip_image = \"quay.io/kip/kip:1\"\n[warm_gate]\ntaint = \"kip/cold\"\n\
+             [[sets]]\nname = \"all\"\nimages = {{ img0 = \"quay.io/kip/img0:1\", img1 = \"quay.io/kip/img1:1\" }}\n\
+             tolerations = [{{ key = \"dedicated\", operator = \"Exists\" }}]\n\
+             [[sets]]\nname = \"pool0\"\nnode_selector = {{ pool = \"pool-0\" }}\nimages = {{ img0 = \"quay.io/kip/img0:1\" }}\n\
+             [[sets]]\nname = \"pool1\"\nnode_selector = {{ pool = \"pool-1\" }}\nimages = {{ img0 = \"quay.io/kip/img0:1\" }}\n"
+        );
+        let config = support::load(&text);
+        let gate = config.warm_gate.clone().unwrap();
+        let cluster = Cluster::new(client, NS);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        let t0 = tokio::time::Instant::now();
+        let verdicts = kubernetes_image_puller::controller::survey(&cluster, &config, &gate, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        let took = t0.elapsed();
+        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+        // What the step keeps while it writes: the compact records and the verdicts.
+        let held = LIVE.load(Ordering::Relaxed).saturating_sub(base);
+        let requests = api.requests_since(t0).len();
+        let warm = verdicts.iter().filter(|v| v.warm).count();
+        assert_eq!(verdicts.len(), nodes, "every node selected by `all`");
+        println!(
+            "{nodes:>6} {:>10.1}MB {:>10?} {requests:>10} {warm:>12} {:>13.2}MiB {:>11.2}MiB",
+            json_size as f64 / 1e6,
+            took,
+            mib(peak),
+            mib(held)
+        );
+        peaks.push(peak);
+    }
+    println!(
+        "warm gate survey, peak extra heap: +{:.2} MiB from 3 to 1000 nodes (3 nodes fill no page), +{:.2} MiB from 500 to 1000 (fake server's answer pages included)",
+        mib(peaks[2].saturating_sub(peaks[0])),
+        mib(peaks[2].saturating_sub(peaks[1]))
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -513,11 +580,16 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         println!("resident memory at start: {:.1} MiB", rss_mib());
+        if std::env::var("KIP_BENCH_ONLY").as_deref() == Ok("warm") {
+            warm_survey_scale().await;
+            return;
+        }
         reload_latency().await;
         config_map_latency().await;
         node_scale().await;
         flapping_set_looks().await;
         scale().await;
+        warm_survey_scale().await;
         println!(
             "resident memory at the end (includes the fake server and its pods): {:.1} MiB",
             rss_mib()

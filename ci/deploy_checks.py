@@ -255,6 +255,9 @@ EXPECTED_ROLE = {
     # The admission webhook's TLS Secret (get, update by name; create cannot be restricted by name).
     ("", "secrets"): {"get", "update", "create"},
 }
+# The warm gate (chart ClusterRole, with warmGate.enabled and sets): nodes list (also rbac.nodeAccess's) and
+# patch (the startup taint), nodes/status patch (the ImagesCached condition).
+WARM_GATE_CLUSTER_RULES = {("", "nodes"): {"list", "patch"}, ("", "nodes/status"): {"patch"}}
 # The admission webhook's own ValidatingWebhookConfiguration (chart ClusterRole, with webhook.enabled).
 WEBHOOK_CLUSTER_RULES = {("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"get", "patch", "create"}}
 
@@ -473,9 +476,10 @@ def cmd_assert_chart(scenario, manifests):
         expect(gpu["memory_limit"] == "30Mi", "per-set memory_limit")
         expect(cfg["defaults"]["cpu_limit"] == "0.2", "numeric quantity written as string")
         check_deployment(docs, ns, "kubernetes-image-puller", image, "true", 2)
+        expect(cfg["warm_gate"] == {"taint": "kubernetes-image-puller/cold", "timeout": "20m"}, "warm_gate")
         cr = one(docs, "ClusterRole")
-        expect(rules_map(cr["rules"]) == {("", "nodes"): {"list"}, **WEBHOOK_CLUSTER_RULES},
-               "ClusterRole: nodes list and the webhook's validatingwebhookconfigurations only")
+        expect(rules_map(cr["rules"]) == {**WARM_GATE_CLUSTER_RULES, **WEBHOOK_CLUSTER_RULES},
+               "ClusterRole: the warm gate's nodes and nodes/status and the webhook's configurations only")
         crb = one(docs, "ClusterRoleBinding")
         expect(crb["subjects"][0]["namespace"] == ns, "ClusterRoleBinding subject namespace")
         sm = one(docs, "ServiceMonitor")

@@ -87,6 +87,7 @@ mod monitoring;
 mod process;
 mod real_node;
 mod refresh;
+mod warm_gate;
 mod webhook;
 
 /// A namespace enforcing Pod Security "restricted", deleted on drop.

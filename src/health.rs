@@ -401,6 +401,21 @@ pub struct PodStatusView {
     pub init_container_statuses: Option<Vec<ContainerView>>,
     #[serde(default)]
     pub container_statuses: Option<Vec<ContainerView>>,
+    /// Ready and PodScheduled, with their transition times: when a node's cache became warm (warm gate).
+    #[serde(default)]
+    pub conditions: Option<Vec<PodConditionView>>,
+}
+
+/// A pod condition: its type, status and last transition only.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodConditionView {
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub last_transition_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -412,6 +427,8 @@ pub struct ContainerView {
     /// What the runtime started (`repo@sha256:…`): the node's digest of the image.
     #[serde(default, rename = "imageID")]
     pub image_id: String,
+    #[serde(default)]
+    pub ready: bool,
     #[serde(default)]
     pub state: Option<StateView>,
 }

@@ -21,5 +21,6 @@ pub mod render;
 pub mod scheduling;
 pub mod status;
 pub mod telemetry;
+pub mod warmth;
 pub mod watch;
 pub mod webhook;

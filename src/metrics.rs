@@ -107,6 +107,17 @@ pub struct Metrics {
     pub registry_check_failed: Family<RegistryFailLabel, Gauge>,
     pub refreshed_nodes: Family<SetLabel, Counter>,
     pub refresh_failures: Family<SetLabel, Counter>,
+    /// Warm gate: seconds from a node's Ready transition to the set's cache pod Ready there.
+    pub node_warm_seconds: Family<SetLabel, Histogram, fn() -> Histogram>,
+    /// Warm gate: nodes the set selects whose cache pod is not Ready yet.
+    pub cold_nodes: Family<SetLabel, Gauge>,
+    /// Warm gate: startup taints removed at the timeout with the set's images still missing.
+    pub warm_timeouts: Family<SetLabel, Counter>,
+}
+
+/// Buckets of the time to warm: 1 s to about 68 min.
+fn warm_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
 }
 
 /// Registers each `field => name, help;` row: a table instead of one five-line call per metric.
@@ -144,6 +155,9 @@ impl Default for Metrics {
             registry_check_failed: Family::default(),
             refreshed_nodes: Family::default(),
             refresh_failures: Family::default(),
+            node_warm_seconds: Family::new_with_constructor(warm_histogram),
+            cold_nodes: Family::default(),
+            warm_timeouts: Family::default(),
             registry: Registry::default(),
         };
         // One row per metric: field => name (after the `kip_` prefix), help.
@@ -171,6 +185,9 @@ impl Default for Metrics {
             registry_check_failed => "registry_check_failed", "1 per image whose registry could not say its digest at the last check, by reason: timeout, unauthorized, not_found, server, unreachable, other (the nodes keep their cache)";
             refreshed_nodes => "refreshed_nodes", "Cache pods replaced after their node pulled a changed tag (refresh digest)";
             refresh_failures => "refresh_failures", "Refresh pods that failed to pull (tried again at the next check)";
+            node_warm_seconds => "node_warm_seconds", "Warm gate: seconds from a node's Ready transition to the set's cache pod Ready on it (nodes that joined)";
+            cold_nodes => "cold_nodes", "Warm gate: nodes the set selects whose cache pod is not Ready (the images still coming)";
+            warm_timeouts => "warm_gate_timeouts", "Warm gate: startup taints removed at the timeout while the set's images were still missing";
             config_info => "config_info", "1 for the config version in force: source (configmap, file, env) and version (the ConfigMap's resourceVersion or a content hash)";
         }
         Self { registry, ..m }
@@ -271,6 +288,7 @@ impl Metrics {
             &self.nodes_ready,
             &self.nodes_updated,
             &self.images,
+            &self.cold_nodes,
         ] {
             family.remove(&l);
         }

@@ -555,6 +555,7 @@ mod tests {
             namespace: "ns".into(),
             caching_interval_hours: 1,
             refresh_check_interval: crate::config::DEFAULT_REFRESH_CHECK_INTERVAL,
+            warm_gate: None,
             kip_image: "k:1".into(),
             deployment_name: None,
             sets,

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, LocalObjectReference, Pod, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -291,6 +291,21 @@ pub fn refresh_pod(
     }
 }
 
+/// The set's tolerations and, with a `[warm_gate]` taint, the toleration of that startup taint: the cache
+/// pods must start on a cold node to warm it.
+fn tolerations(config: &Config, set: &ImageSet) -> Option<Vec<Toleration>> {
+    let mut out = set.tolerations.clone();
+    if let Some(key) = config.warm_gate.as_ref().and_then(|w| w.taint.as_ref()) {
+        out.push(Toleration {
+            key: Some(key.clone()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Toleration::default()
+        });
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// The DaemonSet without its spec-hash annotation (what the hash is computed over), holding the cache
 /// containers of `images` (the set's own, or none for the skeleton the hash and the size are made from).
 fn render_unhashed(config: &Config, set: &ImageSet, images: &[Image], options: &RenderOptions) -> DaemonSet {
@@ -383,6 +398,8 @@ fn bare_bound(config: &Config, set: &ImageSet) -> usize {
         + e(&r.memory_limit)
         + json_len(&set.node_selector)
         + json_len(&set.tolerations)
+        // The warm gate's toleration: its key, and fixed text well under 100 bytes.
+        + config.warm_gate.as_ref().and_then(|w| w.taint.as_deref()).map_or(0, |t| e(t) + 100)
         + json_len(&set.affinity)
         + json_len(&set.annotations)
         + set.image_pull_secrets.iter().map(|s| e(s) + 16).sum::<usize>()
@@ -624,7 +641,7 @@ fn pod_spec(config: &Config, set: &ImageSet, images: &[Image], options: &RenderO
             ..Volume::default()
         }]),
         node_selector: non_empty_map(&set.node_selector),
-        tolerations: (!set.tolerations.is_empty()).then(|| set.tolerations.clone()),
+        tolerations: tolerations(config, set),
         affinity: set.affinity.clone(),
         image_pull_secrets: (!set.image_pull_secrets.is_empty()).then(|| {
             set.image_pull_secrets
@@ -736,6 +753,7 @@ mod tests {
             namespace: "ns".into(),
             caching_interval_hours: 1,
             refresh_check_interval: crate::config::DEFAULT_REFRESH_CHECK_INTERVAL,
+            warm_gate: None,
             kip_image: "quay.io/x/kip:1".into(),
             deployment_name: Some("kip".into()),
             sets: vec![],
@@ -888,6 +906,7 @@ mod tests {
             namespace: "image-cache".into(),
             caching_interval_hours: 6,
             refresh_check_interval: crate::config::DEFAULT_REFRESH_CHECK_INTERVAL,
+            warm_gate: None,
             kip_image: "quay.io/example/kubernetes-image-puller:1.0.0".into(),
             deployment_name: None,
             sets: vec![],

@@ -970,3 +970,33 @@ fn fixtures_that_must_load() {
     assert_eq!(full.deployment_name.as_deref(), Some("kubernetes-image-puller"));
     assert!(full.sets.iter().any(|s| s.images.iter().any(|i| i.is_pinned())));
 }
+
+#[test]
+fn warm_gate_is_off_without_its_table_and_defaults_its_timeout() {
+    assert_eq!(load_ok(MINIMAL_SET).warm_gate, None);
+    let c = load_ok(&format!("[warm_gate]\n{MINIMAL_SET}"));
+    let gate = c.warm_gate.expect("on with the table");
+    assert_eq!(gate.taint, None, "the condition only");
+    assert_eq!(gate.timeout, kubernetes_image_puller::config::DEFAULT_WARM_TIMEOUT);
+    let c = load_ok(&format!(
+        "[warm_gate]\ntaint = \"kubernetes-image-puller/cold\"\ntimeout = \"90s\"\n{MINIMAL_SET}"
+    ));
+    let gate = c.warm_gate.unwrap();
+    assert_eq!(gate.taint.as_deref(), Some("kubernetes-image-puller/cold"));
+    assert_eq!(gate.timeout, std::time::Duration::from_secs(90));
+}
+
+#[test]
+fn warm_gate_values_are_checked_where_written() {
+    let p = one_problem(&format!("[warm_gate]\ntimeout = \"5s\"\n{MINIMAL_SET}"));
+    assert_problem(
+        &p,
+        "test.toml:2:1",
+        "warm_gate.timeout",
+        "out of range: from 10s to 24h",
+    );
+    let p = one_problem(&format!("[warm_gate]\ntaint = \"no spaces\"\n{MINIMAL_SET}"));
+    assert_problem(&p, "test.toml:2:1", "warm_gate.taint", "not a valid");
+    let p = one_problem(&format!("[warm_gate]\ntaimeout = \"1m\"\n{MINIMAL_SET}"));
+    assert_problem(&p, "test.toml:2:1", "warm_gate.taimeout", "did you mean `timeout`?");
+}

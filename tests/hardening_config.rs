@@ -677,6 +677,7 @@ fn plain_config(images: &BTreeMap<String, String>) -> Config {
         namespace: DEFAULT_NAMESPACE.into(),
         caching_interval_hours: 1,
         refresh_check_interval: kubernetes_image_puller::config::DEFAULT_REFRESH_CHECK_INTERVAL,
+        warm_gate: None,
         kip_image: DEFAULT_KIP_IMAGE.into(),
         deployment_name: None,
         sets: vec![ImageSet {

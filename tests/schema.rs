@@ -46,7 +46,8 @@ fn schema_describes_the_config_file() {
             "kip_image",
             "namespace",
             "refresh_check_interval",
-            "sets"
+            "sets",
+            "warm_gate"
         ]
     );
     let set = &schema["$defs"]["RawSet"];

@@ -75,6 +75,9 @@ pub fn table(report: &StatusReport) -> String {
     for t in &report.quota_totals {
         let _ = writeln!(out, "quota: {t}");
     }
+    if let Some(w) = &report.warm {
+        let _ = writeln!(out, "{w}");
+    }
     if let Some(v) = &report.config {
         let _ = writeln!(out, "config: {} version {}", v.source, v.version);
     }
@@ -134,6 +137,7 @@ mod tests {
             permissions: crate::rbac::Access::default().report(),
             quota_totals: Vec::new(),
             config: None,
+            warm: None,
             freshness: vec![crate::freshness::ImageFreshness {
                 set: "wide".into(),
                 image: "ide".into(),

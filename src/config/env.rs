@@ -168,6 +168,7 @@ pub fn raw_from_vars(vars: &dyn VarSource) -> (RawConfig, Vec<Problem>) {
         refresh_check_interval: None,
         kip_image: vars.get("KIP_IMAGE"),
         deployment_name: vars.get("DEPLOYMENT_NAME"),
+        warm_gate: None,
         defaults: RawDefaults::default(),
         sets: vec![set],
     };

@@ -50,7 +50,21 @@ pub struct Config {
     /// The puller's own Deployment, owner of the DaemonSets (so uninstall garbage-collects them).
     pub deployment_name: Option<String>,
     pub sets: Vec<ImageSet>,
+    /// `[warm_gate]`: the node condition and the startup taint; None when the table is absent.
+    pub warm_gate: Option<WarmGate>,
 }
+
+/// The warm gate in force (see `[warm_gate]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmGate {
+    /// Key of the startup taint (effect NoSchedule) removed once a node is warm; None: the condition only.
+    pub taint: Option<String>,
+    /// How long a node may stay cold before its taint is removed anyway.
+    pub timeout: std::time::Duration,
+}
+
+/// `[warm_gate] timeout` when the config gives none.
+pub const DEFAULT_WARM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// One image set, with the defaults merged in. (`Default` is for building sets in code: the built-in
 /// resources, no images; `load` never fills a missing field from it.)

@@ -49,6 +49,13 @@ pub struct RawConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment_name: Option<String>,
 
+    /// New nodes take work only once their cache is warm: the controller writes the node condition
+    /// `kubernetes-image-puller/ImagesCached` on every node a set selects and, with `taint`, removes that
+    /// startup taint from a node once it is warm (or after `timeout`). Off without this table.
+    #[validate(nested)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_gate: Option<RawWarmGate>,
+
     /// Values every set inherits unless it sets its own.
     #[validate(nested)]
     #[serde(default)]
@@ -147,6 +154,26 @@ per_set_fields! {
         /// Digest-pinned images are never pulled again.
         refresh: Refresh = replace, sample r#""never""#, in_set "Replaces `defaults.refresh` for this set.";
     }
+}
+
+/// The `[warm_gate]` table.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RawWarmGate {
+    /// Key of a startup taint (effect NoSchedule) that nodes carry when they join, e.g.
+    /// "kubernetes-image-puller/cold" (set by the node provisioner or the kubelet's `--register-with-taints`).
+    /// The cache pods tolerate it; the controller removes it from a node once every set selecting the node
+    /// has its cache pod ready there, or after `timeout`. It never adds it. Default: none (only the condition).
+    #[validate(custom(function = "rules::label_key"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taint: Option<String>,
+
+    /// How long a node may stay cold before its startup taint is removed anyway (with a Warning Event on the
+    /// node), counted from its Ready transition (else its creation): a duration such as "15m", from 10s to
+    /// 24h. Default: "15m".
+    #[validate(custom(function = "rules::check_interval"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// How moving tags stay current.

@@ -462,6 +462,15 @@ fn build(raw: &RawConfig) -> Config {
         kip_image: raw.kip_image.clone().unwrap_or_else(|| DEFAULT_KIP_IMAGE.into()),
         deployment_name: raw.deployment_name.clone(),
         sets,
+        // Checked by the field rules before we get here.
+        warm_gate: raw.warm_gate.as_ref().map(|w| super::WarmGate {
+            taint: w.taint.clone().filter(|t| !t.is_empty()),
+            timeout: w
+                .timeout
+                .as_deref()
+                .and_then(|s| super::rules::check_interval_of(s).ok())
+                .unwrap_or(super::DEFAULT_WARM_TIMEOUT),
+        }),
     }
 }
 

@@ -45,10 +45,12 @@ mod refresh;
 mod run;
 mod state;
 mod trigger;
+mod warm;
 
 pub use config_map::ConfigVersion;
 pub use once::{OnceReport, StatusError, StatusReport, run_once, status};
 use state::{InForce, Memory, Platform, Reported};
+pub use warm::survey;
 
 /// Longest wait for the SelfSubjectRulesReview; without an answer calls are tried and 403s teach the rest.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
@@ -134,6 +136,8 @@ pub struct Controller {
     reported: Reported,
     /// The digest check's registry client (its answers kept until the next check).
     resolver: Arc<crate::registry::Resolver>,
+    /// The warm gate's node-write budget (condition and taint patches).
+    warm_budget: crate::warmth::WriteBudget,
 }
 
 impl Controller {
@@ -159,6 +163,7 @@ impl Controller {
         let resolver = resolver_for(settings.plain_http_registries.clone());
         Self {
             resolver,
+            warm_budget: crate::warmth::WriteBudget::default(),
             client,
             settings,
             env,

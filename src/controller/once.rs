@@ -17,6 +17,8 @@ pub struct StatusReport {
     /// Per moving tag of the `refresh = "digest"` sets: the registry's digest against the nodes'. A registry
     /// that cannot be asked is reported, not a failure: the nodes keep their cache.
     pub freshness: Vec<crate::freshness::ImageFreshness>,
+    /// The warm gate (`[warm_gate]`): warm nodes counted, cold ones listed; None when off or unreadable.
+    pub warm: Option<crate::warmth::WarmSummary>,
 }
 
 impl StatusReport {
@@ -80,7 +82,17 @@ pub async fn status(
             freshness.extend(crate::freshness::report(set, &answers, &tally));
         }
     }
+    let mut warm = None;
+    if let Some(gate) = &config.warm_gate {
+        access.set_feature(Feature::WarmGate, true);
+        access.set_feature(Feature::WarmGateTaint, gate.taint.is_some());
+        match warm::survey(&cluster, &config, gate, Timestamp::now()).await {
+            Ok(verdicts) => warm = Some(crate::warmth::summarize(&verdicts, Timestamp::now())),
+            Err(e) => tracing::debug!(error = %e, "status: cannot read the warm gate's nodes"),
+        }
+    }
     Ok(StatusReport {
+        warm,
         freshness,
         namespace: config.namespace.clone(),
         sets,

@@ -139,6 +139,7 @@ impl Controller {
             Trigger::Resync => {
                 if s.synced {
                     s.due.get_or_insert_with(Instant::now);
+                    s.warm_at.get_or_insert_with(Instant::now);
                 }
             }
             Trigger::ConflictRecheck => {
@@ -149,6 +150,18 @@ impl Controller {
             }
             Trigger::HealthTick => return self.on_health_tick(s, shutdown).await,
             Trigger::DigestCheckDue => return self.on_digest_check_due(s, shutdown).await,
+            Trigger::WarmDue => {
+                s.warm_at = None;
+                let step = tokio::time::timeout(PASS_TIMEOUT * 2, self.warm_step(&s.cluster));
+                match unless_shutdown(shutdown, step).await {
+                    None => return Flow::Stop,
+                    Some(Ok(next)) => s.warm_at = next,
+                    Some(Err(_)) => {
+                        tracing::warn!("warm gate step timed out; trying again shortly");
+                        s.warm_at = Some(Instant::now() + super::warm::WARM_TICK);
+                    }
+                }
+            }
             Trigger::LookDue => {
                 let look = self.on_look_due(s);
                 if unless_shutdown(shutdown, look).await.is_none() {
@@ -190,6 +203,8 @@ impl Controller {
         let now = Instant::now();
         s.due = Some(now);
         s.failures = 0;
+        // After the pass (the cache pods may gain the startup taint's toleration).
+        s.warm_at = Some(now + super::warm::WARM_SETTLE);
         if let Some(c) = self.cfg.config.as_ref() {
             let next = now + c.refresh_check_interval;
             if next < s.digest_fresh_at {
@@ -209,6 +224,8 @@ impl Controller {
                 s.synced = true;
                 self.memory.overlay.clear();
                 s.due = Some(Instant::now());
+                s.warm_at
+                    .get_or_insert_with(|| Instant::now() + super::warm::WARM_SETTLE);
             }
             Ok(watcher::Event::Init) => {}
             // A set already unready when the watch (re)starts gets its look too.
@@ -222,6 +239,12 @@ impl Controller {
     /// An owned DaemonSet changed or went: a pass soon, and the looks at why its pods are missing or unready.
     fn on_daemonset_changed(&mut self, s: &mut Session, obj: &DaemonSet, deleted: bool) {
         self.memory.overlay.observe(obj);
+        // A node joined or a cache pod turned ready (the DaemonSet's status counts them): a warm step soon;
+        // a burst of events makes one step.
+        if s.synced {
+            let settle = Instant::now() + super::warm::WARM_SETTLE;
+            s.warm_at = Some(s.warm_at.map_or(settle, |t| t.min(settle)));
+        }
         if s.synced && s.due.is_none() {
             let now = Instant::now();
             s.due = Some(s.passed_at.map_or(now, |t| (t + EVENT_DEBOUNCE).max(now)));

@@ -86,4 +86,6 @@ pub(super) struct Reported {
     pub registry_failures: BTreeMap<(String, String), String>,
     /// Per set: its pull Secrets' payloads, read once per digest check interval.
     pub pull_secrets: BTreeMap<String, Vec<Vec<u8>>>,
+    /// The warm gate's last step: warm nodes counted, cold ones listed (None: off or not run yet).
+    pub warm: Option<crate::warmth::WarmSummary>,
 }

@@ -35,6 +35,8 @@ pub(super) enum Trigger {
     LookDue,
     /// The digest check of `refresh = "digest"` sets: a new interval, or the next step of refreshes going.
     DigestCheckDue,
+    /// A warm gate step: node conditions and startup taints (see `warm`).
+    WarmDue,
     HealthTick,
 }
 
@@ -138,6 +140,8 @@ pub(super) struct Session {
     pub digest_fresh_at: Instant,
     /// The next step of refreshes in progress (the registry's answers of this interval reused).
     pub digest_step_at: Option<Instant>,
+    /// The next warm gate step (after DaemonSet events, while nodes are cold, at resync).
+    pub warm_at: Option<Instant>,
     resync: Interval,
     pub health_tick: Interval,
     conflict_tick: Interval,
@@ -181,6 +185,7 @@ impl Session {
             passed_at: None,
             digest_fresh_at: Instant::now() + super::refresh::FIRST_DIGEST_CHECK,
             digest_step_at: None,
+            warm_at: None,
             resync: tokio::time::interval(resync),
             // The first health check a minute after start, then every interval.
             health_tick: tokio::time::interval_at(Instant::now() + Duration::from_secs(60), health_interval),
@@ -211,6 +216,7 @@ impl Session {
                 .map_or(self.digest_fresh_at, |t| t.min(self.digest_fresh_at)),
         )
         .filter(|_| acting);
+        let warm_at = self.warm_at.filter(|_| acting);
         tokio::select! {
             biased;
             _ = shutdown.changed() => Trigger::Shutdown,
@@ -221,6 +227,7 @@ impl Session {
             () = until(quick_at) => Trigger::QuickCheckDue,
             () = until(look_at) => Trigger::LookDue,
             () = until(digest_at) => Trigger::DigestCheckDue,
+            () = until(warm_at) => Trigger::WarmDue,
             _ = self.resync.tick() => Trigger::Resync,
             _ = self.conflict_tick.tick(), if recheck => Trigger::ConflictRecheck,
             _ = self.health_tick.tick(), if acting => Trigger::HealthTick,

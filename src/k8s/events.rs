@@ -145,14 +145,14 @@ impl Events {
     }
 
     pub async fn on_daemonset(&self, ds: &DaemonSet, warning: bool, reason: &str, note: String) {
-        self.publish(&ds.object_ref(&()), warning, reason, note).await;
+        self.publish(&ds.object_ref(&()), None, warning, reason, note).await;
     }
 
     /// Config-level Events: on the owner Deployment, else the own pod, else only in the log.
     pub async fn on_config(&self, warning: bool, reason: &str, note: String) {
         let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(target) = owner.or_else(|| self.own_pod.clone()) {
-            self.publish(&target, warning, reason, note).await;
+            self.publish(&target, None, warning, reason, note).await;
         }
     }
 
@@ -167,10 +167,31 @@ impl Events {
 
     /// An Event about another object, such as the ConfigMap whose edit was rejected.
     pub async fn on_object(&self, regarding: &ObjectReference, warning: bool, reason: &str, note: String) {
-        self.publish(regarding, warning, reason, note).await;
+        self.publish(regarding, None, warning, reason, note).await;
     }
 
-    async fn publish(&self, regarding: &ObjectReference, warning: bool, reason: &str, note: String) {
+    /// An Event about a node (cluster-scoped), recorded in `namespace` (the controller's own, where its Role
+    /// grants Events). Its uid is the node's name, as the kubelet's Events carry, so that
+    /// `kubectl describe node` lists it.
+    pub async fn on_node(&self, node: &str, namespace: &str, warning: bool, reason: &str, note: String) {
+        let regarding = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_owned()),
+            uid: Some(node.to_owned()),
+            ..ObjectReference::default()
+        };
+        self.publish(&regarding, Some(namespace), warning, reason, note).await;
+    }
+
+    async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        namespace: Option<&str>,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         if !self.access.allows("create", "events.k8s.io", "events") {
             return;
         }
@@ -198,7 +219,10 @@ impl Events {
                 None => None,
             }
         };
-        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = namespace
+            .map(str::to_owned)
+            .or_else(|| regarding.namespace.clone())
+            .unwrap_or_else(|| "default".into());
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &namespace);
         let now = jiff::Timestamp::now();
         let result = match &repeat {

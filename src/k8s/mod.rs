@@ -14,6 +14,7 @@ use crate::rbac::Access;
 
 pub mod discovery;
 pub mod events;
+pub mod nodes;
 pub mod pages;
 pub mod pods;
 pub mod webhook;

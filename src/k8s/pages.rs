@@ -79,7 +79,11 @@ impl Cluster {
 
 /// The one pager: visits a list page by page (`limit` and `continue`); each page is dropped before the
 /// next is requested, so memory is bounded by one page.
-async fn for_each_page<K>(api: &Api<K>, mut params: ListParams, mut visit: impl FnMut(&[K])) -> Result<(), kube::Error>
+pub(super) async fn for_each_page<K>(
+    api: &Api<K>,
+    mut params: ListParams,
+    mut visit: impl FnMut(&[K]),
+) -> Result<(), kube::Error>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {

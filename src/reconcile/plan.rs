@@ -550,6 +550,7 @@ mod tests {
                 namespace: "ns".into(),
                 caching_interval_hours: 1,
                 refresh_check_interval: crate::config::DEFAULT_REFRESH_CHECK_INTERVAL,
+                warm_gate: None,
                 kip_image: "kip:1".into(),
                 deployment_name: Some(ME.into()),
                 sets: vec![set("a", "1"), set("b", b_tag)],

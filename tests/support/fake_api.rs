@@ -181,8 +181,10 @@ pub fn attributes(method: &Method, path: &str, query: &BTreeMap<String, String>)
         _ => (None, rest),
     };
     let (resource, mut name) = match rest {
-        [resource] => (*resource, None),
-        [resource, name, ..] => (*resource, Some((*name).to_owned())),
+        [resource] => ((*resource).to_owned(), None),
+        // A subresource (nodes/status) is authorized as `resource/subresource`, as the real server does.
+        [resource, name, sub] => (format!("{resource}/{sub}"), Some((*name).to_owned())),
+        [resource, name, ..] => ((*resource).to_owned(), Some((*name).to_owned())),
         _ => return None,
     };
     let verb = match *method {
@@ -208,7 +210,7 @@ pub fn attributes(method: &Method, path: &str, query: &BTreeMap<String, String>)
     Some(Attributes {
         verb,
         group: group.to_owned(),
-        resource: resource.to_owned(),
+        resource,
         namespace,
         name,
     })
@@ -1283,6 +1285,85 @@ fn not_found(name: &str) -> Reply {
     )
 }
 
+fn node_not_found(name: &str) -> Reply {
+    Reply::Json(404, status(404, "NotFound", &format!("nodes \"{name}\" not found")))
+}
+
+/// RFC 6902 on the paths the controller uses (object keys, array indices, `-` to append).
+fn json_patch(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
+    fn split(path: &str) -> Vec<String> {
+        path.split('/')
+            .skip(1)
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect()
+    }
+    fn parent<'a>(doc: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+        let mut at = doc;
+        for seg in path {
+            at = match at {
+                Value::Object(m) => m.get_mut(seg)?,
+                Value::Array(a) => a.get_mut(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(at)
+    }
+    for op in ops {
+        let path = split(op["path"].as_str().unwrap_or_default());
+        let (last, head) = path.split_last().ok_or("empty path")?;
+        let value = op["value"].clone();
+        let target = parent(doc, head).ok_or_else(|| format!("path {} not found", op["path"]))?;
+        match op["op"].as_str() {
+            Some("test") => {
+                let current = match target {
+                    Value::Object(m) => m.get(last).cloned(),
+                    Value::Array(a) => last.parse::<usize>().ok().and_then(|i| a.get(i).cloned()),
+                    _ => None,
+                };
+                if current.as_ref() != Some(&value) {
+                    return Err(format!("testing value {} failed: test failed", op["path"]));
+                }
+            }
+            Some("add" | "replace") => match target {
+                Value::Object(m) => {
+                    if op["op"] == "replace" && !m.contains_key(last) {
+                        return Err(format!(
+                            "replace operation does not apply: doc is missing path: {}",
+                            op["path"]
+                        ));
+                    }
+                    m.insert(last.clone(), value);
+                }
+                Value::Array(a) if last == "-" => a.push(value),
+                Value::Array(a) => {
+                    let i: usize = last.parse().map_err(|_| "bad index")?;
+                    if op["op"] == "replace" {
+                        *a.get_mut(i).ok_or("index out of range")? = value;
+                    } else {
+                        a.insert(i.min(a.len()), value);
+                    }
+                }
+                _ => return Err("cannot add to a scalar".into()),
+            },
+            Some("remove") => match target {
+                Value::Object(m) => {
+                    m.remove(last).ok_or("remove: missing path")?;
+                }
+                Value::Array(a) => {
+                    let i: usize = last.parse().map_err(|_| "bad index")?;
+                    if i >= a.len() {
+                        return Err("index out of range".into());
+                    }
+                    a.remove(i);
+                }
+                _ => return Err("cannot remove from a scalar".into()),
+            },
+            other => return Err(format!("unsupported op {other:?}")),
+        }
+    }
+    Ok(())
+}
+
 fn method_not_allowed() -> Reply {
     Reply::Json(
         405,
@@ -1442,6 +1523,15 @@ impl FakeApi {
                 }
                 Reply::Json(200, page)
             }
+            (&Method::PATCH, ["api", "v1", "nodes", name, "status"]) => self.patch_node_status(name, body),
+            (&Method::PATCH, ["api", "v1", "nodes", name]) => self.patch_node(name, body),
+            (&Method::GET, ["api", "v1", "nodes", name]) => {
+                let st = self.state();
+                match st.model.nodes.iter().find(|n| n["metadata"]["name"] == *name) {
+                    Some(n) => Reply::Json(200, n.clone()),
+                    None => node_not_found(name),
+                }
+            }
             (&Method::GET, ["apis", "apps", "v1", "namespaces", ns, "deployments", name]) => {
                 let found = self
                     .state()
@@ -1459,6 +1549,79 @@ impl FakeApi {
             }
             _ => return None,
         })
+    }
+
+    /// The nodes as stored now (after the controller's patches).
+    pub fn nodes(&self) -> Vec<Value> {
+        self.state().model.nodes.clone()
+    }
+
+    /// Changes a node as its kubelet or another controller would.
+    pub fn edit_node(&self, name: &str, f: impl FnOnce(&mut Value)) -> bool {
+        let mut st = self.state();
+        match st.model.nodes.iter_mut().find(|n| n["metadata"]["name"] == name) {
+            Some(n) => {
+                f(n);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A strategic-merge patch of a node's status, as the kubelet and controllers write conditions: the
+    /// `conditions` list merges by `type` (an entry replaces the same type's fields, others stay); other
+    /// fields merge as a JSON merge patch.
+    fn patch_node_status(&self, name: &str, patch: &Value) -> Reply {
+        let mut st = self.state();
+        st.rv += 1;
+        let rv = st.rv;
+        let Some(node) = st.model.nodes.iter_mut().find(|n| n["metadata"]["name"] == name) else {
+            return node_not_found(name);
+        };
+        let mut patch = patch.clone();
+        if let Some(given) = patch["status"].as_object_mut().and_then(|s| s.remove("conditions")) {
+            if !node["status"]["conditions"].is_array() {
+                node["status"]["conditions"] = json!([]);
+            }
+            let list = node["status"]["conditions"].as_array_mut().expect("array");
+            for c in given.as_array().into_iter().flatten() {
+                match list.iter_mut().find(|x| x["type"] == c["type"]) {
+                    Some(existing) => merge(existing, c),
+                    None => list.push(c.clone()),
+                }
+            }
+        }
+        if let Some(status) = patch
+            .get("status")
+            .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+        {
+            merge(&mut node["status"], status);
+        }
+        node["metadata"]["resourceVersion"] = json!(rv.to_string());
+        Reply::Json(200, node.clone())
+    }
+
+    /// A patch of a node: a JSON patch (a list of ops: test, add, replace, remove; a failed test is the
+    /// real server's 422) or a JSON merge patch (an object).
+    fn patch_node(&self, name: &str, patch: &Value) -> Reply {
+        let mut st = self.state();
+        st.rv += 1;
+        let rv = st.rv;
+        let Some(node) = st.model.nodes.iter_mut().find(|n| n["metadata"]["name"] == name) else {
+            return node_not_found(name);
+        };
+        let mut new = node.clone();
+        match patch.as_array() {
+            Some(ops) => {
+                if let Err(e) = json_patch(&mut new, ops) {
+                    return Reply::Json(422, status(422, "Invalid", &e));
+                }
+            }
+            None => merge(&mut new, patch),
+        }
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        *node = new.clone();
+        Reply::Json(200, new)
     }
 
     /// core/v1 Events, filtered by a field selector (`a.b=v` terms, ANDed) and paged like pods.

@@ -270,6 +270,18 @@ refresh_check_interval = {{ include "kip.toml.value" . }}
 {{- end }}
 kip_image = {{ include "kip.toml.value" (include "kip.image" .) }}
 deployment_name = {{ include "kip.toml.value" .Values.deploymentName }}
+{{- with .Values.warmGate }}
+{{- if .enabled }}
+
+[warm_gate]
+{{- with .taint }}
+taint = {{ include "kip.toml.value" . }}
+{{- end }}
+{{- with .timeout }}
+timeout = {{ include "kip.toml.value" . }}
+{{- end }}
+{{- end }}
+{{- end }}
 
 [defaults]
 {{- include "kip.toml.setBody" $defaults }}
