@@ -28,7 +28,7 @@ fn cluster_dir() -> String {
     std::env::var("KIP_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/kip-cluster".into())
 }
 
-fn ctr(args: &[&str]) -> std::process::Output {
+pub(super) fn ctr(args: &[&str]) -> std::process::Output {
     Command::new("ctr")
         .args([
             "--address",
@@ -59,7 +59,7 @@ fn image_id_digest(pod: &Pod, name: &str) -> Option<String> {
 }
 
 /// Manifest requests (HEAD or GET) for `repo:tag` in the loopback registry's access log so far.
-fn manifest_requests(repo: &str, tag: &str) -> usize {
+pub(super) fn manifest_requests(repo: &str, tag: &str) -> usize {
     let log = std::fs::read_to_string(format!("{}/logs/registry.log", cluster_dir())).unwrap_or_default();
     let path = format!("/v2/{repo}/manifests/{tag} HTTP");
     log.lines()
@@ -68,7 +68,7 @@ fn manifest_requests(repo: &str, tag: &str) -> usize {
 }
 
 /// A fresh tag of busybox's content with an annotation of its own (so pushing to it moves no other tag).
-fn push_own_tag(repo: &str, tag: &str, nonce: &str) -> String {
+pub(super) fn push_own_tag(repo: &str, tag: &str, nonce: &str) -> String {
     let mut manifest = registry_manifest(repo, "1");
     manifest["annotations"]["kip-e2e.nonce"] = serde_json::Value::String(nonce.to_owned());
     put_registry_manifest(repo, tag, &manifest)
@@ -105,7 +105,7 @@ fn all_running(pod: &Pod) -> bool {
 }
 
 /// Warning Events with `reason` about objects in `namespace`, their notes.
-async fn warnings(client: &Client, namespace: &str, reason: &str) -> Vec<String> {
+pub(super) async fn warnings(client: &Client, namespace: &str, reason: &str) -> Vec<String> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     events
         .list(&ListParams::default())
