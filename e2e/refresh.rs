@@ -67,10 +67,68 @@ pub(super) fn manifest_requests(repo: &str, tag: &str) -> usize {
         .count()
 }
 
-/// A fresh tag of busybox's content with an annotation of its own (so pushing to it moves no other tag).
+/// A fresh tag of busybox's layers with an image config of its own (a label holding `nonce`), so it is a
+/// distinct image on the node: containerd names an image by its config, and an image shared by several
+/// manifests reports any one of their digests as a container's `imageID`. Pushing to the tag moves no other.
 pub(super) fn push_own_tag(repo: &str, tag: &str, nonce: &str) -> String {
+    let registry = harness::registry().expect("registry");
     let mut manifest = registry_manifest(repo, "1");
-    manifest["annotations"]["kip-e2e.nonce"] = serde_json::Value::String(nonce.to_owned());
+    let config_digest = manifest["config"]["digest"].as_str().expect("config digest").to_owned();
+    let out = Command::new("curl")
+        .args(["-sf"])
+        .arg(format!("http://{registry}/v2/{repo}/blobs/{config_digest}"))
+        .output()
+        .expect("curl");
+    let mut config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("image config");
+    config["config"]["Labels"]["kip-e2e.nonce"] = serde_json::Value::String(nonce.to_owned());
+    let bytes = serde_json::to_vec(&config).unwrap();
+    let digest = {
+        use sha2::Digest as _;
+        let sum = sha2::Sha256::digest(&bytes);
+        format!("sha256:{}", sum.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    };
+    // A monolithic upload: POST for the upload location, then PUT the bytes with their digest.
+    let out = Command::new("curl")
+        .args(["-sfi", "-X", "POST"])
+        .arg(format!("http://{registry}/v2/{repo}/blobs/uploads/"))
+        .output()
+        .expect("curl");
+    let headers = String::from_utf8_lossy(&out.stdout).to_string();
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("location:")
+                .then(|| l[9..].trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no upload location: {headers}"));
+    let url = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{registry}{location}")
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let status = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("{url}{sep}digest={digest}"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(&bytes)?;
+            child.wait()
+        })
+        .expect("curl");
+    assert!(status.success(), "upload of the config blob");
+    manifest["config"]["digest"] = serde_json::Value::String(digest);
+    manifest["config"]["size"] = serde_json::Value::from(bytes.len());
     put_registry_manifest(repo, tag, &manifest)
 }
 

@@ -74,8 +74,12 @@ impl Tally {
         }
     }
 
-    /// Adds one page of the set's cache pods. Only running pods this tool labelled count.
-    pub fn add_pods(&mut self, set: &ImageSet, answers: &[RegistryAnswer], pods: &[PodView]) {
+    /// Adds one page of the set's cache pods. Only running pods this tool labelled count. `refreshed`: per
+    /// (node, image name), the registry digest the node was refreshed to; its cache container counts as
+    /// current at that digest whatever digest it reports, since containerd names an image by its config and
+    /// reports any one of the manifest digests that share it (so one refresh per node and new digest, never a
+    /// loop).
+    pub fn add_pods(&mut self, set: &ImageSet, answers: &[RegistryAnswer], refreshed: &Refreshed, pods: &[PodView]) {
         for pod in pods {
             let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
                 continue;
@@ -103,7 +107,11 @@ impl Tally {
                 };
                 counts.cached += 1;
                 match answers.get(i) {
-                    Some(RegistryAnswer::Digest(want)) if *want == digest => counts.current += 1,
+                    Some(RegistryAnswer::Digest(want))
+                        if *want == digest || refreshed.get(&(node.to_owned(), image.name.clone())) == Some(want) =>
+                    {
+                        counts.current += 1
+                    }
                     Some(RegistryAnswer::Digest(_)) => {
                         counts.stale += 1;
                         stale.push(i);
@@ -124,6 +132,9 @@ impl Tally {
         }
     }
 }
+
+/// Per (node, image name): the registry digest that node was refreshed to.
+pub type Refreshed = BTreeMap<(String, String), Digest>;
 
 /// A refresh pod as read back: its node and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,9 +201,9 @@ fn is_pull_failure(reason: &str) -> bool {
 pub struct RefreshPlan {
     /// Refresh pods to create: node and the indexes of its stale images.
     pub create: Vec<(String, Vec<usize>)>,
-    /// Cache pods to delete (their node's refresh pod succeeded): the DaemonSet starts a new one from the
-    /// new content.
-    pub replace: Vec<String>,
+    /// Cache pods to delete (their node's refresh pod succeeded): node, pod, and the indexes of the images
+    /// refreshed. The DaemonSet starts a new pod from the new content.
+    pub replace: Vec<(String, String, Vec<usize>)>,
     /// Refresh pods to delete: done, failed or no longer needed.
     pub remove: Vec<String>,
     /// Refreshes that failed: node and why.
@@ -212,7 +223,8 @@ pub fn plan(tally: &Tally, refresh_pods: &[RefreshPod]) -> RefreshPlan {
             RefreshProgress::Going => plan.remove.push(pod.name.clone()),
             RefreshProgress::Succeeded => {
                 if let Some(stale) = tally.stale.get(&pod.node) {
-                    plan.replace.push(stale.pod.clone());
+                    plan.replace
+                        .push((pod.node.clone(), stale.pod.clone(), stale.images.clone()));
                 }
                 plan.remove.push(pod.name.clone());
             }
@@ -410,7 +422,7 @@ mod tests {
 
     fn tally(answers: &[RegistryAnswer], pods: &[PodView]) -> Tally {
         let mut t = Tally::new(2);
-        t.add_pods(&set(), answers, pods);
+        t.add_pods(&set(), answers, &Refreshed::new(), pods);
         t
     }
 
@@ -507,7 +519,7 @@ mod tests {
             progress: RefreshProgress::Failed("ErrImagePull".into()),
         };
         let p = plan(&t, &[done, failed]);
-        assert_eq!(p.replace, vec!["p1".to_owned()]);
+        assert_eq!(p.replace, vec![("n1".to_owned(), "p1".to_owned(), vec![0])]);
         assert_eq!(p.remove, vec!["r1".to_owned(), "r2".to_owned()]);
         assert_eq!(p.failed, vec![("n2".to_owned(), "ErrImagePull".to_owned())]);
         assert!(
@@ -552,6 +564,28 @@ mod tests {
         let p = plan(&t, &going);
         assert_eq!(p.create.len(), REFRESH_PARALLELISM - 3);
         assert!(p.create.iter().all(|(n, _)| !going.iter().any(|g| &g.node == n)));
+    }
+
+    #[test]
+    fn a_node_refreshed_to_the_registry_digest_is_current_whatever_digest_its_runtime_reports() {
+        // The node's runtime reports another manifest digest of the same image after the refresh.
+        let a = answers(NEW);
+        let pods = [
+            pod("p1b", "n1", "Running", Some(OLD)),
+            pod("p2", "n2", "Running", Some(OLD)),
+        ];
+        let refreshed = Refreshed::from([(("n1".to_owned(), "ide".to_owned()), Digest::parse(NEW).unwrap())]);
+        let mut t = Tally::new(2);
+        t.add_pods(&set(), &a, &refreshed, &pods);
+        assert_eq!(t.counts[0].current, 1);
+        assert_eq!(t.counts[0].stale, 1);
+        let p = plan(&t, &[]);
+        assert_eq!(p.create, vec![("n2".to_owned(), vec![0])], "n1 is not refreshed again");
+        // A newer digest in the registry: n1 is stale again.
+        let newer = answers(&format!("sha256:{}", "3".repeat(64)));
+        let mut t = Tally::new(2);
+        t.add_pods(&set(), &newer, &refreshed, &pods);
+        assert_eq!(t.counts[0].stale, 2);
     }
 
     #[test]

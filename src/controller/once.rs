@@ -78,7 +78,8 @@ pub async fn status(
     for set in config.sets.iter().filter(|s| refresh::checks_digests(s)) {
         let payloads = refresh::pull_secret_payloads(&cluster, set).await;
         let answers = refresh::registry_answers(&resolver, set, &payloads).await;
-        if let Ok(tally) = refresh::tally_set(&cluster, set, &answers).await {
+        // A one-shot knows of no earlier refresh (see `freshness::Tally::add_pods`).
+        if let Ok(tally) = refresh::tally_set(&cluster, set, &answers, &Default::default()).await {
             freshness.extend(crate::freshness::report(set, &answers, &tally));
         }
     }

@@ -63,11 +63,12 @@ pub async fn tally_set(
     cluster: &Cluster,
     set: &ImageSet,
     answers: &[RegistryAnswer],
+    refreshed: &freshness::Refreshed,
 ) -> Result<Tally, crate::k8s::KubeError> {
     let mut tally = Tally::new(set.images.len());
     cluster
         .for_each_pod_page(&health::pod_selector(&set.name), |pods| {
-            tally.add_pods(set, answers, pods)
+            tally.add_pods(set, answers, refreshed, pods)
         })
         .await?;
     Ok(tally)
@@ -103,7 +104,14 @@ impl Controller {
             }
             let payloads = self.reported.pull_secrets.get(&set.name).cloned().unwrap_or_default();
             let answers = registry_answers(&self.resolver, set, &payloads).await;
-            let tally = match tally_set(cluster, set, &answers).await {
+            // Refreshes to a digest the registry no longer names are forgotten.
+            let refreshed = self.reported.refreshed_to.entry(set.name.clone()).or_default();
+            refreshed.retain(|(_, image), digest| {
+                let i = set.images.iter().position(|i| &i.name == image);
+                matches!(i.and_then(|i| answers.get(i)), Some(RegistryAnswer::Digest(d)) if d == digest)
+            });
+            let refreshed = refreshed.clone();
+            let tally = match tally_set(cluster, set, &answers, &refreshed).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(set = %set.name, error = %e, "digest check: cannot read the set's pods");
@@ -117,7 +125,7 @@ impl Controller {
                         let pods: Vec<_> = pods.iter().filter_map(freshness::refresh_pod_of).collect();
                         let plan = freshness::plan(&tally, &pods);
                         in_progress |= plan.in_progress;
-                        self.execute_refresh(cluster, &config, set, ds, &plan).await;
+                        self.execute_refresh(cluster, &config, set, ds, &plan, &answers).await;
                     }
                     Err(e) => tracing::warn!(set = %set.name, error = %e, "digest check: cannot list refresh pods"),
                 }
@@ -139,6 +147,7 @@ impl Controller {
         set: &ImageSet,
         ds: &DaemonSet,
         plan: &RefreshPlan,
+        answers: &[RegistryAnswer],
     ) {
         let options = RenderOptions {
             openshift: self.platform.openshift.unwrap_or(false),
@@ -168,12 +177,18 @@ impl Controller {
                 Err(e) => tracing::warn!(set = %set.name, %node, error = %e, "cannot create a refresh pod"),
             }
         }
-        for pod in &plan.replace {
+        for (node, pod, images) in &plan.replace {
             if !cluster.access().allows("delete", "", "pods") {
                 break;
             }
             match cluster.delete_pod(pod).await {
                 Ok(()) => {
+                    let refreshed = self.reported.refreshed_to.entry(set.name.clone()).or_default();
+                    for i in images {
+                        if let (Some(image), Some(RegistryAnswer::Digest(d))) = (set.images.get(*i), answers.get(*i)) {
+                            refreshed.insert((node.clone(), image.name.clone()), d.clone());
+                        }
+                    }
                     self.count_write("delete");
                     self.metrics
                         .refreshed_nodes

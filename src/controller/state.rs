@@ -84,6 +84,9 @@ pub(super) struct Reported {
     pub failing: BTreeMap<String, Vec<FailingImage>>,
     /// Per (set, image): the reason of its registry failure, reported once per change.
     pub registry_failures: BTreeMap<(String, String), String>,
+    /// Per set: the nodes refreshed and the registry digest each image was refreshed to (see
+    /// `freshness::Tally::add_pods`).
+    pub refreshed_to: BTreeMap<String, crate::freshness::Refreshed>,
     /// Per set: its pull Secrets' payloads, read once per digest check interval.
     pub pull_secrets: BTreeMap<String, Vec<Vec<u8>>>,
     /// The warm gate's last step: warm nodes counted, cold ones listed (None: off or not run yet).
