@@ -170,18 +170,26 @@ impl Events {
         self.publish(regarding, None, warning, reason, note).await;
     }
 
-    /// An Event about a node (cluster-scoped), recorded in `namespace` (the controller's own, where its Role
-    /// grants Events). Its uid is the node's name, as the kubelet's Events carry, so that
-    /// `kubectl describe node` lists it.
-    pub async fn on_node(&self, node: &str, namespace: &str, warning: bool, reason: &str, note: String) {
+    /// An Event about a node, recorded on the set's DaemonSet in `namespace` (the controller's own, where its
+    /// Role grants Events), with the node named in the note. The API server refuses an Event about a
+    /// cluster-scoped object outside the `default` namespace (seen on the real-cluster harness: "involvedObject
+    /// namespace does not match event.namespace"), where this identity may not write.
+    pub async fn on_node(&self, node: &str, set: &str, namespace: &str, warning: bool, reason: &str, note: String) {
         let regarding = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(node.to_owned()),
-            uid: Some(node.to_owned()),
+            api_version: Some("apps/v1".into()),
+            kind: Some("DaemonSet".into()),
+            name: Some(set.to_owned()),
+            namespace: Some(namespace.to_owned()),
             ..ObjectReference::default()
         };
-        self.publish(&regarding, Some(namespace), warning, reason, note).await;
+        self.publish(
+            &regarding,
+            Some(namespace),
+            warning,
+            reason,
+            format!("node {node}: {note}"),
+        )
+        .await;
     }
 
     async fn publish(
