@@ -546,9 +546,10 @@ async fn warm_survey_scale() {
         let base = LIVE.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
         let t0 = tokio::time::Instant::now();
-        let verdicts = kubernetes_image_puller::controller::survey(&cluster, &config, &gate, jiff::Timestamp::now())
-            .await
-            .unwrap();
+        let verdicts =
+            kubernetes_image_puller::controller::survey(&cluster, &config, &[], &gate, jiff::Timestamp::now())
+                .await
+                .unwrap();
         let took = t0.elapsed();
         let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
         // What the step keeps while it writes: the compact records and the verdicts.

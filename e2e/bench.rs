@@ -9,7 +9,13 @@
 //! filled. Prints figures; never fails on them. Without a cluster it says why and exits 0 (1 with
 //! `KIP_E2E_REQUIRE_CLUSTER=1`).
 //!
-//! Run: `KUBECONFIG=... KIP_E2E_BIN=<release binary> cargo test --test real_cluster_bench`.
+//! Then the warm gate (issue 20): 500 simulated nodes carrying the startup taint join at once under a running
+//! controller (a TOML config with `[warm_gate]`). It prints the time until every node has the `ImagesCached`
+//! condition True and no taint, the controller's node writes per node as the bench saw them through a watch
+//! (a change of our condition or of the taints) and as the controller counted them, and its peak RSS.
+//!
+//! Run: `KUBECONFIG=... KIP_E2E_BIN=<release binary> cargo test --test real_cluster_bench`
+//! (`KIP_BENCH_ONLY=warm` runs only the warm gate join).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -65,8 +71,9 @@ fn main() {
     assert!(ours.exists(), "{} missing: set KIP_E2E_BIN", ours.display());
     let upstream = std::env::var_os("KIP_UPSTREAM_BIN").map(PathBuf::from);
     println!("real_cluster bench: {} against the e2e cluster", ours.display());
+    let only_warm = std::env::var("KIP_BENCH_ONLY").is_ok_and(|v| v == "warm");
     let mut rows = Vec::new();
-    for nodes in SIZES {
+    for nodes in SIZES.into_iter().filter(|_| !only_warm) {
         runtime.block_on(ensure_nodes(&client, nodes));
         let mine = runtime.block_on(one_size(&client, &ours, nodes));
         let theirs = upstream
@@ -75,6 +82,10 @@ fn main() {
         rows.push((nodes, mine, theirs));
     }
     runtime.block_on(ensure_nodes(&client, 0));
+    runtime.block_on(warm_join(&client, &ours, WARM_NODES));
+    if only_warm {
+        return;
+    }
 
     println!();
     println!(
@@ -267,4 +278,232 @@ fn kib(pid: u32, field: &str) -> f64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+const WARM_NS: &str = "kip-bench-warm";
+const WARM_LABEL: &str = "kip-bench-warm";
+const WARM_NODES: usize = 500;
+const WARM_TAINT: &str = "kubernetes-image-puller/cold";
+const CONDITION: &str = "kubernetes-image-puller/ImagesCached";
+
+/// Our condition as the bench sees it: status, reason, last transition.
+type Seen = Option<(String, Option<String>, Option<String>)>;
+/// Per node: the changes seen (of our condition or the taint), and the last facts.
+type SeenNodes = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (usize, (Seen, bool))>>>;
+
+/// What the bench sees of a node: our condition and whether it carries the startup taint.
+fn warm_facts(node: &Node) -> (Seen, bool) {
+    let condition = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == CONDITION))
+        .map(|c| {
+            (
+                c.status.clone(),
+                c.reason.clone(),
+                c.last_transition_time.as_ref().map(|t| t.0.to_string()),
+            )
+        });
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == WARM_TAINT));
+    (condition, tainted)
+}
+
+/// `count` kwok nodes carrying the startup taint join at once while the controller runs; prints the time to
+/// all warm and untainted, node writes per node (seen by a watch; counted by the controller) and peak RSS.
+async fn warm_join(client: &Client, bin: &PathBuf, count: usize) {
+    use kube::runtime::watcher;
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let selector = format!("type={WARM_LABEL}");
+    let _ = nodes
+        .delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
+        .await;
+    let _ = namespaces.delete(WARM_NS, &DeleteParams::default()).await;
+    while namespaces.get_opt(WARM_NS).await.unwrap().is_some()
+        || !nodes
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": WARM_NS}})).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("kip-bench-warm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "namespace = \"{WARM_NS}\"\n\n[warm_gate]\ntaint = \"{WARM_TAINT}\"\ntimeout = \"15m\"\n\n\
+             [[sets]]\nname = \"warm\"\nrefresh = \"never\"\nnode_selector = {{ type = \"{WARM_LABEL}\" }}\n\
+             images = {{ web = \"registry.example.com/shop/web:2.14.1\", api = \"registry.example.com/shop/api:2.14.1\", \
+             cache = \"registry.example.com/library/redis:7.4\" }}\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(bin)
+        .arg("run")
+        .env_clear()
+        .env("KUBECONFIG", std::env::var_os("KUBECONFIG").unwrap())
+        .env("CONFIG_FILE", &config)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), WARM_NS);
+    let started = Instant::now();
+    while daemonsets.get_opt("warm").await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no DaemonSet after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = node_writes(port).await;
+
+    // Every change of our condition or of the startup taint, per node, as a watch delivers them.
+    let seen: SeenNodes = Default::default();
+    let watch = {
+        let seen = seen.clone();
+        let stream = watcher::watcher(nodes.clone(), watcher::Config::default().labels(&selector));
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(event)) = stream.next().await {
+                let node = match event {
+                    watcher::Event::Apply(n) | watcher::Event::InitApply(n) => n,
+                    _ => continue,
+                };
+                let facts = warm_facts(&node);
+                let mut seen = seen.lock().unwrap();
+                let entry = seen.entry(node.name_any()).or_insert((0, (None, true)));
+                if entry.1 != facts {
+                    // The first sight (created tainted, no condition) is the bench's own create.
+                    if entry.1.0 != facts.0 {
+                        entry.0 += 1;
+                    }
+                    if entry.1.1 != facts.1 {
+                        entry.0 += 1;
+                    }
+                    entry.1 = facts;
+                }
+            }
+        })
+    };
+
+    let joining = Instant::now();
+    futures::stream::iter((0..count).map(|i| {
+        let api = nodes.clone();
+        async move {
+            let name = format!("kip-bench-warm-{i:04}");
+            let node: Node = serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {"type": WARM_LABEL, "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+                },
+                "spec": {"taints": [{"key": WARM_TAINT, "effect": "NoSchedule"}]},
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}
+                }
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &node).await.map(|_| ())
+        }
+    }))
+    .buffer_unordered(32)
+    .try_collect::<Vec<()>>()
+    .await
+    .unwrap();
+    let created = joining.elapsed();
+
+    let mut warm = 0;
+    while joining.elapsed() < Duration::from_secs(600) {
+        let list = nodes.list(&ListParams::default().labels(&selector)).await.unwrap();
+        warm = list
+            .items
+            .iter()
+            .filter(|n| matches!(warm_facts(n), (Some((ref s, _, _)), false) if s == "True"))
+            .count();
+        if warm == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let all_warm = joining.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = node_writes(port).await;
+    let peak = kib(child.id(), "VmHWM:");
+    let steady = kib(child.id(), "VmRSS:");
+    watch.abort();
+    let seen = seen.lock().unwrap().clone();
+    let per_node: Vec<usize> = seen.values().map(|(n, _)| *n).collect();
+    let max = per_node.iter().copied().max().unwrap_or(0);
+    let total: usize = per_node.iter().sum();
+    let with_condition = seen.values().filter(|(_, (c, _))| c.is_some()).count();
+    println!(
+        "warm gate join: {count} tainted kwok nodes created in {created:.1?}; {warm} of {count} warm and \
+         untainted after {all_warm:.1?}; {with_condition} carry the condition"
+    );
+    println!(
+        "warm gate join: node writes seen by a watch: {total} in all, at most {max} per node; \
+         counted by the controller: {} condition patches, {} taint patches; peak RSS {:.1} MiB, steady {:.1} MiB",
+        after.0 - before.0,
+        after.1 - before.1,
+        peak / MIB,
+        steady / MIB
+    );
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = nodes
+        .delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
+        .await;
+    let _ = namespaces.delete(WARM_NS, &DeleteParams::default()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// The controller's node writes from its /metrics: (condition patches, taint patches).
+async fn node_writes(port: u16) -> (u64, u64) {
+    let text = http_get(port, "/metrics").await;
+    let count = |verb: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("kip_api_writes_total") && l.contains(&format!("verb=\"{verb}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    (count("patch-node-status"), count("patch-node"))
+}
+
+/// A plain HTTP GET on loopback (the controller's metrics endpoint).
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..50 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+            if stream.write_all(request.as_bytes()).await.is_ok() {
+                let mut out = String::new();
+                let _ = stream.read_to_string(&mut out).await;
+                return out;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    String::new()
 }

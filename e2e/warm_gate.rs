@@ -240,10 +240,9 @@ fn ready_since(conditions: Option<&Vec<k8s_openapi::api::core::v1::PodCondition>
 /// "already present", no pull of it reaches the registry); the condition turns True within 2 s of the cache
 /// pod's Ready, and the time-to-warm sample is the measured interval. Then, with the registry stopped and a
 /// node that just turned Ready, the taint goes at the timeout with a Warning Event.
-// Passed on a harness up for a while (4 runs here), but in a CI trial on a fresh harness the controller wrote
-// no condition on the real node within 30 s (the kwok test just before passed); not understood yet, so it is
-// left out of CI until it is: `cargo test --test e2e -- --ignored the_real_node_takes_work` runs it.
-#[ignore = "no condition on the real node in a CI trial on a fresh harness; under investigation (issue 20)"]
+// A CI trial on a fresh harness once saw the controller write "warm: no cache pod yet" before the scheduler
+// had bound the cache pod, and keep that message while pulling (only a status change was written). The
+// controller now waits `NO_POD_GRACE` for a pod that is on the way, and writes again when the reason changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_node_takes_work_only_once_warm_and_the_timeout_frees_it_in_an_outage() {
     use super::real_node::{RegistryStopped, image};

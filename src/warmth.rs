@@ -19,8 +19,15 @@ use crate::health::PodView;
 pub const CONDITION_TYPE: &str = "kubernetes-image-puller/ImagesCached";
 /// Reason of the condition when every set selecting the node has its cache pod ready there.
 pub const REASON_WARM: &str = "ImagesCached";
-/// Reason of the condition while some set's images are missing on the node.
+/// Reason of the condition while some set's images are missing on the node (its cache pods are there).
 pub const REASON_COLD: &str = "ImagesMissing";
+/// Reason of the condition while some set selecting the node has no cache pod there past [`NO_POD_GRACE`]
+/// (refused by a quota or admission, say).
+pub const REASON_NO_POD: &str = "CachePodMissing";
+/// How long after a node turned Ready (or a set's DaemonSet appeared) a missing cache pod is not written
+/// yet: the DaemonSet controller and the scheduler place one within seconds, and a first "no cache pod yet"
+/// would spend a status write and then stay on the node while its images are pulled.
+pub const NO_POD_GRACE: Duration = Duration::from_secs(30);
 /// The longest condition message; the rest is counted ("and 3 more sets").
 pub const MESSAGE_MAX: usize = 512;
 
@@ -29,6 +36,8 @@ pub const MESSAGE_MAX: usize = 512;
 pub struct Written {
     pub status: bool,
     pub since: Option<Timestamp>,
+    /// Its reason: a False condition is written again when the reason changes (no pod, then pulling).
+    pub reason: String,
 }
 
 /// What a warm step keeps of a node: about a hundred bytes, whatever the node's labels and images.
@@ -206,10 +215,12 @@ pub struct Verdict {
     pub warmed: Vec<(String, f64)>,
 }
 
-/// Decides about one node from its record, its cache pods (set index, pod) and the gate.
+/// Decides about one node from its record, its cache pods (set index, pod) and the gate. `sets_since`: when
+/// each set's DaemonSet was created, in config order (missing entries: long ago).
 pub fn evaluate(
     node: &NodeRecord,
     set_names: &[&str],
+    sets_since: &[Option<Timestamp>],
     pods: &[(usize, CachePod)],
     gate: &WarmGate,
     now: Timestamp,
@@ -238,11 +249,36 @@ pub fn evaluate(
         .collect();
     let warm = sets.iter().all(|(_, s)| matches!(s, SetOnNode::Ready { .. }));
     let cold_since = node.ready_since.filter(|_| node.ready).or(node.created);
+    let no_pod = |i: usize| matches!(sets[i].1, SetOnNode::NoPod);
+    let reason = if warm {
+        REASON_WARM
+    } else if (0..sets.len()).any(no_pod) {
+        REASON_NO_POD
+    } else {
+        REASON_COLD
+    };
+    // A set without a pod on a node that just joined, or a set that just appeared: its pod is on the way.
+    let pod_on_the_way = (0..sets.len()).any(|k| {
+        let since = sets_since.get(node.sets[k]).copied().flatten();
+        let from = match (cold_since, since) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        no_pod(k) && from.is_some_and(|t| now < add(t, NO_POD_GRACE))
+    });
     let write = match &node.written {
-        Some(w) if w.status == warm => None,
-        _ => Some(Condition {
+        Some(w) if w.status == warm && (warm || w.reason == reason) => None,
+        _ if !warm && pod_on_the_way => None,
+        Some(w) => Some(Condition {
             status: warm,
-            reason: if warm { REASON_WARM } else { REASON_COLD },
+            reason,
+            message: message(&sets, now),
+            // The same status with another reason keeps its transition time.
+            last_transition: if w.status == warm { w.since.unwrap_or(now) } else { now },
+        }),
+        None => Some(Condition {
+            status: warm,
+            reason,
             message: message(&sets, now),
             last_transition: now,
         }),
@@ -492,7 +528,11 @@ mod tests {
             created: Some(t("2026-12-02T10:00:00Z")),
             ready: true,
             ready_since: Some(t("2026-12-02T10:01:00Z")),
-            written: written.map(|status| Written { status, since: None }),
+            written: written.map(|status| Written {
+                status,
+                since: None,
+                reason: if status { REASON_WARM } else { REASON_COLD }.into(),
+            }),
             gate_taints: taints,
         }
     }
@@ -547,6 +587,7 @@ mod tests {
         let v = evaluate(
             &node(vec![0, 1], None, None),
             &["gpu", "general"],
+            &[],
             &[(0, pulling(&[("cuda", "")])), (1, ready("2026-12-02T10:01:30Z"))],
             &gate(None),
             t(NOW),
@@ -566,6 +607,7 @@ mod tests {
         let v = evaluate(
             &node(vec![0, 1], None, None),
             &["gpu", "general"],
+            &[],
             &[(1, pulling(&[("java", "ImagePullBackOff"), ("go", "ContainerCreating")]))],
             &gate(None),
             t(NOW),
@@ -577,15 +619,82 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_cache_pod_is_written_only_after_the_grace_then_the_pull_replaces_it() {
+        // The node turned Ready 10 s ago, its pod not placed yet: nothing written (the pod is on the way).
+        let mut n = node(vec![0], None, None);
+        n.ready_since = Some(t("2026-12-02T10:01:36Z"));
+        let v = evaluate(&n, &["gpu"], &[], &[], &gate(None), t(NOW));
+        assert_eq!(v.write, None);
+        assert!(!v.warm);
+        // Its pod pulling: the first write names the images.
+        let pods = [(0, pulling(&[("cuda", "")]))];
+        let v = evaluate(&n, &["gpu"], &[], &pods, &gate(None), t(NOW));
+        let c = v.write.unwrap();
+        assert_eq!(
+            (c.status, c.reason, c.message.as_str()),
+            (false, REASON_COLD, "gpu: cuda (pulling 41 s)")
+        );
+        // Still no pod 30 s after Ready: written as such.
+        let later = t("2026-12-02T10:02:07Z");
+        let c = evaluate(&n, &["gpu"], &[], &[], &gate(None), later).write.unwrap();
+        assert_eq!(
+            (c.status, c.reason, c.message.as_str()),
+            (false, REASON_NO_POD, "gpu: no cache pod yet")
+        );
+        // Then the pod comes: written again (another reason), keeping the False transition.
+        n.written = Some(Written {
+            status: false,
+            since: Some(later),
+            reason: REASON_NO_POD.into(),
+        });
+        let c = evaluate(&n, &["gpu"], &[], &pods, &gate(None), t("2026-12-02T10:03:00Z"))
+            .write
+            .unwrap();
+        assert_eq!((c.status, c.reason, c.last_transition), (false, REASON_COLD, later));
+    }
+
+    #[test]
+    fn a_new_set_on_an_old_node_waits_for_its_pod_too() {
+        let n = node(vec![0, 1], Some(true), None);
+        let pods = [(0, ready("2026-12-02T10:01:30Z"))];
+        let created = [None, Some(t("2026-12-02T10:01:40Z"))];
+        let v = evaluate(&n, &["gpu", "new"], &created, &pods, &gate(None), t(NOW));
+        assert_eq!(v.write, None, "the new set's DaemonSet is 6 s old");
+        let v = evaluate(
+            &n,
+            &["gpu", "new"],
+            &created,
+            &pods,
+            &gate(None),
+            t("2026-12-02T10:02:20Z"),
+        );
+        assert_eq!(v.write.map(|c| (c.status, c.reason)), Some((false, REASON_NO_POD)));
+    }
+
+    #[test]
     fn the_condition_is_written_only_when_its_status_changes() {
         let pods = [(0, pulling(&[("cuda", "")]))];
-        let v = evaluate(&node(vec![0], Some(false), None), &["gpu"], &pods, &gate(None), t(NOW));
+        let v = evaluate(
+            &node(vec![0], Some(false), None),
+            &["gpu"],
+            &[],
+            &pods,
+            &gate(None),
+            t(NOW),
+        );
         assert_eq!(
             v.write, None,
             "still cold, already False: no write even though the message would differ"
         );
         let pods = [(0, ready("2026-12-02T10:01:40Z"))];
-        let v = evaluate(&node(vec![0], Some(true), None), &["gpu"], &pods, &gate(None), t(NOW));
+        let v = evaluate(
+            &node(vec![0], Some(true), None),
+            &["gpu"],
+            &[],
+            &pods,
+            &gate(None),
+            t(NOW),
+        );
         assert_eq!(v.write, None);
         assert!(v.warmed.is_empty());
     }
@@ -596,6 +705,7 @@ mod tests {
         let v = evaluate(
             &node(vec![0, 1], Some(false), None),
             &["gpu", "general"],
+            &[],
             &pods,
             &gate(None),
             t(NOW),
@@ -611,7 +721,14 @@ mod tests {
     #[test]
     fn a_surge_pod_does_not_make_a_node_cold() {
         let pods = [(0, pulling(&[("cuda", "")])), (0, ready("2026-12-02T10:01:40Z"))];
-        let v = evaluate(&node(vec![0], Some(true), None), &["gpu"], &pods, &gate(None), t(NOW));
+        let v = evaluate(
+            &node(vec![0], Some(true), None),
+            &["gpu"],
+            &[],
+            &pods,
+            &gate(None),
+            t(NOW),
+        );
         assert!(v.warm);
         assert_eq!(v.write, None);
     }
@@ -620,12 +737,26 @@ mod tests {
     fn a_node_met_warm_long_after_it_joined_is_not_observed() {
         let mut n = node(vec![0], None, None);
         n.ready_since = Some(t("2026-11-01T00:00:00Z"));
-        let v = evaluate(&n, &["gpu"], &[(0, ready("2026-11-01T00:01:00Z"))], &gate(None), t(NOW));
+        let v = evaluate(
+            &n,
+            &["gpu"],
+            &[],
+            &[(0, ready("2026-11-01T00:01:00Z"))],
+            &gate(None),
+            t(NOW),
+        );
         assert!(v.write.unwrap().status, "written True at once: one write");
         assert!(v.warmed.is_empty(), "not a join: no time-to-warm");
         let mut n = node(vec![0], None, None);
         n.ready_since = Some(t("2026-12-02T10:01:00Z"));
-        let v = evaluate(&n, &["gpu"], &[(0, ready("2026-12-02T10:01:10Z"))], &gate(None), t(NOW));
+        let v = evaluate(
+            &n,
+            &["gpu"],
+            &[],
+            &[(0, ready("2026-12-02T10:01:10Z"))],
+            &gate(None),
+            t(NOW),
+        );
         assert_eq!(v.warmed, [("gpu".to_owned(), 10.0)], "joined within the timeout");
     }
 
@@ -635,6 +766,7 @@ mod tests {
         let v = evaluate(
             &node(vec![0], Some(false), Some(taints.clone())),
             &["gpu"],
+            &[],
             &[(0, ready("2026-12-02T10:01:40Z"))],
             &gate(Some("kip/cold")),
             t(NOW),
@@ -654,7 +786,7 @@ mod tests {
         let n = node(vec![0], Some(false), Some(vec![taint("kip/cold")]));
         let pods = [(0, pulling(&[("cuda", "ErrImagePull")]))];
         let g = gate(Some("kip/cold"));
-        let v = evaluate(&n, &["gpu"], &pods, &g, t(NOW));
+        let v = evaluate(&n, &["gpu"], &[], &pods, &g, t(NOW));
         assert_eq!(
             v.taint,
             TaintAction::Keep {
@@ -662,7 +794,7 @@ mod tests {
             },
             "15 min from the Ready transition"
         );
-        let v = evaluate(&n, &["gpu"], &pods, &g, t("2026-12-02T10:16:00Z"));
+        let v = evaluate(&n, &["gpu"], &[], &pods, &g, t("2026-12-02T10:16:00Z"));
         assert_eq!(
             v.taint,
             TaintAction::Remove {
@@ -675,7 +807,7 @@ mod tests {
         // A node not Ready yet: counted from its creation.
         let mut n = n.clone();
         n.ready = false;
-        let v = evaluate(&n, &["gpu"], &pods, &g, t(NOW));
+        let v = evaluate(&n, &["gpu"], &[], &pods, &g, t(NOW));
         assert_eq!(
             v.taint,
             TaintAction::Keep {
@@ -687,10 +819,11 @@ mod tests {
     #[test]
     fn the_summary_counts_warm_nodes_and_lists_cold_ones() {
         let pods = [(0, pulling(&[("cuda", "")]))];
-        let cold = evaluate(&node(vec![0], None, None), &["gpu"], &pods, &gate(None), t(NOW));
+        let cold = evaluate(&node(vec![0], None, None), &["gpu"], &[], &pods, &gate(None), t(NOW));
         let warm = evaluate(
             &node(vec![0], None, None),
             &["gpu"],
+            &[],
             &[(0, ready("2026-12-02T10:01:40Z"))],
             &gate(None),
             t(NOW),

@@ -435,7 +435,7 @@ async fn the_fake_event_endpoint_refuses_what_the_real_one_refuses() {
         "regarding": {"kind": "DaemonSet", "name": "one", "namespace": NS},
     });
     type Mutation = Box<dyn Fn(&mut Value)>;
-    let cases: [(&str, Mutation); 5] = [
+    let cases: [(&str, Mutation); 6] = [
         (
             "reportingInstance: Required value",
             Box::new(|e| e["reportingInstance"] = json!("")),
@@ -446,6 +446,11 @@ async fn the_fake_event_endpoint_refuses_what_the_real_one_refuses() {
         (
             "metadata.name: Invalid value",
             Box::new(|e| e["metadata"]["name"] = json!("Bad_Name")),
+        ),
+        // About a Node (cluster-scoped) outside `default`: what the real API server answered the warm gate.
+        (
+            "involvedObject.namespace: Invalid value",
+            Box::new(|e| e["regarding"] = json!({"kind": "Node", "name": "n1", "apiVersion": "v1"})),
         ),
     ];
     for (field, mutate) in &cases {

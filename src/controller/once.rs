@@ -87,7 +87,7 @@ pub async fn status(
     if let Some(gate) = &config.warm_gate {
         access.set_feature(Feature::WarmGate, true);
         access.set_feature(Feature::WarmGateTaint, gate.taint.is_some());
-        match warm::survey(&cluster, &config, gate, Timestamp::now()).await {
+        match warm::survey(&cluster, &config, &[], gate, Timestamp::now()).await {
             Ok(verdicts) => warm = Some(crate::warmth::summarize(&verdicts, Timestamp::now())),
             Err(e) => tracing::debug!(error = %e, "status: cannot read the warm gate's nodes"),
         }

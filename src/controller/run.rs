@@ -152,7 +152,8 @@ impl Controller {
             Trigger::DigestCheckDue => return self.on_digest_check_due(s, shutdown).await,
             Trigger::WarmDue => {
                 s.warm_at = None;
-                let step = tokio::time::timeout(PASS_TIMEOUT * 2, self.warm_step(&s.cluster));
+                let owned = s.store.state();
+                let step = tokio::time::timeout(PASS_TIMEOUT * 2, self.warm_step(&s.cluster, &owned));
                 match unless_shutdown(shutdown, step).await {
                     None => return Flow::Stop,
                     Some(Ok(next)) => s.warm_at = next,

@@ -21,10 +21,11 @@ pub(super) const WARM_SETTLE: Duration = Duration::from_millis(500);
 pub(super) const WARM_TICK: Duration = Duration::from_secs(5);
 
 /// Reads every node and the sets' cache pods and decides about each node a set selects. Read-only (shared
-/// with `status`).
+/// with `status`). `sets_since`: each set's DaemonSet creation, in config order, when known.
 pub async fn survey(
     cluster: &Cluster,
     config: &Config,
+    sets_since: &[Option<Timestamp>],
     gate: &WarmGate,
     now: Timestamp,
 ) -> Result<Vec<Verdict>, crate::k8s::nodes::NodeCallError> {
@@ -34,7 +35,14 @@ pub async fn survey(
             for n in page {
                 let written = n
                     .condition(warmth::CONDITION_TYPE)
-                    .map(|(status, since)| warmth::Written { status, since });
+                    .map(|(status, since)| warmth::Written {
+                        status,
+                        since,
+                        reason: n
+                            .condition_reason(warmth::CONDITION_TYPE)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    });
                 let facts = warmth::NodeFacts {
                     name: n.name(),
                     labels: n.labels(),
@@ -76,7 +84,7 @@ pub async fn survey(
     Ok(records
         .iter()
         .zip(&pods)
-        .map(|(r, p)| warmth::evaluate(r, &names, p, gate, now))
+        .map(|(r, p)| warmth::evaluate(r, &names, sets_since, p, gate, now))
         .collect())
 }
 
@@ -89,7 +97,8 @@ impl Controller {
     }
 
     /// One warm step. Returns when the next one is due (None: only after a DaemonSet event or the resync).
-    pub(super) async fn warm_step(&mut self, cluster: &Cluster) -> Option<Instant> {
+    /// `owned`: the DaemonSets of the watch cache (when each set's appeared).
+    pub(super) async fn warm_step(&mut self, cluster: &Cluster, owned: &[Arc<DaemonSet>]) -> Option<Instant> {
         let config = self.cfg.config.clone()?;
         let access = cluster.access().clone();
         access.set_feature(Feature::WarmGate, config.warm_gate.is_some());
@@ -107,7 +116,17 @@ impl Controller {
             self.reported.warm = None;
             return None;
         }
-        let verdicts = match survey(cluster, &config, &gate, Timestamp::now()).await {
+        let sets_since: Vec<Option<Timestamp>> = config
+            .sets
+            .iter()
+            .map(|set| {
+                let live = owned
+                    .iter()
+                    .find(|d| d.metadata.name.as_deref() == Some(set.name.as_str()));
+                live.and_then(|d| d.metadata.creation_timestamp.as_ref()).map(|t| t.0)
+            })
+            .collect();
+        let verdicts = match survey(cluster, &config, &sets_since, &gate, Timestamp::now()).await {
             Ok(v) => v,
             Err(e) => {
                 if !e.is_forbidden() {

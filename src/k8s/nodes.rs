@@ -30,7 +30,21 @@ pub struct WarmNodeView {
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 pub struct WarmNodeStatus {
     #[serde(default)]
-    pub conditions: Option<Vec<crate::health::PodConditionView>>,
+    pub conditions: Option<Vec<NodeConditionView>>,
+}
+
+/// A node condition without its message (kubelet's are long).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeConditionView {
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub last_transition_time: Option<Time>,
 }
 
 partial_view!(WarmNodeView, "Node", "nodes", k8s_openapi::ClusterResourceScope);
@@ -55,14 +69,22 @@ impl WarmNodeView {
 
     /// A condition's status (True) and last transition.
     pub fn condition(&self, kind: &str) -> Option<(bool, Option<Timestamp>)> {
-        let c = self
-            .status
+        let c = self.find_condition(kind)?;
+        Some((c.status == "True", c.last_transition_time.as_ref().map(|t| t.0)))
+    }
+
+    /// A condition's reason ("" when it has none).
+    pub fn condition_reason(&self, kind: &str) -> Option<&str> {
+        Some(self.find_condition(kind)?.reason.as_deref().unwrap_or_default())
+    }
+
+    fn find_condition(&self, kind: &str) -> Option<&NodeConditionView> {
+        self.status
             .as_ref()?
             .conditions
             .as_ref()?
             .iter()
-            .find(|c| c.type_ == kind)?;
-        Some((c.status == "True", c.last_transition_time.as_ref().map(|t| t.0)))
+            .find(|c| c.type_ == kind)
     }
 }
 

@@ -1765,6 +1765,10 @@ fn validate_event(ns: &str, e: &Value) -> Result<(), String> {
             "regarding.namespace: Invalid value: {regarding_ns:?}: does not match event.namespace"
         ));
     }
+    // An Event about a cluster-scoped object (a Node) may only live in `default`, as the real API says.
+    if regarding_ns.is_empty() && !text(&e["regarding"]["kind"]).is_empty() && ns != "default" {
+        return Err("involvedObject.namespace: Invalid value: \"\": does not match event.namespace".into());
+    }
     if e["eventTime"].is_null() {
         return Err("eventTime: Required value".into());
     }
