@@ -549,7 +549,8 @@ async fn warm_survey_scale() {
         let verdicts =
             kubernetes_image_puller::controller::survey(&cluster, &config, &[], &gate, jiff::Timestamp::now())
                 .await
-                .unwrap();
+                .unwrap()
+                .verdicts;
         let took = t0.elapsed();
         let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
         // What the step keeps while it writes: the compact records and the verdicts.

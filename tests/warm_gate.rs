@@ -1,8 +1,9 @@
 //! The warm gate against the fake API server: 500 nodes join carrying the startup taint; each gets the
 //! `kubernetes-image-puller/ImagesCached` condition (False while its cache pods pull, True once they are
 //! Ready), its taint goes once warm, with at most two status writes and one taint write per node; a node
-//! cold past the timeout loses its taint anyway with a Warning Event; and without the node permissions the
-//! gate is off with one warning per missing permission while everything else works.
+//! cold past the timeout loses its taint anyway with a Warning Event; a node no set selects any more loses the
+//! condition; and without the node permissions the gate is off with one warning per missing permission while
+//! everything else works.
 
 mod support;
 
@@ -361,5 +362,47 @@ async fn without_the_node_permissions_the_gate_is_off_with_one_warning_and_the_r
             .collect::<Vec<_>>()
             .join("\n")
     );
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_no_set_selects_any_more_loses_the_condition_and_keeps_the_kubelets() {
+    let (api, client) = FakeApi::start();
+    let text = format!(
+        "namespace = \"{NS}\"\nkip_image = \"quay.io/kip/kip:1\"\n\n[warm_gate]\n\n\
+         [[sets]]\nname = \"gpu\"\nnode_selector = {{ gpu = \"true\" }}\nimages = {{ cuda = \"quay.io/x/cuda:1\" }}\n"
+    );
+    let (_tmp, path) = write_config(&text);
+    // Node 0 is a gpu node; node 1 is not, but carries the condition an earlier config (or label) left.
+    let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30);
+    let stale = json!({"type": CONDITION_TYPE, "status": "True", "reason": "ImagesCached", "message": "general: ok",
+                       "lastTransitionTime": stamp(long_ago)});
+    let (mut n0, mut n1) = (node(0, long_ago), node(1, long_ago));
+    n1["status"]["conditions"].as_array_mut().unwrap().push(stale);
+    // No startup taint here (the gate has none configured).
+    n0["spec"] = json!({});
+    n1["spec"] = json!({});
+    api.add_node_objects([n0, n1]);
+    api.add_pods(NS, vec![pod("gpu", 0, &["cuda"], Some(long_ago))]);
+    let ctl = support::boot(client, support::settings(Some(&path)), Vars::none());
+    support::wait_for(&api, "the stale condition removed", Duration::from_secs(10), || {
+        let nodes = api.nodes();
+        condition(&nodes[1]).is_none() && condition(&nodes[0]).is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    let nodes = api.nodes();
+    let kept: Vec<&Value> = nodes[1]["status"]["conditions"].as_array().unwrap().iter().collect();
+    assert_eq!(kept.len(), 2, "the kubelet's conditions stay: {kept:?}");
+    // Then node 0 loses its gpu label: its condition goes too.
+    api.edit_node(&name(0), |n| {
+        n["metadata"]["labels"].as_object_mut().unwrap().remove("gpu");
+    });
+    api.set_daemonset_status(NS, "gpu", 0, 0, 0);
+    support::wait_for(&api, "node 0's condition removed", Duration::from_secs(15), || {
+        condition(&api.nodes()[0]).is_none()
+    })
+    .await;
+    let writes = node_writes(&api);
+    assert_eq!(writes.get(&name(1)), Some(&(1, 0)), "one removal: {writes:?}");
     ctl.stop().await;
 }

@@ -88,7 +88,7 @@ pub async fn status(
         access.set_feature(Feature::WarmGate, true);
         access.set_feature(Feature::WarmGateTaint, gate.taint.is_some());
         match warm::survey(&cluster, &config, &[], gate, Timestamp::now()).await {
-            Ok(verdicts) => warm = Some(crate::warmth::summarize(&verdicts, Timestamp::now())),
+            Ok(survey) => warm = Some(crate::warmth::summarize(&survey.verdicts, Timestamp::now())),
             Err(e) => tracing::debug!(error = %e, "status: cannot read the warm gate's nodes"),
         }
     }

@@ -20,6 +20,14 @@ pub(super) const WARM_SETTLE: Duration = Duration::from_millis(500);
 /// Delay between steps while nodes are cold (their cache pods become ready without a write of ours).
 pub(super) const WARM_TICK: Duration = Duration::from_secs(5);
 
+/// What a warm step found: a verdict per node a set selects, and the nodes carrying our condition that no set
+/// selects any more (a label or a set changed): their condition is removed.
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub verdicts: Vec<Verdict>,
+    pub unselected: Vec<String>,
+}
+
 /// Reads every node and the sets' cache pods and decides about each node a set selects. Read-only (shared
 /// with `status`). `sets_since`: each set's DaemonSet creation, in config order, when known.
 pub async fn survey(
@@ -28,8 +36,9 @@ pub async fn survey(
     sets_since: &[Option<Timestamp>],
     gate: &WarmGate,
     now: Timestamp,
-) -> Result<Vec<Verdict>, crate::k8s::nodes::NodeCallError> {
+) -> Result<Survey, crate::k8s::nodes::NodeCallError> {
     let mut records: Vec<NodeRecord> = Vec::new();
+    let mut unselected: Vec<String> = Vec::new();
     cluster
         .for_each_warm_node_page(|page| {
             for n in page {
@@ -50,8 +59,11 @@ pub async fn survey(
                     created: n.created(),
                     ready: n.condition("Ready"),
                 };
-                if let Some(r) = warmth::record(facts, written, &config.sets, gate) {
-                    records.push(r);
+                let ours = written.is_some();
+                match warmth::record(facts, written, &config.sets, gate) {
+                    Some(r) => records.push(r),
+                    None if ours => unselected.push(n.name().to_owned()),
+                    None => {}
                 }
             }
         })
@@ -81,11 +93,12 @@ pub async fn survey(
         }
     }
     let names: Vec<&str> = config.sets.iter().map(|s| s.name.as_str()).collect();
-    Ok(records
+    let verdicts = records
         .iter()
         .zip(&pods)
         .map(|(r, p)| warmth::evaluate(r, &names, sets_since, p, gate, now))
-        .collect())
+        .collect();
+    Ok(Survey { verdicts, unselected })
 }
 
 impl Controller {
@@ -126,7 +139,8 @@ impl Controller {
                 live.and_then(|d| d.metadata.creation_timestamp.as_ref()).map(|t| t.0)
             })
             .collect();
-        let verdicts = match survey(cluster, &config, &sets_since, &gate, Timestamp::now()).await {
+        let Survey { verdicts, unselected } = match survey(cluster, &config, &sets_since, &gate, Timestamp::now()).await
+        {
             Ok(v) => v,
             Err(e) => {
                 if !e.is_forbidden() {
@@ -171,6 +185,23 @@ impl Controller {
                         .await;
                 }
                 _ => {}
+            }
+        }
+        for node in &unselected {
+            if !access.allows("patch", "", "nodes/status") {
+                break;
+            }
+            if !self.warm_budget.take(std::time::Instant::now()) {
+                waiting = true;
+                break;
+            }
+            match cluster.remove_node_condition(node).await {
+                Ok(()) => {
+                    self.count_node_write("patch-node-status");
+                    tracing::info!(node = %node, "warm gate: no set selects the node any more; its condition removed");
+                }
+                Err(e) if e.is_forbidden() || e.is_stale() => {}
+                Err(e) => tracing::warn!(node = %node, error = %e, "warm gate: cannot remove the condition"),
             }
         }
         for (set, n) in &cold_per_set {

@@ -179,6 +179,21 @@ impl Cluster {
             .map_err(|source| self.node_error("patch", "nodes/status", node, source))
     }
 
+    /// Removes the `ImagesCached` condition from a node no set selects any more (a strategic-merge delete
+    /// directive for that type; the kubelet's conditions stay).
+    pub async fn remove_node_condition(&self, node: &str) -> Result<(), NodeCallError> {
+        let patch = json!({"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        self.nodes()
+            .patch_status(node, &params, &Patch::Strategic(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|source| self.node_error("patch", "nodes/status", node, source))
+    }
+
     /// Removes the startup taint: a JSON patch that tests the taint list read (`current`) and replaces it
     /// with `remaining`, so a taint added or changed meanwhile makes it fail (422) instead of being lost.
     pub async fn remove_node_taint(

@@ -1585,6 +1585,10 @@ impl FakeApi {
             }
             let list = node["status"]["conditions"].as_array_mut().expect("array");
             for c in given.as_array().into_iter().flatten() {
+                if c["$patch"] == "delete" {
+                    list.retain(|x| x["type"] != c["type"]);
+                    continue;
+                }
                 match list.iter_mut().find(|x| x["type"] == c["type"]) {
                     Some(existing) => merge(existing, c),
                     None => list.push(c.clone()),
