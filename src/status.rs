@@ -97,7 +97,12 @@ pub async fn matching_nodes(cluster: &Cluster, config: &Config) -> Result<Vec<u6
             for node in nodes {
                 let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
                 for (count, set) in counts.iter_mut().zip(&config.sets) {
-                    if node_matches(set, node.labels(), taints) {
+                    if node_matches(
+                        set,
+                        node.metadata.name.as_deref().unwrap_or_default(),
+                        node.labels(),
+                        taints,
+                    ) {
                         *count += 1;
                     }
                 }

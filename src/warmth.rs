@@ -59,13 +59,19 @@ pub struct NodeRecord {
 
 /// Whether `set` selects a node with these labels and taints. The gate's own startup taint does not count:
 /// the cache pods tolerate it (render adds the toleration).
-pub fn selects(set: &ImageSet, labels: &BTreeMap<String, String>, taints: &[Taint], gate_taint: Option<&str>) -> bool {
+pub fn selects(
+    set: &ImageSet,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    taints: &[Taint],
+    gate_taint: Option<&str>,
+) -> bool {
     let others: Vec<Taint> = taints
         .iter()
         .filter(|t| Some(t.key.as_str()) != gate_taint)
         .cloned()
         .collect();
-    crate::scheduling::node_matches(set, labels, &others)
+    crate::scheduling::node_matches(set, name, labels, &others)
 }
 
 /// What a node shows of itself, borrowed from the page it was read in.
@@ -85,7 +91,7 @@ pub fn record(node: NodeFacts<'_>, written: Option<Written>, sets: &[ImageSet], 
     let selecting: Vec<usize> = sets
         .iter()
         .enumerate()
-        .filter(|(_, s)| selects(s, node.labels, node.taints, gate_taint))
+        .filter(|(_, s)| selects(s, node.name, node.labels, node.taints, gate_taint))
         .map(|(i, _)| i)
         .collect();
     if selecting.is_empty() {
