@@ -121,15 +121,31 @@ pub struct CachePod {
     pub missing: Vec<(String, String)>,
 }
 
-/// The node and the compact form of a cache pod (None: not bound to a node, or finished).
-pub fn cache_pod_of(pod: &PodView) -> Option<(String, CachePod)> {
+/// The waiting reason given to an image the set has and a running pod lacks (an older template: the
+/// DaemonSet's rolling update replaces the pod).
+pub const ROLLING_OUT: &str = "RollingOut";
+
+/// The node and the compact form of a cache pod of a set with these `images` (None: not bound to a node, or
+/// finished). A pod without a container for one of the images is not ready for the gate: it is of an older
+/// template (an image was added) and the image is not on the node yet.
+pub fn cache_pod_of(pod: &PodView, images: &[crate::config::Image]) -> Option<(String, CachePod)> {
     let node = pod.spec.as_ref()?.node_name.clone()?;
     let status = pod.status.as_ref()?;
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
     let condition = |kind: &str| status.conditions.iter().flatten().find(|c| c.type_ == kind);
-    let ready = condition("Ready").is_some_and(|c| c.status == "True");
+    let statuses = status.container_statuses.as_deref().unwrap_or_default();
+    let lacking: Vec<(String, String)> = if statuses.is_empty() {
+        Vec::new()
+    } else {
+        images
+            .iter()
+            .filter(|i| !statuses.iter().any(|c| c.name == i.name))
+            .map(|i| (i.name.clone(), ROLLING_OUT.to_owned()))
+            .collect()
+    };
+    let ready = condition("Ready").is_some_and(|c| c.status == "True") && lacking.is_empty();
     let missing = if ready {
         Vec::new()
     } else {
@@ -146,6 +162,7 @@ pub fn cache_pod_of(pod: &PodView) -> Option<(String, CachePod)> {
                     .and_then(|w| w.reason.clone());
                 (c.name.clone(), reason.unwrap_or_default())
             })
+            .chain(lacking)
             .collect()
     };
     Some((
@@ -377,6 +394,7 @@ pub fn message(sets: &[(String, SetOnNode)], now: Timestamp) -> String {
 fn doing(reason: &str) -> &str {
     match reason {
         "" | "ContainerCreating" | "PodInitializing" => "pulling",
+        ROLLING_OUT => "rolling out",
         other => other,
     }
 }
@@ -887,10 +905,48 @@ mod tests {
                     {"name": "base", "image": "y", "ready": true, "state": {"running": {}}}]}
         }))
         .unwrap();
-        let (node, p) = cache_pod_of(&pod).unwrap();
+        let images = |names: &[&str]| -> Vec<crate::config::Image> {
+            names
+                .iter()
+                .map(|n| crate::config::Image {
+                    name: (*n).into(),
+                    reference: format!("r/{n}:1"),
+                })
+                .collect()
+        };
+        let (node, p) = cache_pod_of(&pod, &images(&["base", "cuda"])).unwrap();
         assert_eq!(node, "n1");
         assert!(!p.ready);
         assert_eq!(p.since, Some(t("2026-12-02T10:01:05Z")));
         assert_eq!(p.missing, [("cuda".to_owned(), "ErrImagePull".to_owned())]);
+    }
+
+    #[test]
+    fn a_ready_pod_of_an_older_template_is_not_warm_for_an_added_image() {
+        let pod: PodView = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gpu-x"},
+            "spec": {"nodeName": "n1"},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-02T10:01:05Z"}],
+                "containerStatuses": [{"name": "cuda", "image": "x", "ready": true, "state": {"running": {}}}]}
+        }))
+        .unwrap();
+        let image = |n: &str| crate::config::Image {
+            name: n.into(),
+            reference: format!("r/{n}:1"),
+        };
+        let (_, p) = cache_pod_of(&pod, &[image("cuda")]).unwrap();
+        assert!(p.ready);
+        let (_, p) = cache_pod_of(&pod, &[image("cuda"), image("tools")]).unwrap();
+        assert!(!p.ready, "the set gained an image this pod lacks");
+        assert_eq!(p.missing, [("tools".to_owned(), ROLLING_OUT.to_owned())]);
+        let sets = [(
+            "gpu".to_owned(),
+            SetOnNode::Missing {
+                images: p.missing,
+                since: None,
+            },
+        )];
+        assert_eq!(message(&sets, t(NOW)), "gpu: tools (rolling out)");
     }
 }

@@ -73,7 +73,7 @@ pub async fn survey(
     for (i, set) in config.sets.iter().enumerate() {
         let visit = |page: &[health::PodView]| {
             for p in page {
-                if let Some((node, pod)) = warmth::cache_pod_of(p)
+                if let Some((node, pod)) = warmth::cache_pod_of(p, &set.images)
                     && let Some(&r) = index.get(&node)
                 {
                     pods[r].push((i, pod));
