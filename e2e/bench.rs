@@ -82,7 +82,9 @@ fn main() {
         rows.push((nodes, mine, theirs));
     }
     runtime.block_on(ensure_nodes(&client, 0));
-    runtime.block_on(warm_join(&client, &ours, WARM_NODES));
+    runtime.block_on(warm_join(&client, &ours, WARM_NODES, true));
+    // The same join without the gate: the controller's memory for it alone, to compare.
+    runtime.block_on(warm_join(&client, &ours, WARM_NODES, false));
     if only_warm {
         return;
     }
@@ -315,7 +317,8 @@ fn warm_facts(node: &Node) -> (Seen, bool) {
 
 /// `count` kwok nodes carrying the startup taint join at once while the controller runs; prints the time to
 /// all warm and untainted, node writes per node (seen by a watch; counted by the controller) and peak RSS.
-async fn warm_join(client: &Client, bin: &PathBuf, count: usize) {
+/// Without `gate`: the same join (no taint, no `[warm_gate]`), until every cache pod is Ready.
+async fn warm_join(client: &Client, bin: &PathBuf, count: usize, gate: bool) {
     use kube::runtime::watcher;
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -344,10 +347,14 @@ async fn warm_join(client: &Client, bin: &PathBuf, count: usize) {
     std::fs::write(
         &config,
         format!(
-            "namespace = \"{WARM_NS}\"\n\n[warm_gate]\ntaint = \"{WARM_TAINT}\"\ntimeout = \"15m\"\n\n\
-             [[sets]]\nname = \"warm\"\nrefresh = \"never\"\nnode_selector = {{ type = \"{WARM_LABEL}\" }}\n\
+            "namespace = \"{WARM_NS}\"\n\n{}[[sets]]\nname = \"warm\"\nrefresh = \"never\"\nnode_selector = {{ type = \"{WARM_LABEL}\" }}\n\
              images = {{ web = \"registry.example.com/shop/web:2.14.1\", api = \"registry.example.com/shop/api:2.14.1\", \
-             cache = \"registry.example.com/library/redis:7.4\" }}\n"
+             cache = \"registry.example.com/library/redis:7.4\" }}\n",
+            if gate {
+                format!("[warm_gate]\ntaint = \"{WARM_TAINT}\"\ntimeout = \"15m\"\n\n")
+            } else {
+                String::new()
+            }
         ),
     )
     .unwrap();
@@ -385,9 +392,9 @@ async fn warm_join(client: &Client, bin: &PathBuf, count: usize) {
                 };
                 let facts = warm_facts(&node);
                 let mut seen = seen.lock().unwrap();
-                let entry = seen.entry(node.name_any()).or_insert((0, (None, true)));
+                let entry = seen.entry(node.name_any()).or_insert((0, (None, gate)));
                 if entry.1 != facts {
-                    // The first sight (created tainted, no condition) is the bench's own create.
+                    // Counted from the node as the bench creates it (tainted when gated, no condition).
                     if entry.1.0 != facts.0 {
                         entry.0 += 1;
                     }
@@ -411,7 +418,7 @@ async fn warm_join(client: &Client, bin: &PathBuf, count: usize) {
                     "annotations": {"kwok.x-k8s.io/node": "fake"},
                     "labels": {"type": WARM_LABEL, "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
                 },
-                "spec": {"taints": [{"key": WARM_TAINT, "effect": "NoSchedule"}]},
+                "spec": if gate { serde_json::json!({"taints": [{"key": WARM_TAINT, "effect": "NoSchedule"}]}) } else { serde_json::json!({}) },
                 "status": {
                     "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
                     "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -428,13 +435,17 @@ async fn warm_join(client: &Client, bin: &PathBuf, count: usize) {
     let created = joining.elapsed();
 
     let mut warm = 0;
-    while joining.elapsed() < Duration::from_secs(600) {
-        let list = nodes.list(&ListParams::default().labels(&selector)).await.unwrap();
-        warm = list
-            .items
-            .iter()
-            .filter(|n| matches!(warm_facts(n), (Some((ref s, _, _)), false) if s == "True"))
-            .count();
+    while joining.elapsed() < Duration::from_secs(300) {
+        warm = if gate {
+            let list = nodes.list(&ListParams::default().labels(&selector)).await.unwrap();
+            list.items
+                .iter()
+                .filter(|n| matches!(warm_facts(n), (Some((ref s, _, _)), false) if s == "True"))
+                .count()
+        } else {
+            let ds = daemonsets.get("warm").await.unwrap();
+            ds.status.map_or(0, |s| s.number_ready as usize)
+        };
         if warm == count {
             break;
         }
@@ -448,15 +459,41 @@ async fn warm_join(client: &Client, bin: &PathBuf, count: usize) {
     watch.abort();
     let seen = seen.lock().unwrap().clone();
     let per_node: Vec<usize> = seen.values().map(|(n, _)| *n).collect();
-    let max = per_node.iter().copied().max().unwrap_or(0);
     let total: usize = per_node.iter().sum();
     let with_condition = seen.values().filter(|(_, (c, _))| c.is_some()).count();
+    let mut histogram = std::collections::BTreeMap::<usize, usize>::new();
+    for n in &per_node {
+        *histogram.entry(*n).or_default() += 1;
+    }
+    // Pods the node lifecycle controller marked not ready (Ready False, ContainersReady True) when a
+    // simulated node's heartbeat lagged: kwok does not set them Ready again.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), WARM_NS);
+    let marked = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| {
+            let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+            let is = |kind: &str, value: &str| {
+                conditions.is_some_and(|c| c.iter().any(|c| c.type_ == kind && c.status == value))
+            };
+            is("Ready", "False") && is("ContainersReady", "True")
+        })
+        .count();
+    let what = if gate { "warm gate join" } else { "same join, no gate" };
     println!(
-        "warm gate join: {count} tainted kwok nodes created in {created:.1?}; {warm} of {count} warm and \
-         untainted after {all_warm:.1?}; {with_condition} carry the condition"
+        "{what}: {count} kwok nodes created in {created:.1?}; {warm} of {count} {} after {all_warm:.1?}; \
+         {with_condition} carry the condition; {marked} cache pods marked not ready with their containers ready",
+        if gate {
+            "warm and untainted"
+        } else {
+            "with their cache pod Ready"
+        }
     );
     println!(
-        "warm gate join: node writes seen by a watch: {total} in all, at most {max} per node; \
+        "{what}: node writes seen by a watch: {total} in all, nodes by writes {histogram:?}; \
          counted by the controller: {} condition patches, {} taint patches; peak RSS {:.1} MiB, steady {:.1} MiB",
         after.0 - before.0,
         after.1 - before.1,
