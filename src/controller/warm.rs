@@ -205,10 +205,10 @@ impl Controller {
             }
         }
         for (set, n) in &cold_per_set {
-            self.metrics
-                .cold_nodes
-                .get_or_create(&SetLabel { set: (*set).to_owned() })
-                .set(*n);
+            let label = SetLabel { set: (*set).to_owned() };
+            self.metrics.cold_nodes.get_or_create(&label).set(*n);
+            // Exported from 0, so that `increase()` sees a set's first timeout (the alert).
+            let _ = self.metrics.warm_timeouts.get_or_create(&label);
         }
         let summary = warmth::summarize(&verdicts, Timestamp::now());
         let any_cold = !summary.cold.is_empty();
