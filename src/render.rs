@@ -351,8 +351,7 @@ fn render_unhashed(config: &Config, set: &ImageSet, images: &[Image], options: &
 /// The size of `render_set(config, set, &RenderOptions::default())` as JSON when it is over `limit`, else
 /// None. Cheap for every load: an upper bound first (no rendering), the exact size only near the limit.
 pub fn size_if_over(config: &Config, set: &ImageSet, limit: usize) -> Option<usize> {
-    let images = images_len(set);
-    if bare_bound(config, set).saturating_add(images) <= limit {
+    if bare_bound(config, set).saturating_add(images_bound(set)) <= limit {
         return None;
     }
     Some(encoded_len(config, set)).filter(|size| *size > limit)
@@ -409,8 +408,43 @@ fn bare_bound(config: &Config, set: &ImageSet) -> usize {
 /// The containers of the images, exact: each is a fixed template (by pull policy) holding its name, its
 /// reference and the four resource quantities once each.
 fn images_len(set: &ImageSet) -> usize {
+    let (tagged, pinned) = container_templates();
+    let e = json_escaped_len;
+    let r = &set.resources;
+    let resources = e(&r.cpu_request) + e(&r.cpu_limit) + e(&r.memory_request) + e(&r.memory_limit);
+    let containers: usize = set
+        .images
+        .iter()
+        .map(|i| {
+            // A pinned reference is rendered as an IfNotPresent one is.
+            let template = if pulls_always(set.refresh, i) { tagged } else { pinned };
+            template + resources + e(&i.name) + e(&i.reference)
+        })
+        .sum();
+    // Commas between the containers.
+    containers + set.images.len().saturating_sub(1)
+}
+
+/// An upper bound of [`images_len`] from the strings' lengths alone (JSON writes a byte as at most 6): no
+/// look at each byte, which every load would pay for thousands of images far below the limit.
+fn images_bound(set: &ImageSet) -> usize {
+    let (tagged, pinned) = container_templates();
+    let e = json_escaped_len;
+    let r = &set.resources;
+    let resources = e(&r.cpu_request) + e(&r.cpu_limit) + e(&r.memory_request) + e(&r.memory_limit);
+    let strings: usize = set.images.iter().map(|i| i.name.len() + i.reference.len()).sum();
+    // The template, the resources and a comma per container.
+    set.images
+        .len()
+        .saturating_mul(tagged.max(pinned) + resources + 1)
+        .saturating_add(strings.saturating_mul(6))
+}
+
+/// The length of a cache container's JSON without its name, reference and resource quantities: for one
+/// pulled Always, and for one IfNotPresent (a pinned reference).
+fn container_templates() -> (usize, usize) {
     static TEMPLATES: OnceLock<(usize, usize)> = OnceLock::new();
-    let (tagged, pinned) = *TEMPLATES.get_or_init(|| {
+    *TEMPLATES.get_or_init(|| {
         let empty = resource_requirements(&Resources {
             cpu_request: String::new(),
             cpu_limit: String::new(),
@@ -430,21 +464,7 @@ fn images_len(set: &ImageSet) -> usize {
             )) - reference.len()
         };
         (len(""), len("@"))
-    });
-    let e = json_escaped_len;
-    let r = &set.resources;
-    let resources = e(&r.cpu_request) + e(&r.cpu_limit) + e(&r.memory_request) + e(&r.memory_limit);
-    let containers: usize = set
-        .images
-        .iter()
-        .map(|i| {
-            // A pinned reference is rendered as an IfNotPresent one is.
-            let template = if pulls_always(set.refresh, i) { tagged } else { pinned };
-            template + resources + e(&i.name) + e(&i.reference)
-        })
-        .sum();
-    // Commas between the containers.
-    containers + set.images.len().saturating_sub(1)
+    })
 }
 
 fn json_len(value: &impl serde::Serialize) -> usize {

@@ -38,6 +38,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -139,7 +140,8 @@ fn problems_of(request: &Value, object: &Value, env: &dyn VarSource) -> Option<S
         .unwrap_or("(new)");
     let data: BTreeMap<String, String> = match object.get("data") {
         None | Some(Value::Null) => BTreeMap::new(),
-        Some(data) => match serde_json::from_value(data.clone()) {
+        // Read from the parsed body in place: cloning `data` would copy the whole config once more.
+        Some(data) => match BTreeMap::<String, String>::deserialize(data) {
             Ok(data) => data,
             Err(e) => return Some(format!("configmap/{name}: data is not a map of strings: {e}")),
         },

@@ -226,7 +226,9 @@ pub fn load_toml_str(text: &str, origin: &str, env: &dyn VarSource) -> Result<Co
     let parsed = TomlDoc::parse(text, origin).map_err(|problems| invalid(origin, problems))?;
     let (doc, mut raw, mut located, tainted) = (parsed.doc, parsed.raw, parsed.problems, parsed.tainted);
     let from_env = fill_from_env(&mut raw, env);
-    let more = match resolve(&raw) {
+    // For the problems' field names; the raw config itself moves into the resolved one.
+    let set_names: Vec<String> = raw.sets.iter().map(|s| s.name.clone()).collect();
+    let more = match resolve(raw) {
         Ok(config) if located.is_empty() => return Ok(config),
         Ok(_) => Vec::new(),
         Err(more) => more,
@@ -248,7 +250,7 @@ pub fn load_toml_str(text: &str, origin: &str, env: &dyn VarSource) -> Result<Co
             offset,
             Problem {
                 location,
-                field: describe(&p.path, &raw),
+                field: describe(&p.path, &set_names),
                 message: p.message,
             },
         ));
@@ -308,7 +310,7 @@ fn load_vars(
             .into_iter()
             .filter(|p| !unreadable.iter().any(|(_, u)| u.location == p.location)),
     );
-    match resolve(&raw) {
+    match resolve(raw) {
         Ok(config) if problems.is_empty() => return Ok(config),
         Ok(_) => {}
         Err(more) => {

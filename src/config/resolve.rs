@@ -74,10 +74,11 @@ fn problem(path: FieldPath, message: impl Into<String>) -> FieldProblem {
     }
 }
 
-/// `sets[1] (gpu).memory_limit`: the path as a user reads it, naming the set when it has a name.
-pub fn describe(path: &[Seg], raw: &RawConfig) -> String {
+/// `sets[1] (gpu).memory_limit`: the path as a user reads it, naming the set when it has a name
+/// (`set_names`: each set's, in order).
+pub fn describe(path: &[Seg], set_names: &[String]) -> String {
     let set_name = match path {
-        [Seg::Key(k), Seg::Index(i), ..] if k == "sets" => raw.sets.get(*i).map(|s| s.name.as_str()),
+        [Seg::Key(k), Seg::Index(i), ..] if k == "sets" => set_names.get(*i).map(String::as_str),
         _ => None,
     };
     match set_name.filter(|n| !n.is_empty()) {
@@ -156,8 +157,28 @@ pub fn dropped_field_message(path: &[Seg]) -> String {
     )
 }
 
-/// Checks everything and builds the resolved config, or returns every problem found.
-pub fn resolve(raw: &RawConfig) -> Result<Config, Vec<FieldProblem>> {
+/// Checks everything and builds the resolved config, or returns every problem found. Takes the raw config:
+/// its strings (thousands of image names and references) move into the config instead of being copied.
+pub fn resolve(raw: RawConfig) -> Result<Config, Vec<FieldProblem>> {
+    let mut problems = check(&raw);
+    // Built even when problems were found, so that the size of each DaemonSet is checked too.
+    let config = build(raw);
+    check_rendered_size(&config, &mut problems);
+    // Validation problems come out of hash maps: sort for a stable, document-ordered report.
+    problems.sort_by(|a, b| {
+        path_order(&a.path)
+            .cmp(&path_order(&b.path))
+            .then(a.message.cmp(&b.message))
+    });
+    problems.dedup();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(config)
+}
+
+/// Every problem of the raw config but the size of the DaemonSets (which needs them built), unsorted.
+fn check(raw: &RawConfig) -> Vec<FieldProblem> {
     let mut problems = Vec::new();
     if let Err(errors) = raw.validate() {
         flatten_validation(&errors, &mut Vec::new(), &mut problems);
@@ -190,20 +211,7 @@ pub fn resolve(raw: &RawConfig) -> Result<Config, Vec<FieldProblem>> {
     if let Some(a) = &raw.defaults.affinity {
         affinity::check(a, vec![key("defaults"), key("affinity")], &mut problems);
     }
-    // Built even when problems were found, so that the size of each DaemonSet is checked too.
-    let config = build(raw);
-    check_rendered_size(&config, &mut problems);
-    // Validation problems come out of hash maps: sort for a stable, document-ordered report.
-    problems.sort_by(|a, b| {
-        path_order(&a.path)
-            .cmp(&path_order(&b.path))
-            .then(a.message.cmp(&b.message))
-    });
-    problems.dedup();
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(config)
+    problems
 }
 
 /// The annotations of each DaemonSet (the defaults merged with the set's, and the puller's own spec hash)
@@ -412,23 +420,20 @@ fn check_request_within_limit(raw: &RawConfig, i: usize, problems: &mut Vec<Fiel
     }
 }
 
-fn build(raw: &RawConfig) -> Config {
+fn build(raw: RawConfig) -> Config {
     let sets = raw
         .sets
-        .iter()
+        .into_iter()
         .map(|s| {
             // The set's value, else the default's (see `per_set_fields!`), else the built-in one.
             let v = s.over(&raw.defaults);
             let builtin = Resources::default();
             ImageSet {
-                name: s.name.clone(),
+                name: s.name,
                 images: s
                     .images
-                    .iter()
-                    .map(|(n, r)| Image {
-                        name: n.clone(),
-                        reference: r.clone(),
-                    })
+                    .into_iter()
+                    .map(|(name, reference)| Image { name, reference })
                     .collect(),
                 resources: Resources {
                     cpu_request: v.cpu_request.unwrap_or(builtin.cpu_request),
@@ -450,7 +455,7 @@ fn build(raw: &RawConfig) -> Config {
         })
         .collect();
     Config {
-        namespace: raw.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+        namespace: raw.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
         // Range-checked (1..=8760) by the field rules before we get here.
         caching_interval_hours: raw.caching_interval_hours.map_or(1, |h| u32::try_from(h).unwrap_or(1)),
         // Checked by the field rules before we get here.
@@ -459,12 +464,12 @@ fn build(raw: &RawConfig) -> Config {
             .as_deref()
             .and_then(|s| super::rules::check_interval_of(s).ok())
             .unwrap_or(super::DEFAULT_REFRESH_CHECK_INTERVAL),
-        kip_image: raw.kip_image.clone().unwrap_or_else(|| DEFAULT_KIP_IMAGE.into()),
-        deployment_name: raw.deployment_name.clone(),
+        kip_image: raw.kip_image.unwrap_or_else(|| DEFAULT_KIP_IMAGE.into()),
+        deployment_name: raw.deployment_name,
         sets,
         // Checked by the field rules before we get here.
-        warm_gate: raw.warm_gate.as_ref().map(|w| super::WarmGate {
-            taint: w.taint.clone().filter(|t| !t.is_empty()),
+        warm_gate: raw.warm_gate.map(|w| super::WarmGate {
+            taint: w.taint.filter(|t| !t.is_empty()),
             timeout: w
                 .timeout
                 .as_deref()

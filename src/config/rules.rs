@@ -368,12 +368,13 @@ pub fn label_key(s: &str) -> Result<(), ValidationError> {
 /// that); anything else goes to the full check. oci-spec's pattern costs about 6 µs a reference, which a
 /// config of thousands of images feels on every reload.
 fn is_plain_reference(s: &str) -> bool {
+    // On bytes throughout: every separator is ASCII, so never part of another character, and short loops
+    // cost less than `str` searches on strings of a few dozen bytes.
     fn alnum_lower(c: u8) -> bool {
         c.is_ascii_lowercase() || c.is_ascii_digit()
     }
     // [a-z0-9]+ ((. | _ | __ | -+) [a-z0-9]+)*
-    fn path_component(p: &str) -> bool {
-        let b = p.as_bytes();
+    fn path_component(b: &[u8]) -> bool {
         if !b.first().is_some_and(|c| alnum_lower(*c)) || !b.last().is_some_and(|c| alnum_lower(*c)) {
             return false;
         }
@@ -387,56 +388,56 @@ fn is_plain_reference(s: &str) -> bool {
             while i < b.len() && !alnum_lower(b[i]) {
                 i += 1;
             }
-            let sep = &p[start..i];
-            if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-')) {
+            let sep = &b[start..i];
+            if !(sep == b"." || sep == b"_" || sep == b"__" || sep.iter().all(|c| *c == b'-')) {
                 return false;
             }
         }
         true
     }
     // [a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]
-    fn host_component(h: &str) -> bool {
-        let b = h.as_bytes();
+    fn host_component(b: &[u8]) -> bool {
         !b.is_empty()
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
             && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
     }
-    if s.len() > 255 {
+    let b = s.as_bytes();
+    if b.len() > 255 {
         return false;
     }
-    let (rest, digest) = match s.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest)),
-        None => (s, None),
+    let (rest, digest) = match b.iter().position(|c| *c == b'@') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (b, None),
     };
     if let Some(d) = digest {
-        let hex = d.strip_prefix("sha256:").unwrap_or("");
-        if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        let hex = d.strip_prefix(b"sha256:").unwrap_or(b"");
+        if hex.len() != 64 || !hex.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
             return false;
         }
     }
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last_slash..].find(':') {
+    let last_slash = rest.iter().rposition(|c| *c == b'/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].iter().position(|c| *c == b':') {
         Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
         None => (rest, None),
     };
     if let Some(t) = tag {
-        let b = t.as_bytes();
         let word = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
-        if b.is_empty() || b.len() > 128 || !word(&b[0]) || !b.iter().all(|c| word(c) || matches!(c, b'.' | b'-')) {
+        if t.is_empty() || t.len() > 128 || !word(&t[0]) || !t.iter().all(|c| word(c) || matches!(c, b'.' | b'-')) {
             return false;
         }
     }
-    let mut components = name.split('/');
-    let first = components.next().unwrap_or("");
-    let has_domain = name.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    let mut components = name.split(|c| *c == b'/');
+    let first = components.next().unwrap_or_default();
+    // `name` holds a '/' exactly when `rest` does: the last one is before `last_slash`.
+    let has_domain = last_slash > 0 && (first.iter().any(|c| matches!(c, b'.' | b':')) || first == b"localhost");
     if has_domain {
-        let (host, port) = match first.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        let (host, port) = match first.iter().position(|c| *c == b':') {
+            Some(i) => (&first[..i], Some(&first[i + 1..])),
             None => (first, None),
         };
-        if !host.split('.').all(host_component)
-            || port.is_some_and(|p| p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()))
+        if !host.split(|c| *c == b'.').all(host_component)
+            || port.is_some_and(|p| p.is_empty() || !p.iter().all(u8::is_ascii_digit))
         {
             return false;
         }

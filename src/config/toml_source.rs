@@ -18,7 +18,10 @@ use super::rules::short;
 pub struct TomlDoc<'t> {
     text: &'t str,
     origin: &'t str,
-    root: Spanned<DeTable<'t>>,
+    /// The parsed document, for locating fields and copying parts after an error. The tree parsed first is
+    /// handed to deserialization whole (a copy of it cost about a tenth of a load), so this is parsed again
+    /// on the first use: only a config with problems gets that far.
+    root: OnceCell<Spanned<DeTable<'t>>>,
     /// Byte offset of each line's start, built on the first location asked for: thousands of problems must not
     /// each count the newlines from the top.
     line_starts: OnceCell<Vec<usize>>,
@@ -55,7 +58,7 @@ impl<'t> TomlDoc<'t> {
         let doc = TomlDoc {
             text,
             origin,
-            root,
+            root: OnceCell::new(),
             line_starts: OnceCell::new(),
         };
         if !errors.is_empty() {
@@ -71,10 +74,10 @@ impl<'t> TomlDoc<'t> {
             out: &mut problems,
             unknown: &mut unknown,
         }
-        .table(schema, doc.root.get_ref(), &mut Vec::new());
+        .table(schema, root.get_ref(), &mut Vec::new());
         let mut tainted = Vec::new();
         // Deserialize from the tree already parsed (its strings borrow the text) instead of parsing again.
-        let mut tree = Spanned::new(doc.root.span(), DeValue::Table(doc.root.get_ref().clone()));
+        let mut tree = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
         let mut left_out = Vec::new();
         for (path, suggestion) in unknown {
             remove_key(&mut tree, &path);
@@ -180,18 +183,19 @@ impl<'t> TomlDoc<'t> {
     /// A fresh copy of the part of the document at `base` (the whole document without `sets` when `base` is
     /// empty), with the `left_out` keys under it removed.
     fn part(&self, base: &FieldPath, left_out: &[FieldPath]) -> Option<Spanned<DeValue<'t>>> {
+        let root = self.root();
         let mut value = match base.split_first() {
             None => {
                 let mut rest = DeTable::new();
-                for (k, v) in self.root.get_ref() {
+                for (k, v) in root.get_ref() {
                     if k.get_ref() != "sets" {
                         rest.insert(k.clone(), v.clone());
                     }
                 }
-                Spanned::new(self.root.span(), DeValue::Table(rest))
+                Spanned::new(root.span(), DeValue::Table(rest))
             }
             Some((Seg::Key(first), more)) => {
-                let mut node = self.root.get_ref().get(first.as_str())?;
+                let mut node = root.get_ref().get(first.as_str())?;
                 for seg in more {
                     node = match (seg, node.get_ref()) {
                         (Seg::Key(k), DeValue::Table(t)) => t.get(k.as_str())?,
@@ -253,6 +257,12 @@ impl<'t> TomlDoc<'t> {
         }
     }
 
+    /// The parsed document (see `root`): parsed again on the first call. The text parsed without a syntax
+    /// error before, so it does again, to the same tree.
+    fn root(&self) -> &Spanned<DeTable<'t>> {
+        self.root.get_or_init(|| DeTable::parse_recoverable(self.text).0)
+    }
+
     fn at(&self, offset: usize) -> String {
         let starts = self.line_starts.get_or_init(|| {
             std::iter::once(0)
@@ -279,9 +289,10 @@ impl<'t> TomlDoc<'t> {
     /// `file:line:col` of the deepest part of `path` present in the file (the field, or its set), and its
     /// byte offset for ordering.
     pub fn locate(&self, path: &FieldPath) -> (String, usize) {
-        let mut span = self.root.span();
+        let root = self.root();
+        let mut span = root.span();
         let mut current: Option<&DeValue<'_>> = None;
-        let mut table = Some(self.root.get_ref());
+        let mut table = Some(root.get_ref());
         for seg in path {
             let next = match (seg, table, current) {
                 (Seg::Key(k), Some(t), _) => t
@@ -296,7 +307,7 @@ impl<'t> TomlDoc<'t> {
             current = Some(v.get_ref());
             table = v.get_ref().as_table();
         }
-        if self.root.span() == span && !path.is_empty() {
+        if root.span() == span && !path.is_empty() {
             return (self.origin.to_owned(), 0);
         }
         (self.at(span.start), span.start)
@@ -373,6 +384,10 @@ impl KeyCheck<'_, '_> {
                 (None, Some(s)) if s.is_object() => s,
                 _ => continue,
             };
+            // Only tables and arrays hold keys to check (an image set holds thousands of plain values).
+            if !matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_)) {
+                continue;
+            }
             path.push(Seg::Key(name.to_owned()));
             self.value(sub, v.get_ref(), path);
             path.pop();
