@@ -168,27 +168,24 @@ impl Cluster {
             "lastTransitionTime": at,
             "lastHeartbeatTime": at,
         }]}});
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        self.nodes()
-            .patch_status(node, &params, &Patch::Strategic(&patch))
-            .await
-            .map(|_| ())
-            .map_err(|source| self.node_error("patch", "nodes/status", node, source))
+        self.patch_node_status(node, &patch).await
     }
 
     /// Removes the `ImagesCached` condition from a node no set selects any more (a strategic-merge delete
     /// directive for that type; the kubelet's conditions stay).
     pub async fn remove_node_condition(&self, node: &str) -> Result<(), NodeCallError> {
         let patch = json!({"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}});
+        self.patch_node_status(node, &patch).await
+    }
+
+    /// A strategic-merge patch of `nodes/status` (conditions merge by type).
+    async fn patch_node_status(&self, node: &str, patch: &serde_json::Value) -> Result<(), NodeCallError> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
         self.nodes()
-            .patch_status(node, &params, &Patch::Strategic(&patch))
+            .patch_status(node, &params, &Patch::Strategic(patch))
             .await
             .map(|_| ())
             .map_err(|source| self.node_error("patch", "nodes/status", node, source))
