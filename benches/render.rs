@@ -176,17 +176,22 @@ fn main() {
     });
     report("reload + plan, 1 of 100 sets edited", &one_changed, true);
 
-    // The webhook's answer to an AdmissionReview of the ConfigMap holding this config (body parsed, config
-    // loaded and checked, response built): what `kubectl apply` waits for.
+    // The webhook's answer to an AdmissionReview of an edit of the ConfigMap holding this config (body parsed,
+    // config loaded and checked, response built): what `kubectl apply` waits for. An UPDATE carries the old
+    // object too, here the same config before a tag was bumped.
+    let config_map = |text: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "k8s-image-puller", "namespace": "kubernetes-image-puller",
+                         "labels": {"kubernetes-image-puller.io/config": "true"}},
+            "data": {"config.toml": text}})
+    };
     let review = serde_json::json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
             "uid": "b1b2", "operation": "UPDATE", "namespace": "kubernetes-image-puller",
             "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-            "object": {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "k8s-image-puller", "namespace": "kubernetes-image-puller",
-                             "labels": {"kubernetes-image-puller.io/config": "true"}},
-                "data": {"config.toml": text}}
+            "object": config_map(&text),
+            "oldObject": config_map(&text.replacen(":v1.0\"", ":v0.9\"", 1)),
         }
     })
     .to_string();

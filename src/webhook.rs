@@ -76,13 +76,13 @@ pub struct Target {
 }
 
 impl Target {
-    fn is_config(&self, request: &Value, object: &Value) -> bool {
-        let kind = &request["kind"];
+    fn is_config(&self, request: &Request, object: &Value) -> bool {
+        let kind = &request.kind;
         if !kind["group"].as_str().unwrap_or("").is_empty() || kind["kind"].as_str() != Some("ConfigMap") {
             return false;
         }
         let meta = &object["metadata"];
-        let namespace = request["namespace"].as_str().or(meta["namespace"].as_str());
+        let namespace = request.namespace.as_str().or(meta["namespace"].as_str());
         if namespace != Some(self.namespace.as_str()) {
             return false;
         }
@@ -90,6 +90,24 @@ impl Target {
         let named = self.config_map.is_some() && meta["name"].as_str() == self.config_map.as_deref();
         labelled || named
     }
+}
+
+/// The parts of an AdmissionReview the answer looks at, each as loosely typed as JSON indexing would take it.
+/// Everything else is skipped unbuilt: above all the `oldObject` of an UPDATE, a second copy of the config.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Review {
+    request: Request,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Request {
+    uid: Value,
+    kind: Value,
+    name: Value,
+    namespace: Value,
+    object: Value,
 }
 
 /// Why a body is not an AdmissionReview (answered with 400).
@@ -104,14 +122,13 @@ pub enum ReviewError {
 /// Answers one AdmissionReview: allowed, or refused with the config's problems (the `check` command's text:
 /// `configmap/NAME:config.toml: N problems:` then one `- ...:LINE:COL: field: message` line each). Pure.
 pub fn review(body: &[u8], target: &Target, env: &dyn VarSource) -> Result<Value, ReviewError> {
-    let input: Value = serde_json::from_slice(body)?;
-    let request = &input["request"];
-    let Some(uid) = request["uid"].as_str() else {
+    let Review { mut request } = serde_json::from_slice(body)?;
+    let Some(uid) = request.uid.as_str() else {
         return Err(ReviewError::NoRequest);
     };
-    let object = &request["object"];
-    let refusal = if object.is_object() && target.is_config(request, object) {
-        problems_of(request, object, env)
+    let refusal = if request.object.is_object() && target.is_config(&request, &request.object) {
+        let object = std::mem::take(&mut request.object);
+        problems_of(&request, object, env)
     } else {
         None
     };
@@ -131,22 +148,23 @@ pub fn review(body: &[u8], target: &Target, env: &dyn VarSource) -> Result<Value
 }
 
 /// The problems of the ConfigMap's data as `check` words them, or `None` when the config is valid.
-fn problems_of(request: &Value, object: &Value, env: &dyn VarSource) -> Option<String> {
+fn problems_of(request: &Request, mut object: Value, env: &dyn VarSource) -> Option<String> {
     let meta = &object["metadata"];
     let name = meta["name"]
         .as_str()
-        .or(request["name"].as_str())
+        .or(request.name.as_str())
         .filter(|n| !n.is_empty())
-        .unwrap_or("(new)");
-    let data: BTreeMap<String, String> = match object.get("data") {
+        .unwrap_or("(new)")
+        .to_owned();
+    let data: BTreeMap<String, String> = match object.get_mut("data").map(Value::take) {
         None | Some(Value::Null) => BTreeMap::new(),
-        // Read from the parsed body in place: cloning `data` would copy the whole config once more.
+        // Taken out of the parsed body: its strings move into the map, the config is not copied again.
         Some(data) => match BTreeMap::<String, String>::deserialize(data) {
             Ok(data) => data,
             Err(e) => return Some(format!("configmap/{name}: data is not a map of strings: {e}")),
         },
     };
-    config::load_config_map(name, &data, env).err().map(|e| e.to_string())
+    config::load_config_map(&name, &data, env).err().map(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1097,6 +1115,29 @@ mod tests {
         assert!(answer(delete.to_string().as_bytes()).0, "no object");
         assert!(review(b"{}", &target(), &NoEnv).is_err());
         assert!(review(b"not json", &target(), &NoEnv).is_err());
+    }
+
+    #[test]
+    fn an_update_is_judged_by_its_new_object_alone() {
+        // The API server sends the object before the edit as `oldObject`; the answer never looks at it.
+        let with_old = |new: &str, old: &str| {
+            let mut body: Value = serde_json::from_slice(&review_of(json!({"config.toml": new}))).unwrap();
+            let mut old_object = body["request"]["object"].clone();
+            old_object["data"] = json!({"config.toml": old});
+            body["request"]["oldObject"] = old_object;
+            answer(body.to_string().as_bytes())
+        };
+        let (allowed, message) = with_old(VALID, "[[sets]");
+        assert!(allowed, "a fix of a broken config: {message}");
+        let (allowed, message) = with_old("[[sets]", VALID);
+        assert!(!allowed);
+        assert!(message.contains("configmap/kip-config:config.toml:1:"), "{message}");
+        let (allowed, message) = answer(&review_of(json!({"config.toml": 3})));
+        assert!(!allowed);
+        assert!(
+            message.starts_with("configmap/kip-config: data is not a map of strings: "),
+            "{message}"
+        );
     }
 
     #[test]
