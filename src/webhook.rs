@@ -149,14 +149,13 @@ pub fn review(body: &[u8], target: &Target, env: &dyn VarSource) -> Result<Value
 
 /// The problems of the ConfigMap's data as `check` words them, or `None` when the config is valid.
 fn problems_of(request: &Request, mut object: Value, env: &dyn VarSource) -> Option<String> {
-    let meta = &object["metadata"];
-    let name = meta["name"]
+    let data = object.get_mut("data").map(Value::take);
+    let name = object["metadata"]["name"]
         .as_str()
         .or(request.name.as_str())
         .filter(|n| !n.is_empty())
-        .unwrap_or("(new)")
-        .to_owned();
-    let data: BTreeMap<String, String> = match object.get_mut("data").map(Value::take) {
+        .unwrap_or("(new)");
+    let data: BTreeMap<String, String> = match data {
         None | Some(Value::Null) => BTreeMap::new(),
         // Taken out of the parsed body: its strings move into the map, the config is not copied again.
         Some(data) => match BTreeMap::<String, String>::deserialize(data) {
@@ -164,7 +163,7 @@ fn problems_of(request: &Request, mut object: Value, env: &dyn VarSource) -> Opt
             Err(e) => return Some(format!("configmap/{name}: data is not a map of strings: {e}")),
         },
     };
-    config::load_config_map(&name, &data, env).err().map(|e| e.to_string())
+    config::load_config_map(name, &data, env).err().map(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -308,9 +308,9 @@ pub fn json_schema() -> serde_json::Value {
     schemars::schema_for!(RawConfig).to_value()
 }
 
-/// A map of strings built in one go from its entries rather than by one insert each, as serde does: TOML
-/// tables arrive in key order, and a bulk build from sorted entries skips the searches (about a tenth of a
-/// 10 000-image load). A repeated key keeps its last value, as an insert would; the messages are serde's.
+/// A map of strings built in one go from its entries rather than by one insert each, as serde does: the
+/// entries are sorted once (one pass when the file lists them in order) and the tree is built without a
+/// search per key. A repeated key keeps its last value, as an insert would; the messages are serde's.
 fn map_in_bulk<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     struct Entries;
     impl<'de> serde::de::Visitor<'de> for Entries {
