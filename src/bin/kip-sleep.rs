@@ -186,7 +186,8 @@ fn wait_for_termination(limit: Option<Duration>) -> ExitCode {
                     // Waits of up to a day at a time keep the timespec in range on any platform.
                     let step = left.min(Duration::from_secs(86_400));
                     let timeout = libc::timespec {
-                        tv_sec: step.as_secs() as libc::time_t,
+                        // `as _`: the field's own type (libc deprecates naming `time_t` on musl).
+                        tv_sec: step.as_secs() as _,
                         tv_nsec: step.subsec_nanos() as libc::c_long,
                     };
                     libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout)
