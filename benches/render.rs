@@ -6,7 +6,8 @@
 //! built). For information: building every k8s-openapi object (the first pass after a start compares all
 //! of them; the `render` command prints them) and the YAML of `render`. Prints median and min; a miss is
 //! reported, never a failure (timings depend on the machine). Also the admission webhook's answer for a
-//! ConfigMap holding that config (target 10 ms). Run with `cargo bench --bench render`.
+//! ConfigMap holding that config (target 10 ms). malloc is tuned as the binary tunes it. Run with
+//! `cargo bench --bench render`.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -115,6 +116,8 @@ fn report(what: &str, stats: &Stats, targeted: bool) {
 }
 
 fn main() {
+    // The allocator as the binary sets it: large blocks mapped and returned to the system when freed.
+    kubernetes_image_puller::tune_allocator();
     // `cargo bench` passes `--bench`; `cargo test --benches` (an unoptimized build) does not: only check there.
     let quick = !std::env::args().any(|a| a == "--bench");
     let text = config_text();

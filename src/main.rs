@@ -12,7 +12,7 @@ use kubernetes_image_puller::commands::{self, run::RunOptions};
 const RUNTIME_TEARDOWN: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
-    tune_allocator();
+    kubernetes_image_puller::tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -70,23 +70,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(code)
-}
-
-/// glibc's malloc, set to give memory back: blocks of 64 KiB and more (list pages, request bodies) get
-/// their own mapping, returned to the system when freed, instead of the default threshold that rises
-/// after each such free until large blocks stay in a heap that is seldom trimmed; and one arena for all
-/// threads instead of one per thread. Measured with benches/process.rs: the RSS stays flat from 3 to
-/// 1,000 nodes (mimalloc 0.1.52, tried as the global allocator, held 2-5 MiB more).
-#[allow(unsafe_code)] // mallopt is a C function; see SAFETY.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes malloc's parameters; it is called before any other thread exists. A
-    // refused value (0 returned) leaves the default, which is still correct, only larger.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-    // musl's malloc (the static build of the Dockerfile) already unmaps freed large blocks.
 }
 
 /// The async runtime of every command that talks to the API. Two workers whatever the node's core count:
