@@ -71,7 +71,7 @@ echo "INFO: $("$DENY" --version) ($DENY)"
 # machine has not fetched. Offline first; if a crate is missing, cargo fetches it from crates.io.
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 PLATFORMS=()
-for t in "$HOST" x86_64-unknown-linux-gnu x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+for t in "$HOST" x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
   PLATFORMS+=(--filter-platform "$t")
 done
 metadata() {

@@ -300,7 +300,7 @@ if [[ $KIP_BIN_GIVEN -eq 0 ]]; then
   # Up to date: a no-op. cargo waits on its lock if another build runs.
   check "cargo build --release --bins" cargo build --release --bins --quiet
   # The sleeper must run in any image: link it statically (crt-static applies to this binary only, so
-  # proc-macros and build scripts are unaffected; the Dockerfile's musl build is static anyway).
+  # proc-macros and build scripts are unaffected; the Dockerfile's build is static anyway).
   check "cargo rustc --release --bin kip-sleep (static)" \
     cargo rustc --release --bin kip-sleep --quiet -- -C target-feature=+crt-static
 fi
@@ -586,7 +586,7 @@ if [[ $HAVE_BIN -eq 1 ]]; then
   if is_static "$KIP_BIN" >"$WORK/static.main" 2>&1; then
     info "$(basename "$KIP_BIN") is statically linked on this build"
   else
-    info "$(basename "$KIP_BIN") is dynamically linked on this host build (the Dockerfile builds it static for musl): $(head -n1 "$WORK/static.main")"
+    info "$(basename "$KIP_BIN") is dynamically linked on this host build (the Dockerfile builds it static): $(head -n1 "$WORK/static.main")"
   fi
 fi
 

@@ -298,9 +298,9 @@ base_image_pinned() {
   local line
   line=$(grep -E '^ARG RUST_IMAGE=' Dockerfile) || { echo "no ARG RUST_IMAGE=... default"; return 1; }
   echo "$line"
-  [[ $line =~ ^ARG\ RUST_IMAGE=docker\.io/library/rust:[0-9]+\.[0-9]+\.[0-9]+-alpine[0-9]+\.[0-9]+$ ]]
+  [[ $line =~ ^ARG\ RUST_IMAGE=docker\.io/library/rust:[0-9]+\.[0-9]+\.[0-9]+-(bookworm|trixie)$ ]]
 }
-check "Dockerfile: the build stage's base image (RUST_IMAGE) is pinned to a Rust release and an Alpine release" \
+check "Dockerfile: the build stage's base image (RUST_IMAGE) is pinned to a Rust release and a Debian release" \
   base_image_pinned
 
 # What the release relies on: the `prebuilt`/`build` switch feeding one final stage, and the per-platform
